@@ -1,0 +1,17 @@
+"""The WASI ABI as data: constants, layouts and signatures for preview1 and preview0."""
+
+from .constants import *  # noqa: F401,F403
+from .constants import errno_from_host
+from .layouts import (
+    DIRENT,
+    EVENT,
+    FDSTAT,
+    IOVEC,
+    PRESTAT,
+    PREVIEW0,
+    PREVIEW1,
+    SNAPSHOTS,
+    U32,
+    U64,
+    Snapshot,
+)

@@ -1,0 +1,273 @@
+"""WASI constants shared by preview1 (`wasi_snapshot_preview1`) and preview0 (`wasi_unstable`).
+
+The two snapshots agree on every number here except `fd_seek`'s whence, which
+lives with the layouts in `layouts.py`. Nothing outside this package defines a
+WASI constant.
+"""
+
+from __future__ import annotations
+
+import errno as _host
+from enum import IntEnum, IntFlag
+
+
+class Errno(IntEnum):
+    SUCCESS = 0
+    TOOBIG = 1  # E2BIG
+    ACCES = 2
+    ADDRINUSE = 3
+    ADDRNOTAVAIL = 4
+    AFNOSUPPORT = 5
+    AGAIN = 6
+    ALREADY = 7
+    BADF = 8
+    BADMSG = 9
+    BUSY = 10
+    CANCELED = 11
+    CHILD = 12
+    CONNABORTED = 13
+    CONNREFUSED = 14
+    CONNRESET = 15
+    DEADLK = 16
+    DESTADDRREQ = 17
+    DOM = 18
+    DQUOT = 19
+    EXIST = 20
+    FAULT = 21
+    FBIG = 22
+    HOSTUNREACH = 23
+    IDRM = 24
+    ILSEQ = 25
+    INPROGRESS = 26
+    INTR = 27
+    INVAL = 28
+    IO = 29
+    ISCONN = 30
+    ISDIR = 31
+    LOOP = 32
+    MFILE = 33
+    MLINK = 34
+    MSGSIZE = 35
+    MULTIHOP = 36
+    NAMETOOLONG = 37
+    NETDOWN = 38
+    NETRESET = 39
+    NETUNREACH = 40
+    NFILE = 41
+    NOBUFS = 42
+    NODEV = 43
+    NOENT = 44
+    NOEXEC = 45
+    NOLCK = 46
+    NOLINK = 47
+    NOMEM = 48
+    NOMSG = 49
+    NOPROTOOPT = 50
+    NOSPC = 51
+    NOSYS = 52
+    NOTCONN = 53
+    NOTDIR = 54
+    NOTEMPTY = 55
+    NOTRECOVERABLE = 56
+    NOTSOCK = 57
+    NOTSUP = 58
+    NOTTY = 59
+    NXIO = 60
+    OVERFLOW = 61
+    OWNERDEAD = 62
+    PERM = 63
+    PIPE = 64
+    PROTO = 65
+    PROTONOSUPPORT = 66
+    PROTOTYPE = 67
+    RANGE = 68
+    ROFS = 69
+    SPIPE = 70
+    SRCH = 71
+    STALE = 72
+    TIMEDOUT = 73
+    TXTBSY = 74
+    XDEV = 75
+    NOTCAPABLE = 76
+
+
+# Host errno -> WASI errno, by name: both follow POSIX names.
+_HOST_TO_WASI: dict[int, Errno] = {}
+for _name, _value in Errno.__members__.items():
+    _host_name = "E2BIG" if _name == "TOOBIG" else "E" + _name
+    _code = getattr(_host, _host_name, None)
+    if _code is not None:
+        _HOST_TO_WASI[_code] = _value
+_HOST_TO_WASI[_host.EOPNOTSUPP] = Errno.NOTSUP
+_HOST_TO_WASI[_host.EWOULDBLOCK] = Errno.AGAIN
+
+
+def errno_from_host(code: int | None) -> Errno:
+    """The WASI errno for a host `OSError.errno` (EIO when there is no match)."""
+    return _HOST_TO_WASI.get(code or 0, Errno.IO) if code else Errno.IO
+
+
+class Rights(IntFlag):
+    FD_DATASYNC = 1 << 0
+    FD_READ = 1 << 1
+    FD_SEEK = 1 << 2
+    FD_FDSTAT_SET_FLAGS = 1 << 3
+    FD_SYNC = 1 << 4
+    FD_TELL = 1 << 5
+    FD_WRITE = 1 << 6
+    FD_ADVISE = 1 << 7
+    FD_ALLOCATE = 1 << 8
+    PATH_CREATE_DIRECTORY = 1 << 9
+    PATH_CREATE_FILE = 1 << 10
+    PATH_LINK_SOURCE = 1 << 11
+    PATH_LINK_TARGET = 1 << 12
+    PATH_OPEN = 1 << 13
+    FD_READDIR = 1 << 14
+    PATH_READLINK = 1 << 15
+    PATH_RENAME_SOURCE = 1 << 16
+    PATH_RENAME_TARGET = 1 << 17
+    PATH_FILESTAT_GET = 1 << 18
+    PATH_FILESTAT_SET_SIZE = 1 << 19
+    PATH_FILESTAT_SET_TIMES = 1 << 20
+    FD_FILESTAT_GET = 1 << 21
+    FD_FILESTAT_SET_SIZE = 1 << 22
+    FD_FILESTAT_SET_TIMES = 1 << 23
+    PATH_SYMLINK = 1 << 24
+    PATH_REMOVE_DIRECTORY = 1 << 25
+    PATH_UNLINK_FILE = 1 << 26
+    POLL_FD_READWRITE = 1 << 27
+    SOCK_SHUTDOWN = 1 << 28
+    SOCK_ACCEPT = 1 << 29  # preview1 only
+
+
+ALL_RIGHTS = Rights((1 << 30) - 1)
+
+# What each kind of descriptor can ever do; a guest asking for more simply
+# gets the intersection, as in wasmtime.
+FILE_RIGHTS = (
+    Rights.FD_DATASYNC | Rights.FD_READ | Rights.FD_SEEK | Rights.FD_FDSTAT_SET_FLAGS
+    | Rights.FD_SYNC | Rights.FD_TELL | Rights.FD_WRITE | Rights.FD_ADVISE
+    | Rights.FD_ALLOCATE | Rights.FD_FILESTAT_GET | Rights.FD_FILESTAT_SET_SIZE
+    | Rights.FD_FILESTAT_SET_TIMES | Rights.POLL_FD_READWRITE
+)
+DIRECTORY_RIGHTS = (
+    Rights.FD_FDSTAT_SET_FLAGS | Rights.FD_SYNC | Rights.FD_ADVISE
+    | Rights.PATH_CREATE_DIRECTORY | Rights.PATH_CREATE_FILE | Rights.PATH_LINK_SOURCE
+    | Rights.PATH_LINK_TARGET | Rights.PATH_OPEN | Rights.FD_READDIR
+    | Rights.PATH_READLINK | Rights.PATH_RENAME_SOURCE | Rights.PATH_RENAME_TARGET
+    | Rights.PATH_FILESTAT_GET | Rights.PATH_FILESTAT_SET_SIZE
+    | Rights.PATH_FILESTAT_SET_TIMES | Rights.FD_FILESTAT_GET
+    | Rights.FD_FILESTAT_SET_TIMES | Rights.PATH_SYMLINK
+    | Rights.PATH_REMOVE_DIRECTORY | Rights.PATH_UNLINK_FILE
+)
+# Rights a read-only preopen keeps: everything that does not change the tree.
+DIRECTORY_READONLY_RIGHTS = (
+    Rights.FD_SYNC | Rights.FD_ADVISE | Rights.PATH_LINK_SOURCE | Rights.PATH_OPEN
+    | Rights.FD_READDIR | Rights.PATH_READLINK | Rights.PATH_FILESTAT_GET
+    | Rights.FD_FILESTAT_GET
+)
+FILE_READONLY_RIGHTS = (
+    Rights.FD_READ | Rights.FD_SEEK | Rights.FD_FDSTAT_SET_FLAGS | Rights.FD_SYNC
+    | Rights.FD_TELL | Rights.FD_ADVISE | Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRITE
+)
+STDIO_RIGHTS = (
+    Rights.FD_READ | Rights.FD_WRITE | Rights.FD_FDSTAT_SET_FLAGS | Rights.FD_FILESTAT_GET
+    | Rights.POLL_FD_READWRITE
+)
+# A guest asking for any of these on path_open wants the file open for reading
+# or for writing; the broker opens the host file accordingly (as wasmtime does).
+READ_INTENT = Rights.FD_READ | Rights.FD_READDIR
+WRITE_INTENT = (
+    Rights.FD_DATASYNC | Rights.FD_WRITE | Rights.FD_ALLOCATE | Rights.FD_FILESTAT_SET_SIZE
+)
+
+
+class Filetype(IntEnum):
+    UNKNOWN = 0
+    BLOCK_DEVICE = 1
+    CHARACTER_DEVICE = 2
+    DIRECTORY = 3
+    REGULAR_FILE = 4
+    SOCKET_DGRAM = 5
+    SOCKET_STREAM = 6
+    SYMBOLIC_LINK = 7
+
+
+class Fdflags(IntFlag):
+    APPEND = 1 << 0
+    DSYNC = 1 << 1
+    NONBLOCK = 1 << 2
+    RSYNC = 1 << 3
+    SYNC = 1 << 4
+
+
+class Oflags(IntFlag):
+    CREAT = 1 << 0
+    DIRECTORY = 1 << 1
+    EXCL = 1 << 2
+    TRUNC = 1 << 3
+
+
+class Lookupflags(IntFlag):
+    SYMLINK_FOLLOW = 1 << 0
+
+
+class Fstflags(IntFlag):
+    ATIM = 1 << 0
+    ATIM_NOW = 1 << 1
+    MTIM = 1 << 2
+    MTIM_NOW = 1 << 3
+
+
+class Clockid(IntEnum):
+    REALTIME = 0
+    MONOTONIC = 1
+    PROCESS_CPUTIME_ID = 2
+    THREAD_CPUTIME_ID = 3
+
+
+class Advice(IntEnum):
+    NORMAL = 0
+    SEQUENTIAL = 1
+    RANDOM = 2
+    WILLNEED = 3
+    DONTNEED = 4
+    NOREUSE = 5
+
+
+class Eventtype(IntEnum):
+    CLOCK = 0
+    FD_READ = 1
+    FD_WRITE = 2
+
+
+class Subclockflags(IntFlag):
+    ABSTIME = 1 << 0
+
+
+class Eventrwflags(IntFlag):
+    FD_READWRITE_HANGUP = 1 << 0
+
+
+class Riflags(IntFlag):
+    RECV_PEEK = 1 << 0
+    RECV_WAITALL = 1 << 1
+
+
+class Roflags(IntFlag):
+    RECV_DATA_TRUNCATED = 1 << 0
+
+
+class Sdflags(IntFlag):
+    RD = 1 << 0
+    WR = 1 << 1
+
+
+class Preopentype(IntEnum):
+    DIR = 0
+
+
+# The largest path a guest may hand over, in bytes (Linux PATH_MAX).
+PATH_MAX = 4096
+# proc_exit statuses at or above this are not passed through (as in wasmtime).
+EXIT_STATUS_LIMIT = 126
