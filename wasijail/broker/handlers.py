@@ -1,0 +1,401 @@
+"""The broker: the parent's side of one child's WASI path operations.
+
+The parent holds every directory the guest may reach as an fd (a *handle*);
+the child names a handle and a path, and the broker resolves the path beneath
+that handle's fd with `Resolver`, which never rises above it. Requests arrive
+decoded and validated (`protocol.decode_request`); `Broker.dispatch` looks the
+handler up in a table keyed by message type.
+
+Read-only handles refuse every mutating operation here, whatever the child
+claims its rights are: the child is not trusted to enforce them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+
+from .. import protocol
+from ..child.fdtable import filetype_of_mode
+from ..wasi import DIRENT, READ_INTENT, WRITE_INTENT, Errno, Fdflags, Filetype, Fstflags, Oflags, errno_from_host
+from .resolve import EscapeError, Resolver
+
+# A hostile child could otherwise make the parent hold fds without bound.
+DEFAULT_MAX_HANDLES = 1024
+
+
+class BrokerError(Exception):
+    """Answer the request with this errno."""
+
+    def __init__(self, errno: Errno) -> None:
+        super().__init__(errno.name)
+        self.errno = errno
+
+
+@dataclass(slots=True)
+class Handle:
+    fd: int
+    readonly: bool
+    is_preopen: bool = False
+    listing: list[tuple[bytes, int, int]] | None = field(default=None)  # (name, ino, filetype)
+
+
+class Broker:
+    """Serves one child: its handle table and the handlers for its requests."""
+
+    def __init__(self, preopens: list[tuple[int, bool]], *, resolver: Resolver | None = None,
+                 max_handles: int = DEFAULT_MAX_HANDLES) -> None:
+        self.resolver = resolver or Resolver()
+        self.max_handles = max_handles
+        self.handles: dict[int, Handle] = {}
+        for fd, readonly in preopens:
+            self.handles[len(self.handles)] = Handle(fd, readonly, is_preopen=True)
+        self._next = len(self.handles)
+        self.calls = 0
+        self._table = {
+            protocol.PathOpen: self.path_open,
+            protocol.PathFilestatGet: self.path_filestat_get,
+            protocol.PathFilestatSetTimes: self.path_filestat_set_times,
+            protocol.PathCreateDirectory: self.path_create_directory,
+            protocol.PathRemoveDirectory: self.path_remove_directory,
+            protocol.PathUnlinkFile: self.path_unlink_file,
+            protocol.PathRename: self.path_rename,
+            protocol.PathLink: self.path_link,
+            protocol.PathSymlink: self.path_symlink,
+            protocol.PathReadlink: self.path_readlink,
+            protocol.FdReaddir: self.fd_readdir,
+            protocol.DirFilestatGet: self.dir_filestat_get,
+            protocol.DirFilestatSetTimes: self.dir_filestat_set_times,
+            protocol.DirClose: self.dir_close,
+            protocol.DirSync: self.dir_sync,
+        }
+        self._error_replies = {
+            protocol.PathOpen: lambda e: protocol.OpenReply(e, 0, 0, 0),
+            protocol.PathFilestatGet: _stat_error,
+            protocol.DirFilestatGet: _stat_error,
+            protocol.PathReadlink: lambda e: protocol.BytesReply(e, b""),
+            protocol.FdReaddir: lambda e: protocol.BytesReply(e, b""),
+        }
+
+    # -- dispatch ------------------------------------------------------------------
+
+    def dispatch(self, request: protocol.Message) -> tuple[protocol.Message, list[int]]:
+        """Run one request; returns the reply and fds to send (closed by the caller after)."""
+        handler = self._table.get(type(request))
+        if handler is None:
+            raise protocol.ProtocolError(f"{type(request).__name__} is not a broker request")
+        self.calls += 1
+        try:
+            return handler(request)
+        except BrokerError as exc:
+            code = exc.errno
+        except EscapeError:
+            code = Errno.NOTCAPABLE
+        except OSError as exc:
+            code = errno_from_host(exc.errno)
+        make = self._error_replies.get(type(request), protocol.Reply)
+        return make(int(code)), []
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            _close(handle.fd)
+        self.handles.clear()
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _handle(self, number: int, *, mutating: bool = False) -> Handle:
+        handle = self.handles.get(number)
+        if handle is None:
+            raise BrokerError(Errno.BADF)
+        if mutating and handle.readonly:
+            raise BrokerError(Errno.PERM)
+        return handle
+
+    def _add(self, fd: int, readonly: bool) -> int:
+        if len(self.handles) >= self.max_handles:
+            _close(fd)
+            raise BrokerError(Errno.NFILE)
+        number = self._next
+        self._next += 1
+        self.handles[number] = Handle(fd, readonly)
+        return number
+
+    def _parent(self, handle: Handle, path: bytes) -> tuple[int, bytes]:
+        if not path:
+            raise BrokerError(Errno.NOENT)
+        return self.resolver.parent(handle.fd, path)
+
+    def _resolve_fd(self, handle: Handle, path: bytes, follow: bool) -> int:
+        """An O_PATH fd for the object `path` names (following a final symlink or not)."""
+        if not path:
+            raise BrokerError(Errno.NOENT)
+        flags = os.O_PATH
+        if path.endswith(b"/"):
+            flags |= os.O_DIRECTORY
+            follow = True
+        return self.resolver.open(handle.fd, path, flags, follow=follow)
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def path_open(self, req: protocol.PathOpen):
+        handle = self._handle(req.dir)
+        if not req.path:
+            raise BrokerError(Errno.NOENT)
+        read = bool(req.rights_base & READ_INTENT)
+        write = bool(req.rights_base & WRITE_INTENT)
+        mutating = write or req.oflags & (Oflags.CREAT | Oflags.TRUNC)
+        if mutating and handle.readonly:
+            raise BrokerError(Errno.PERM)
+        if req.oflags & Oflags.DIRECTORY and (write or req.oflags & Oflags.TRUNC):
+            raise BrokerError(Errno.ISDIR)
+        flags = os.O_RDWR if (read and write) else os.O_WRONLY if write else os.O_RDONLY
+        # O_NONBLOCK during the open: a FIFO must never stall the broker.
+        flags |= os.O_NOCTTY | os.O_NONBLOCK
+        for wasi_flag, host_flag in ((Oflags.CREAT, os.O_CREAT), (Oflags.EXCL, os.O_EXCL),
+                                     (Oflags.TRUNC, os.O_TRUNC), (Oflags.DIRECTORY, os.O_DIRECTORY)):
+            if req.oflags & wasi_flag:
+                flags |= host_flag
+        for wasi_flag, host_flag in ((Fdflags.APPEND, os.O_APPEND), (Fdflags.DSYNC, os.O_DSYNC),
+                                     (Fdflags.SYNC, os.O_SYNC), (Fdflags.RSYNC, os.O_SYNC)):
+            if req.fdflags & wasi_flag:
+                flags |= host_flag
+        fd = self.resolver.open(handle.fd, req.path, flags, 0o666, follow=bool(req.lookupflags & 1))
+        try:
+            st = os.fstat(fd)
+            if not req.fdflags & Fdflags.NONBLOCK:
+                os.set_blocking(fd, True)
+        except OSError:
+            _close(fd)
+            raise
+        if stat.S_ISDIR(st.st_mode):
+            number = self._add(fd, handle.readonly)
+            return protocol.OpenReply(0, protocol.FileKind.DIRECTORY, number, Filetype.DIRECTORY), []
+        return protocol.OpenReply(0, protocol.FileKind.DONATED, 0, filetype_of_mode(st.st_mode)), [fd]
+
+    def path_filestat_get(self, req: protocol.PathFilestatGet):
+        handle = self._handle(req.dir)
+        fd = self._resolve_fd(handle, req.path, bool(req.lookupflags & 1))
+        try:
+            return _stat_reply(os.fstat(fd)), []
+        finally:
+            _close(fd)
+
+    def path_filestat_set_times(self, req: protocol.PathFilestatSetTimes):
+        handle = self._handle(req.dir, mutating=True)
+        fd = self._resolve_fd(handle, req.path, bool(req.lookupflags & 1))
+        try:
+            _set_times(fd, req.atim, req.mtim, req.fstflags)
+        finally:
+            _close(fd)
+        return protocol.Reply(0), []
+
+    def path_create_directory(self, req: protocol.PathCreateDirectory):
+        handle = self._handle(req.dir, mutating=True)
+        dirfd, name = self._parent(handle, req.path)
+        try:
+            os.mkdir(name, 0o777, dir_fd=dirfd)
+        finally:
+            _close(dirfd)
+        return protocol.Reply(0), []
+
+    def path_remove_directory(self, req: protocol.PathRemoveDirectory):
+        handle = self._handle(req.dir, mutating=True)
+        dirfd, name = self._parent(handle, req.path)
+        try:
+            os.rmdir(name, dir_fd=dirfd)
+        finally:
+            _close(dirfd)
+        return protocol.Reply(0), []
+
+    def path_unlink_file(self, req: protocol.PathUnlinkFile):
+        handle = self._handle(req.dir, mutating=True)
+        dirfd, name = self._parent(handle, req.path)
+        try:
+            if req.path.endswith(b"/"):
+                # unlink never takes a directory; with a trailing slash a file is ENOTDIR.
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                raise BrokerError(Errno.ISDIR if stat.S_ISDIR(st.st_mode) else Errno.NOTDIR)
+            os.unlink(name, dir_fd=dirfd)
+        finally:
+            _close(dirfd)
+        return protocol.Reply(0), []
+
+    def path_rename(self, req: protocol.PathRename):
+        old = self._handle(req.old_dir, mutating=True)
+        new = self._handle(req.new_dir, mutating=True)
+        old_dirfd, old_name = self._parent(old, req.old_path)
+        try:
+            new_dirfd, new_name = self._parent(new, req.new_path)
+            try:
+                if req.old_path.endswith(b"/") or req.new_path.endswith(b"/"):
+                    st = os.stat(old_name, dir_fd=old_dirfd, follow_symlinks=False)
+                    if not stat.S_ISDIR(st.st_mode):
+                        raise BrokerError(Errno.NOTDIR)
+                os.rename(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd)
+            finally:
+                _close(new_dirfd)
+        finally:
+            _close(old_dirfd)
+        return protocol.Reply(0), []
+
+    def path_link(self, req: protocol.PathLink):
+        old = self._handle(req.old_dir)
+        new = self._handle(req.new_dir, mutating=True)
+        if req.lookupflags & 1:
+            # Following the source means linking what it resolves to, which must stay inside.
+            source = self._resolve_fd(old, req.old_path, True)
+            try:
+                new_dirfd, new_name = self._parent(new, req.new_path)
+                try:
+                    os.link(f"/proc/self/fd/{source}", new_name, dst_dir_fd=new_dirfd)
+                finally:
+                    _close(new_dirfd)
+            finally:
+                _close(source)
+            return protocol.Reply(0), []
+        old_dirfd, old_name = self._parent(old, req.old_path)
+        try:
+            new_dirfd, new_name = self._parent(new, req.new_path)
+            try:
+                if req.old_path.endswith(b"/") or req.new_path.endswith(b"/"):
+                    raise BrokerError(Errno.NOTDIR)
+                os.link(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd,
+                        follow_symlinks=False)
+            finally:
+                _close(new_dirfd)
+        finally:
+            _close(old_dirfd)
+        return protocol.Reply(0), []
+
+    def path_symlink(self, req: protocol.PathSymlink):
+        handle = self._handle(req.dir, mutating=True)
+        if req.target.startswith(b"/"):
+            # Resolution would confine it, but host tools that later follow it
+            # would not: an absolute link is never created.
+            raise BrokerError(Errno.PERM)
+        if not req.target:
+            raise BrokerError(Errno.NOENT)
+        dirfd, name = self._parent(handle, req.path)
+        try:
+            if req.path.endswith(b"/"):
+                raise BrokerError(Errno.NOENT if _missing(name, dirfd) else Errno.EXIST)
+            os.symlink(req.target, name, dir_fd=dirfd)
+        finally:
+            _close(dirfd)
+        return protocol.Reply(0), []
+
+    def path_readlink(self, req: protocol.PathReadlink):
+        handle = self._handle(req.dir)
+        dirfd, name = self._parent(handle, req.path)
+        try:
+            target = os.readlink(name, dir_fd=dirfd)
+        finally:
+            _close(dirfd)
+        return protocol.BytesReply(0, os.fsencode(target)), []
+
+    def fd_readdir(self, req: protocol.FdReaddir):
+        handle = self._handle(req.dir)
+        if req.cookie == 0 or handle.listing is None:
+            handle.listing = _list_directory(handle)
+        listing = handle.listing
+        out = bytearray()
+        index = req.cookie
+        while index < len(listing) and len(out) < req.max_bytes:
+            name, ino, filetype = listing[index]
+            out += DIRENT.pack(index + 1, ino, len(name), filetype)
+            out += name
+            index += 1
+        return protocol.BytesReply(0, bytes(out[:req.max_bytes])), []
+
+    def dir_filestat_get(self, req: protocol.DirFilestatGet):
+        handle = self._handle(req.dir)
+        return _stat_reply(os.fstat(handle.fd)), []
+
+    def dir_filestat_set_times(self, req: protocol.DirFilestatSetTimes):
+        handle = self._handle(req.dir, mutating=True)
+        _set_times(handle.fd, req.atim, req.mtim, req.fstflags)
+        return protocol.Reply(0), []
+
+    def dir_close(self, req: protocol.DirClose):
+        handle = self.handles.pop(req.dir, None)
+        if handle is None:
+            raise BrokerError(Errno.BADF)
+        _close(handle.fd)
+        return protocol.Reply(0), []
+
+    def dir_sync(self, req: protocol.DirSync):
+        os.fsync(self._handle(req.dir).fd)
+        return protocol.Reply(0), []
+
+
+def _list_directory(handle: Handle) -> list[tuple[bytes, int, int]]:
+    """`.`, `..`, then every entry: the order cookies index into."""
+    own = os.fstat(handle.fd)
+    if handle.is_preopen:
+        parent_ino = own.st_ino  # never look above a preopen, not even at an inode number
+    else:
+        try:
+            parent_ino = os.stat("..", dir_fd=handle.fd).st_ino
+        except OSError:
+            parent_ino = own.st_ino
+    entries = [(b".", own.st_ino, Filetype.DIRECTORY), (b"..", parent_ino, Filetype.DIRECTORY)]
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=handle.fd)
+    with os.scandir(fd) as it:
+        for entry in it:
+            entries.append((os.fsencode(entry.name), entry.inode(), _dirent_type(entry)))
+    _close(fd)
+    return entries
+
+
+def _dirent_type(entry: os.DirEntry) -> int:
+    try:
+        if entry.is_symlink():
+            return Filetype.SYMBOLIC_LINK
+        if entry.is_dir(follow_symlinks=False):
+            return Filetype.DIRECTORY
+        if entry.is_file(follow_symlinks=False):
+            return Filetype.REGULAR_FILE
+        return filetype_of_mode(entry.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return Filetype.UNKNOWN
+
+
+def _stat_reply(st: os.stat_result) -> protocol.StatReply:
+    return protocol.StatReply(0, st.st_dev, st.st_ino, filetype_of_mode(st.st_mode), st.st_nlink,
+                              st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _stat_error(errno: int) -> protocol.StatReply:
+    return protocol.StatReply(errno, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def _set_times(fd: int, atim: int, mtim: int, fstflags: int) -> None:
+    if (fstflags & Fstflags.ATIM and fstflags & Fstflags.ATIM_NOW) or (
+            fstflags & Fstflags.MTIM and fstflags & Fstflags.MTIM_NOW):
+        raise BrokerError(Errno.INVAL)
+    # fd is O_PATH and already resolved: its /proc magic link names exactly it.
+    path = f"/proc/self/fd/{fd}"
+    st = os.fstat(fd)
+    now = time.time_ns()
+    a = atim if fstflags & Fstflags.ATIM else now if fstflags & Fstflags.ATIM_NOW else st.st_atime_ns
+    m = mtim if fstflags & Fstflags.MTIM else now if fstflags & Fstflags.MTIM_NOW else st.st_mtime_ns
+    if stat.S_ISLNK(st.st_mode):
+        raise BrokerError(Errno.NOTSUP)  # times of a symlink itself: see issue 3
+    os.utime(path, ns=(a, m))
+
+
+def _missing(name: bytes, dirfd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        return False
+    except FileNotFoundError:
+        return True
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

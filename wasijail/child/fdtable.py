@@ -1,0 +1,97 @@
+"""The guest's WASI descriptor table, owned by the child.
+
+An entry is either local (a host fd: stdio or a file the broker donated; data
+calls run here) or remote (a directory the broker holds; the child knows only
+its handle and asks the broker for every path operation under it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..wasi import Errno, Filetype
+
+
+class WasiError(Exception):
+    """Return this errno to the guest."""
+
+    def __init__(self, errno: Errno) -> None:
+        super().__init__(errno.name)
+        self.errno = errno
+
+
+@dataclass(slots=True)
+class Descriptor:
+    filetype: Filetype
+    rights_base: int
+    rights_inheriting: int
+    fdflags: int = 0
+    host_fd: int = -1  # local: the host fd
+    handle: int = -1  # remote: the broker's handle for this directory
+    preopen: bytes | None = None  # the name fd_prestat_dir_name reports
+    readonly: bool = False  # opened under a read-only preopen
+
+    @property
+    def is_remote(self) -> bool:
+        return self.handle >= 0
+
+
+class FdTable:
+    __slots__ = ("entries", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.entries: dict[int, Descriptor] = {}
+        self.limit = limit  # the most WASI fds open at once (-1: unlimited)
+
+    def get(self, fd: int, rights: int = 0) -> Descriptor:
+        entry = self.entries.get(fd)
+        if entry is None:
+            raise WasiError(Errno.BADF)
+        if rights and (entry.rights_base & rights) != rights:
+            raise WasiError(Errno.NOTCAPABLE)
+        return entry
+
+    def add(self, entry: Descriptor) -> int:
+        if 0 <= self.limit <= len(self.entries):
+            raise WasiError(Errno.MFILE)
+        fd = 0
+        while fd in self.entries:
+            fd += 1
+        self.entries[fd] = entry
+        return fd
+
+    def check_room(self) -> None:
+        if 0 <= self.limit <= len(self.entries):
+            raise WasiError(Errno.MFILE)
+
+    def pop(self, fd: int) -> Descriptor:
+        entry = self.entries.pop(fd, None)
+        if entry is None:
+            raise WasiError(Errno.BADF)
+        return entry
+
+
+def filetype_of_mode(mode: int) -> Filetype:
+    import stat
+
+    if stat.S_ISREG(mode):
+        return Filetype.REGULAR_FILE
+    if stat.S_ISDIR(mode):
+        return Filetype.DIRECTORY
+    if stat.S_ISCHR(mode):
+        return Filetype.CHARACTER_DEVICE
+    if stat.S_ISBLK(mode):
+        return Filetype.BLOCK_DEVICE
+    if stat.S_ISLNK(mode):
+        return Filetype.SYMBOLIC_LINK
+    if stat.S_ISSOCK(mode):
+        return Filetype.SOCKET_STREAM
+    return Filetype.UNKNOWN  # FIFOs too: WASI has no filetype for them
+
+
+def close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

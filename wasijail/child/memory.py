@@ -1,0 +1,71 @@
+"""Guest linear memory as one memoryview, bounds-checked on every access."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+from ..wasi import U32, U64
+
+
+class Fault(Exception):
+    """A guest pointer outside its linear memory (answered with EFAULT)."""
+
+
+class GuestMemory:
+    """A cached view of the instance's `memory` export.
+
+    The view is rebuilt whenever the memory's length changes (after
+    `memory.grow`), so a host call never touches bytes the guest does not own.
+    """
+
+    __slots__ = ("_store", "_memory", "_length", "view")
+
+    def __init__(self, store, memory) -> None:
+        self._store = store
+        self._memory = memory
+        self._length = -1
+        self.view = memoryview(b"")
+
+    def refresh(self) -> memoryview:
+        if self._memory is None:
+            raise Fault("the module exports no memory")
+        length = self._memory.data_len(self._store)
+        if length != self._length:
+            base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
+            self.view = memoryview((ctypes.c_ubyte * length).from_address(base)).cast("B")
+            self._length = length
+        return self.view
+
+    def slice(self, ptr: int, size: int) -> memoryview:
+        view = self.refresh()
+        if ptr < 0 or size < 0 or ptr + size > len(view):
+            raise Fault(f"{size} bytes at {ptr:#x} out of bounds")
+        return view[ptr:ptr + size]
+
+    def read(self, ptr: int, size: int) -> bytes:
+        return bytes(self.slice(ptr, size))
+
+    def write(self, ptr: int, data: bytes) -> None:
+        self.slice(ptr, len(data))[:] = data
+
+    def unpack(self, layout: struct.Struct, ptr: int) -> tuple:
+        view = self.refresh()
+        if ptr < 0 or ptr + layout.size > len(view):
+            raise Fault(f"{layout.size} bytes at {ptr:#x} out of bounds")
+        return layout.unpack_from(view, ptr)
+
+    def pack(self, layout: struct.Struct, ptr: int, *values: int) -> None:
+        view = self.refresh()
+        if ptr < 0 or ptr + layout.size > len(view):
+            raise Fault(f"{layout.size} bytes at {ptr:#x} out of bounds")
+        layout.pack_into(view, ptr, *values)
+
+    def u32(self, ptr: int) -> int:
+        return self.unpack(U32, ptr)[0]
+
+    def set_u32(self, ptr: int, value: int) -> None:
+        self.pack(U32, ptr, value)
+
+    def set_u64(self, ptr: int, value: int) -> None:
+        self.pack(U64, ptr, value)

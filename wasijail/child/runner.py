@@ -1,0 +1,185 @@
+"""The child's life: wait for its start message, load the module, run it, report.
+
+`child_main` is what a freshly started child process runs. Lockdown happens
+before the first untrusted byte is read; until then the child has only the
+broker socket and stdio.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import wasmtime
+
+from .. import protocol
+from ..protocol import Outcome, Result, Setup
+from .bindings import WASI_MODULES, define_wasi
+from .broker_client import BrokerClient
+from .memory import GuestMemory
+from .wasi import ProcExit, WasiState, exit_status
+
+
+def make_engine(fuel: bool) -> wasmtime.Engine:
+    """The engine settings every child uses (they are part of the cache key later)."""
+    config = wasmtime.Config()
+    config.wasm_bulk_memory = True
+    config.wasm_multi_value = True
+    config.wasm_reference_types = True
+    config.wasm_simd = True
+    config.wasm_tail_call = True
+    config.wasm_exceptions = True
+    config.consume_fuel = fuel
+    return wasmtime.Engine(config)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def load_module(engine: wasmtime.Engine, setup: Setup, data: bytes) -> wasmtime.Module:
+    if setup.is_wat:
+        try:
+            data = wasmtime.wat2wasm(data.decode("utf-8", "replace"))
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleError(f"invalid WebAssembly text: {_first_line(str(exc))}") from None
+    if data[:4] != b"\0asm":
+        raise ModuleError("not a WebAssembly module (bad magic number)")
+    if len(data) >= 8 and data[4:8] != b"\x01\0\0\0":
+        raise ModuleError("a WebAssembly component, not a core module: wasijail runs WASI preview1 modules")
+    try:
+        return wasmtime.Module(engine, data)
+    except wasmtime.WasmtimeError as exc:
+        raise ModuleError(f"invalid WebAssembly module: {_describe(exc)}") from None
+
+
+def _describe(exc: Exception) -> str:
+    """wasmtime's messages are multi-line chains; keep the most specific line."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    lines = [ln for ln in lines if ln not in ("Caused by:",)]
+    return lines[-1].lstrip("0123456789: ") if lines else "unknown error"
+
+
+class ModuleError(Exception):
+    """The module cannot be loaded, linked or started: one line for the user."""
+
+
+def check_imports(module: wasmtime.Module) -> None:
+    for imp in module.imports:
+        if imp.module not in WASI_MODULES:
+            raise ModuleError(f"unknown import: `{imp.module}::{imp.name}` has not been defined"
+                              " (only WASI imports are provided)")
+
+
+def run(setup: Setup, data: bytes, broker: BrokerClient) -> Result:
+    engine = make_engine(fuel=setup.fuel > 0)
+    try:
+        module = load_module(engine, setup, data)
+        check_imports(module)
+    except ModuleError as exc:
+        return Result(Outcome.ERROR, 1, str(exc).encode())
+    store = wasmtime.Store(engine)
+    store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit)
+    if setup.fuel > 0:
+        store.set_fuel(setup.fuel)
+    state = WasiState(
+        args=(setup.module_name, *setup.args), env=setup.env, broker=broker,
+        preopens=list(zip(setup.preopen_names, setup.preopen_readonly)),
+        open_files=setup.open_files, file_size=setup.file_size,
+    )
+    linker = wasmtime.Linker(engine)
+    define_wasi(linker, state)
+    try:
+        instance = linker.instantiate(store, module)
+    except ProcExit as exc:
+        return _exited(exc.code)
+    except wasmtime.Trap as exc:
+        return Result(Outcome.TRAP, 134, str(exc).encode())
+    except wasmtime.WasmtimeError as exc:
+        return Result(Outcome.ERROR, 1, f"failed to instantiate: {_describe(exc)}".encode())
+    exports = instance.exports(store)
+    memory = exports.get("memory")
+    state.memory = GuestMemory(store, memory if isinstance(memory, wasmtime.Memory) else None)
+    entry_name = setup.invoke.decode() if setup.invoke else "_start"
+    entry = exports.get(entry_name)
+    if not isinstance(entry, wasmtime.Func):
+        if setup.invoke:
+            return Result(Outcome.ERROR, 1, f"failed to find export `{entry_name}`".encode())
+        return Result(Outcome.ERROR, 1, b"module has no `_start` export: not a WASI command")
+    ty = entry.type(store)
+    if not setup.invoke and (ty.params or ty.results):
+        return Result(Outcome.ERROR, 1, b"`_start` must take no parameters and return nothing")
+    try:
+        args = _invoke_args(ty, setup.invoke_args) if setup.invoke else []
+    except ValueError as exc:
+        return Result(Outcome.ERROR, 1, str(exc).encode())
+    try:
+        results = entry(store, *args)
+    except ProcExit as exc:
+        return _exited(exc.code)
+    except wasmtime.Trap as exc:
+        return Result(Outcome.TRAP, 134, str(exc).encode())
+    except wasmtime.WasmtimeError as exc:
+        return Result(Outcome.TRAP, 134, str(exc).encode())
+    if setup.invoke:
+        _print_results(results)
+        return Result(Outcome.INVOKED, 0, b"")
+    return Result(Outcome.EXIT, 0, b"")
+
+
+def _exited(code: int) -> Result:
+    status = exit_status(code)
+    if status is None:
+        return Result(Outcome.ERROR, 1, f"invalid exit status {code}: outside of [0..126)".encode())
+    return Result(Outcome.EXIT, status, b"")
+
+
+def _invoke_args(ty: wasmtime.FuncType, raw: tuple[bytes, ...]) -> list:
+    if len(raw) != len(ty.params):
+        raise ValueError(f"invoked function expects {len(ty.params)} arguments, got {len(raw)}")
+    values = []
+    for text, param in zip(raw, ty.params):
+        kind = str(param)
+        try:
+            values.append(float(text) if kind in ("f32", "f64") else int(text, 0))
+        except ValueError:
+            raise ValueError(f"argument {text.decode(errors='replace')!r} is not a valid {kind}") from None
+    return values
+
+
+def _print_results(results) -> None:
+    if results is None:
+        return
+    for value in results if isinstance(results, (list, tuple)) else [results]:
+        os.write(1, f"{value}\n".encode())
+
+
+def child_main(sock_fd: int) -> None:
+    """Entry of a child process: serve one run, report, exit."""
+    sock = socket.socket(fileno=sock_fd)
+    broker = BrokerClient(sock)
+    data, fds = protocol.receive(sock)
+    start = protocol.decode_reply(protocol.Start, data)
+    setup_fd, module_fd = fds
+    setup = Setup.decode(_read_all(setup_fd))
+    module_bytes = _read_all(module_fd)
+    del start
+    try:
+        result = run(setup, module_bytes, broker)
+    except Exception as exc:  # a bug in wasijail, not in the guest: say so
+        result = Result(Outcome.ERROR, 1, f"internal error in the child: {type(exc).__name__}: {exc}".encode())
+    broker.report(result)
+    sys.stdout.flush()
+    os._exit(0)

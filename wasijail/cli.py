@@ -1,0 +1,129 @@
+"""The `wasijail` command: argument parsing only.
+
+It builds a Policy from the policy file and the flags (a flag overrides the
+file) and hands the run to the supervisor. User mistakes end with one line on
+stderr and a documented exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .results import STATUS_ERROR, STATUS_USAGE, OutcomeKind, RunResult, WasijailError
+
+PROG = "wasijail"
+SUBCOMMANDS = ("run",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2, like every usage error
+        self.exit(STATUS_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} run", description="Run a WASI module under a sandbox policy.")
+    p.add_argument("--policy", metavar="FILE", help="policy file (TOML); default: the built-in safe default")
+    p.add_argument("--dir", action="append", default=[], metavar="HOST[::GUEST[::ro]]",
+                   help="preopen HOST under the name GUEST (default: HOST as written); ::ro makes it read-only")
+    p.add_argument("--mapdir", action="append", default=[], metavar="GUEST::HOST",
+                   help="legacy form of --dir, guest name first")
+    p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="set NAME for the module, or copy it from the host when no value is given")
+    p.add_argument("--invoke", metavar="NAME", help="call this export instead of _start and print its results")
+    p.add_argument("-W", dest="wasm_options", action="append", default=[], metavar="OPT=VAL",
+                   help="wasmtime-style limits: timeout=, max-memory-size=, fuel=")
+    p.add_argument("module", metavar="MODULE", help="a .wasm or .wat file")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the module")
+    return p
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="A WASI runtime for untrusted WebAssembly, with an OS-level sandbox.",
+                usage=f"{PROG} [run] [OPTIONS] MODULE [ARGS...]")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="run a module (the default command)", add_help=False)
+    return p
+
+
+def build_policy(ns: argparse.Namespace):
+    from .policy import Policy, parse_dir_flag, parse_env_flag, parse_mapdir_flag, parse_wasmtime_w_flag
+
+    policy = Policy.from_toml(ns.policy) if ns.policy else Policy.default()
+    for text in ns.dir:
+        pre = parse_dir_flag(text)
+        policy = policy.with_preopen(pre.host, pre.guest, mode=pre.mode)
+    for text in ns.mapdir:
+        pre = parse_mapdir_flag(text)
+        policy = policy.with_preopen(pre.host, pre.guest, mode=pre.mode)
+    for text in ns.env:
+        name, value = parse_env_flag(text)
+        policy = policy.with_env(name, value)
+    for text in ns.wasm_options:
+        policy = policy.with_limits("-W", **parse_wasmtime_w_flag(text))
+    return policy
+
+
+def _report(result: RunResult, module: str) -> None:
+    outcome = result.outcome
+    if outcome.kind is OutcomeKind.EXIT:
+        return
+    if outcome.kind is OutcomeKind.TRAP:
+        body = "\n".join("    " + line for line in outcome.detail.rstrip().splitlines())
+        sys.stderr.write(f"Error: failed to run main module `{module}`\n\nCaused by:\n{body}\n")
+    elif outcome.kind is OutcomeKind.TIMEOUT:
+        sys.stderr.write(f"Error: failed to run main module `{module}`\n\nCaused by:\n"
+                         f"    wasm trap: interrupt ({outcome.detail})\n")
+    else:
+        sys.stderr.write(f"{PROG}: {outcome.kind.value}: {outcome.detail}\n")
+
+
+def run_command(argv: list[str]) -> int:
+    ns = _run_parser().parse_args(argv)
+    import trio
+
+    from .policy import PolicyError
+    from .supervisor import RunSpec, Supervisor
+
+    try:
+        policy = build_policy(ns)
+    except PolicyError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    args = list(ns.args)
+    invoke_args: tuple[str, ...] = ()
+    if ns.invoke:
+        invoke_args, args = tuple(args), []
+    spec = RunSpec(module=Path(ns.module), args=tuple(args), policy=policy, invoke=ns.invoke,
+                   invoke_args=invoke_args, argv0=os.path.basename(ns.module))
+    try:
+        result = trio.run(Supervisor().run, spec)
+    except WasijailError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    _report(result, os.path.basename(ns.module))
+    return result.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "run":
+            return run_command(argv[1:])
+        if argv and not argv[0].startswith("-"):
+            return run_command(argv)  # `wasijail demo.wasm`, like `wasmtime demo.wasm`
+        if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+            return run_command(argv)  # flags before the module: still a run
+        _main_parser().print_help(sys.stderr if not argv else sys.stdout)
+        return STATUS_USAGE if not argv else 0
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return STATUS_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""How a run ends: typed outcomes, the RunResult, and wasijail's exceptions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class OutcomeKind(str, enum.Enum):
+    EXIT = "exit"  # the module exited (returned from _start or called proc_exit)
+    TRAP = "trap"  # a wasm trap, with its backtrace
+    TIMEOUT = "timeout"  # the wall-clock deadline passed; the child was killed
+    LIMIT = "limit"  # a resource limit was hit (which one is in `detail`)
+    VIOLATION = "violation"  # the child broke the sandbox or the broker protocol
+    CRASH = "crash"  # the child died of a signal wasijail did not send
+    ERROR = "error"  # the module could not be loaded, linked or started
+
+
+# Exit statuses the CLI uses, documented in the README.
+STATUS_TRAP = 134  # as wasmtime: 128 + SIGABRT
+STATUS_VIOLATION = 159  # 128 + SIGSYS
+STATUS_ERROR = 1
+STATUS_USAGE = 2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    detail: str = ""  # one line for ERROR, VIOLATION, LIMIT, CRASH; the trap text for TRAP
+    exit_code: int | None = None  # the module's status for EXIT
+    signal: int | None = None  # the signal that ended the child, if one did
+
+
+@dataclass(frozen=True)
+class Usage:
+    wall_time: float = 0.0  # seconds from start to end of the child
+    brokered_calls: int = 0  # requests the broker served
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The result of one run, shaped like trio's CompletedProcess."""
+
+    returncode: int
+    outcome: Outcome
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+class WasijailError(Exception):
+    """Something wasijail itself could not do (bad module, bad policy, missing file)."""
+
+
+class UsageError(WasijailError):
+    """The command line is wrong."""
+
+
+class RunFailed(WasijailError):
+    """A run did not exit with status 0 (raised by check=True); `.result` has the details."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(describe(result))
+        self.result = result
+
+
+class GuestExit(RunFailed):
+    """The module exited with a non-zero status."""
+
+
+class Trap(RunFailed):
+    """The module trapped."""
+
+
+class Timeout(RunFailed):
+    """The run passed its wall-clock deadline."""
+
+
+class ResourceLimit(RunFailed):
+    """The run hit a resource limit."""
+
+
+class SandboxViolation(RunFailed):
+    """The child attempted something the sandbox forbids."""
+
+
+class ChildCrash(RunFailed):
+    """The child process died of a signal."""
+
+
+class ModuleError(RunFailed):
+    """The module could not be loaded, linked or started."""
+
+
+_ERRORS = {
+    OutcomeKind.EXIT: GuestExit,
+    OutcomeKind.TRAP: Trap,
+    OutcomeKind.TIMEOUT: Timeout,
+    OutcomeKind.LIMIT: ResourceLimit,
+    OutcomeKind.VIOLATION: SandboxViolation,
+    OutcomeKind.CRASH: ChildCrash,
+    OutcomeKind.ERROR: ModuleError,
+}
+
+
+def error_for(result: RunResult) -> RunFailed:
+    return _ERRORS[result.outcome.kind](result)
+
+
+def describe(result: RunResult) -> str:
+    outcome = result.outcome
+    if outcome.kind is OutcomeKind.EXIT:
+        return f"module exited with status {outcome.exit_code}"
+    if outcome.kind is OutcomeKind.TRAP:
+        return "module trapped: " + (outcome.detail.strip().splitlines() or ["?"])[-1]
+    return f"{outcome.kind.value}: {outcome.detail}"

@@ -1,0 +1,258 @@
+"""The trio supervisor: the one async core behind the CLI, batch and the API.
+
+For each run it opens the module and the preopened directories, starts a child
+process, sends it the start message (setup and module as fds), then serves the
+child's broker socket until the child reports its result and exits. Whatever
+the child does, the supervisor ends with a `RunResult`; a child that breaks
+the protocol is killed and reported as a violation.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from . import protocol
+from .broker.handlers import Broker
+from .broker.resolve import Resolver
+from .policy import Policy
+from .protocol import Outcome as WireOutcome
+from .results import (
+    STATUS_ERROR,
+    STATUS_TRAP,
+    STATUS_VIOLATION,
+    Outcome,
+    OutcomeKind,
+    RunResult,
+    Usage,
+    WasijailError,
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run: the module, its arguments and the policy that confines it."""
+
+    module: Path
+    args: tuple[str, ...] = ()
+    policy: Policy = Policy()
+    invoke: str | None = None
+    invoke_args: tuple[str, ...] = ()
+    argv0: str | None = None  # defaults to the module's file name
+
+
+def _open_module(spec: RunSpec) -> int:
+    path = spec.module
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise WasijailError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise WasijailError(f"{path}: is a directory, not a module") from None
+    except OSError as exc:
+        raise WasijailError(f"{path}: cannot open: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not (st.st_mode & 0o170000) == 0o100000:
+        os.close(fd)
+        raise WasijailError(f"{path}: not a regular file")
+    if st.st_size == 0:
+        os.close(fd)
+        raise WasijailError(f"{path}: empty file, not a module")
+    limit = spec.policy.limits.module_size
+    if limit is not None and st.st_size > limit:
+        os.close(fd)
+        raise WasijailError(f"{path}: {st.st_size} bytes exceeds the module size limit of {limit}")
+    return fd
+
+
+def _open_preopens(policy: Policy) -> list[tuple[int, bool]]:
+    opened: list[tuple[int, bool]] = []
+    try:
+        for preopen in policy.preopens:
+            try:
+                fd = os.open(preopen.host, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise WasijailError(f"preopen {preopen.host}: no such directory") from None
+            except NotADirectoryError:
+                raise WasijailError(f"preopen {preopen.host}: not a directory") from None
+            except OSError as exc:
+                raise WasijailError(f"preopen {preopen.host}: {exc.strerror}") from None
+            opened.append((fd, preopen.readonly))
+    except BaseException:
+        for fd, _ in opened:
+            os.close(fd)
+        raise
+    return opened
+
+
+def _setup_fd(spec: RunSpec) -> int:
+    policy = spec.policy
+    limits = policy.limits
+    env = policy.resolved_env(os.environ)
+    argv0 = spec.argv0 if spec.argv0 is not None else spec.module.name
+    setup = protocol.Setup(
+        module_name=os.fsencode(argv0),
+        is_wat=spec.module.suffix == ".wat",
+        args=tuple(os.fsencode(a) for a in spec.args),
+        env=tuple(os.fsencode(f"{k}={v}") for k, v in env),
+        preopen_names=tuple(p.guest.encode() for p in policy.preopens),
+        preopen_readonly=tuple(p.readonly for p in policy.preopens),
+        invoke=(spec.invoke or "").encode(),
+        invoke_args=tuple(a.encode() for a in spec.invoke_args),
+        memory_limit=limits.memory if limits.memory is not None else -1,
+        table_limit=limits.table_elements if limits.table_elements is not None else -1,
+        fuel=limits.fuel or 0,
+        open_files=limits.open_files if limits.open_files is not None else -1,
+        file_size=limits.file_size if limits.file_size is not None else -1,
+    )
+    fd = os.memfd_create("wasijail-setup", os.MFD_CLOEXEC)
+    data = setup.encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+class Supervisor:
+    """Runs modules, each in its own child process."""
+
+    def __init__(self, *, resolver: Resolver | None = None) -> None:
+        self.resolver = resolver or Resolver()
+
+    async def run(self, spec: RunSpec, *, stdin=None, stdout=None, stderr=None) -> RunResult:
+        """Run one module to its end. stdio: None inherits the supervisor's, or an fd."""
+        module_fd = _open_module(spec)
+        try:
+            preopens = _open_preopens(spec.policy)
+        except BaseException:
+            os.close(module_fd)
+            raise
+        broker = Broker(preopens, resolver=self.resolver)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        setup_fd = -1
+        started = time.monotonic()
+        try:
+            setup_fd = _setup_fd(spec)
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "wasijail.child", str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),), stdin=stdin, stdout=stdout, stderr=stderr,
+                env=_child_env(), close_fds=True,
+            )
+            child_sock.close()
+            protocol.send(parent_sock, protocol.Start(0), (setup_fd, module_fd))
+            os.close(setup_fd)
+            setup_fd = -1
+            os.close(module_fd)
+            module_fd = -1
+            session = _Session(broker, trio.socket.from_stdlib_socket(parent_sock), process)
+            timeout = spec.policy.limits.timeout
+            try:
+                with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+                    await session.serve()
+                    await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    with trio.CancelScope(shield=True):
+                        await process.wait()
+            if scope.cancelled_caught:
+                session.timed_out = timeout
+            return session.result(time.monotonic() - started)
+        finally:
+            broker.close()
+            parent_sock.close()
+            child_sock.close()
+            for fd in (setup_fd, module_fd):
+                if fd >= 0:
+                    os.close(fd)
+
+
+def _child_env() -> dict[str, str]:
+    # The child needs only what locates the interpreter and this package.
+    keep = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH")
+    return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+class _Session:
+    """One child's broker channel and what it reported."""
+
+    def __init__(self, broker: Broker, sock, process) -> None:
+        self.broker = broker
+        self.sock = sock
+        self.process = process
+        self.reported: protocol.Result | None = None
+        self.violation: str | None = None
+        self.timed_out: float | None = None
+
+    async def serve(self) -> None:
+        while True:
+            data, ancdata, flags, _ = await self.sock.recvmsg(
+                protocol.MAX_MESSAGE + 1, protocol.RECV_CMSG_SPACE)
+            fds = protocol.unpack_fds(ancdata)
+            for fd in fds:  # a child never sends descriptors
+                os.close(fd)
+            if not data:
+                return
+            try:
+                if fds or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                    raise protocol.ProtocolError("unexpected descriptors or a truncated message")
+                request = protocol.decode_request(data)
+                if isinstance(request, protocol.Result):
+                    if self.reported is not None:
+                        raise protocol.ProtocolError("second result")
+                    self.reported = request
+                    continue
+                reply, reply_fds = self.broker.dispatch(request)
+            except protocol.ProtocolError as exc:
+                self.violation = f"malformed broker request: {exc}"
+                self.process.kill()
+                return
+            try:
+                await self.sock.sendmsg([reply.encode()], _rights(reply_fds))
+            except OSError:
+                return  # the child is gone
+            finally:
+                for fd in reply_fds:
+                    os.close(fd)
+
+    def result(self, wall: float) -> RunResult:
+        usage = Usage(wall_time=wall, brokered_calls=self.broker.calls)
+        status = self.process.returncode
+        if self.timed_out is not None:
+            outcome = Outcome(OutcomeKind.TIMEOUT, f"timed out after {self.timed_out:g} s")
+            return RunResult(STATUS_TRAP, outcome, usage=usage)
+        if self.violation is not None:
+            return RunResult(STATUS_VIOLATION, Outcome(OutcomeKind.VIOLATION, self.violation), usage=usage)
+        if status is not None and status < 0:
+            sig = -status
+            if sig == signal.SIGSYS:
+                outcome = Outcome(OutcomeKind.VIOLATION, "sandbox violation (killed by seccomp)", signal=sig)
+                return RunResult(STATUS_VIOLATION, outcome, usage=usage)
+            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            outcome = Outcome(OutcomeKind.CRASH, f"child killed by {name}", signal=sig)
+            return RunResult(128 + sig, outcome, usage=usage)
+        reported = self.reported
+        if reported is None:
+            outcome = Outcome(OutcomeKind.CRASH, f"child exited with status {status} without a result")
+            return RunResult(STATUS_ERROR, outcome, usage=usage)
+        message = reported.message.decode("utf-8", "replace")
+        if reported.outcome in (WireOutcome.EXIT, WireOutcome.INVOKED):
+            return RunResult(reported.code, Outcome(OutcomeKind.EXIT, exit_code=reported.code), usage=usage)
+        if reported.outcome == WireOutcome.TRAP:
+            return RunResult(STATUS_TRAP, Outcome(OutcomeKind.TRAP, message), usage=usage)
+        return RunResult(STATUS_ERROR, Outcome(OutcomeKind.ERROR, message), usage=usage)
+
+
+def _rights(fds: list[int]):
+    import array
+
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+
