@@ -66,13 +66,31 @@ def build_policy(ns: argparse.Namespace):
     return policy
 
 
+def format_cause_chain(detail: str) -> str:
+    """wasmtime's nested "Caused by:" text as the numbered chain its CLI prints."""
+    causes = []
+    for part in detail.strip().split("Caused by:"):
+        lines = [ln.strip() if i == 0 else ln for i, ln in enumerate(part.strip("\n").splitlines())]
+        lines = [ln for ln in lines if ln.strip()]
+        if lines:
+            causes.append(lines)
+    out = []
+    for number, lines in enumerate(causes):
+        first, rest = lines[0].strip(), lines[1:]
+        out.append(f"    {number}: {first}" if len(causes) > 1 else f"    {first}")
+        indent = " " * 11 if len(causes) > 1 else " " * 8
+        base = min((len(ln) - len(ln.lstrip()) for ln in rest), default=0)
+        out.extend(indent + ln[base:] for ln in rest)
+    return "\n".join(out)
+
+
 def _report(result: RunResult, module: str) -> None:
     outcome = result.outcome
     if outcome.kind is OutcomeKind.EXIT:
         return
     if outcome.kind is OutcomeKind.TRAP:
-        body = "\n".join("    " + line for line in outcome.detail.rstrip().splitlines())
-        sys.stderr.write(f"Error: failed to run main module `{module}`\n\nCaused by:\n{body}\n")
+        sys.stderr.write(f"Error: failed to run main module `{module}`\n\nCaused by:\n"
+                         f"{format_cause_chain(outcome.detail)}\n")
     elif outcome.kind is OutcomeKind.TIMEOUT:
         sys.stderr.write(f"Error: failed to run main module `{module}`\n\nCaused by:\n"
                          f"    wasm trap: interrupt ({outcome.detail})\n")

@@ -601,6 +601,15 @@ def _toml_string(s: str, *, source: str | None, key: str) -> str:
     return "".join(out)
 
 
+def _comment_text(s: str) -> str:
+    """``s`` made safe for a TOML comment: control characters and lone
+    surrogates are shown as escapes."""
+    return "".join(
+        f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF else ch
+        for ch in s
+    )
+
+
 def _toml_key(s: str, *, source: str | None, key: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9_-]+", s):
         return s
@@ -923,7 +932,7 @@ class Policy:
         lines: list[str] = []
         lines.append("# wasijail policy (effective)")
         if src is not None:
-            lines.append("# from: " + src.replace("\n", "\\n").replace("\r", "\\r"))
+            lines.append("# from: " + _comment_text(src))
         else:
             lines.append("# from: built-in")
         for i, p in enumerate(self.preopens, 1):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -59,7 +60,10 @@ def _open_module(spec: RunSpec) -> int:
     except OSError as exc:
         raise WasijailError(f"{path}: cannot open: {exc.strerror}") from None
     st = os.fstat(fd)
-    if not (st.st_mode & 0o170000) == 0o100000:
+    if stat.S_ISDIR(st.st_mode):
+        os.close(fd)
+        raise WasijailError(f"{path}: is a directory, not a module")
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise WasijailError(f"{path}: not a regular file")
     if st.st_size == 0:

@@ -66,10 +66,10 @@ def load_module(engine: wasmtime.Engine, setup: Setup, data: bytes) -> wasmtime.
 
 
 def _describe(exc: Exception) -> str:
-    """wasmtime's messages are multi-line chains; keep the most specific line."""
+    """wasmtime's messages are multi-line cause chains: join them into one line."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    lines = [ln for ln in lines if ln not in ("Caused by:",)]
-    return lines[-1].lstrip("0123456789: ") if lines else "unknown error"
+    lines = [ln for ln in lines if ln != "Caused by:"]
+    return ": ".join(lines) if lines else "unknown error"
 
 
 class ModuleError(Exception):

@@ -1,0 +1,1081 @@
+"""Tests for wasijail.policy: parsing, validation, flags, round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wasijail.policy import (
+    LIMIT_KEYS,
+    SANDBOX_LAYERS,
+    Limits,
+    Policy,
+    PolicyError,
+    Preopen,
+    SandboxPolicy,
+    format_duration,
+    format_size,
+    parse_dir_flag,
+    parse_duration,
+    parse_env_flag,
+    parse_mapdir_flag,
+    parse_size,
+    parse_wasmtime_w_flag,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+POLICIES = REPO / "policies"
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+
+
+def load(text: str, tmp_path: Path, name: str = "p.toml") -> Policy:
+    path = tmp_path / name
+    path.write_text(text)
+    return Policy.from_toml(path)
+
+
+def error_of(text: str, source: str = "x.toml", base_dir: Path = Path("/base")) -> str:
+    with pytest.raises(PolicyError) as info:
+        Policy.from_toml_text(text, source=source, base_dir=base_dir)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ---------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (0, 0),
+        (512, 512),
+        ("512", 512),
+        ("512B", 512),
+        ("4KiB", 4096),
+        ("4kib", 4096),
+        ("256MiB", 256 * MiB),
+        ("1GiB", GiB),
+        ("2TiB", 2 * 1024**4),
+        ("1.5MiB", 1572864),
+        ("0.5KiB", 512),
+        (".5KiB", 512),
+        ("4KB", 4000),
+        ("4kb", 4000),
+        ("3MB", 3_000_000),
+        ("2GB", 2_000_000_000),
+        ("1TB", 10**12),
+        ("4K", 4096),
+        ("4k", 4096),
+        ("3M", 3 * MiB),
+        ("2G", 2 * GiB),
+        ("1T", 1024**4),
+        ("256 MiB", 256 * MiB),
+        (" 1GiB ", GiB),
+        ("+5", 5),
+        ("-0", 0),
+        ("0.3KB", 300),
+    ],
+)
+def test_parse_size(text, expected):
+    got = parse_size(text, key="k", source="s")
+    assert got == expected
+    assert type(got) is int
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("lots", "s: k: expected a size such as 256MiB, got 'lots'"),
+        ("", "s: k: expected a size such as 256MiB, got ''"),
+        ("12XB", "s: k: expected a size such as 256MiB, got '12XB'"),
+        ("MiB", "s: k: expected a size such as 256MiB, got 'MiB'"),
+        ("1e3", "s: k: expected a size such as 256MiB, got '1e3'"),
+        ("1 2", "s: k: expected a size such as 256MiB, got '1 2'"),
+        (1.5, "s: k: expected a size such as 256MiB, got 1.5"),
+        (True, "s: k: expected a size such as 256MiB, got true"),
+        ([1], "s: k: expected a size such as 256MiB, got an array"),
+        (-1, "s: k: must not be negative, got -1"),
+        ("-4KiB", "s: k: must not be negative, got '-4KiB'"),
+        ("0.1KiB", "s: k: expected a whole number of bytes, got '0.1KiB' (102.4 bytes)"),
+        ("1.5", "s: k: expected a whole number of bytes, got '1.5' (1.5 bytes)"),
+    ],
+)
+def test_parse_size_errors(value, message):
+    with pytest.raises(PolicyError) as info:
+        parse_size(value, key="k", source="s")
+    assert str(info.value) == message
+    assert info.value.source == "s"
+    assert info.value.key == "k"
+
+
+@pytest.mark.parametrize(
+    "n, text",
+    [(0, "0"), (1, "1"), (1000, "1000"), (1024, "1KiB"), (1536, "1536"), (3 * MiB, "3MiB"), (GiB, "1GiB"),
+     (1024**4 * 5, "5TiB"), (1024**5, "1024TiB"), (1025 * KiB, "1025KiB")],
+)
+def test_format_size(n, text):
+    assert format_size(n) == text
+
+
+@given(st.integers(min_value=0, max_value=2**63))
+def test_size_round_trip(n):
+    assert parse_size(format_size(n), key="k", source="s") == n
+
+
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from(
+        [("", 1), ("B", 1), ("KiB", KiB), ("MiB", MiB), ("GiB", GiB), ("K", KiB), ("M", MiB), ("G", GiB),
+         ("KB", 1000), ("MB", 10**6), ("GB", 10**9)]
+    ),
+)
+def test_size_written_forms(n, unit):
+    suffix, factor = unit
+    assert parse_size(f"{n}{suffix}", key="k", source="s") == n * factor
+
+
+# ---------------------------------------------------------------- durations
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (0, 0.0),
+        (10, 10.0),
+        (1.5, 1.5),
+        ("10", 10.0),
+        ("2.5", 2.5),
+        ("1.5s", 1.5),
+        ("200ms", 0.2),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("500us", 0.0005),
+        ("500\u00b5s", 0.0005),
+        ("250ns", 2.5e-7),
+        ("1h30m", 5400.0),
+        ("1m 30s", 90.0),
+        ("1.5 s", 1.5),
+        ("1e-06s", 1e-06),
+        ("1E3ms", 1.0),
+        (" 3s ", 3.0),
+        ("-0s", 0.0),
+    ],
+)
+def test_parse_duration(text, expected):
+    got = parse_duration(text, key="k", source="s")
+    assert got == expected
+    assert type(got) is float
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("soon", "s: k: expected a duration such as 10s, 1.5s or 200ms, got 'soon'"),
+        ("", "s: k: expected a duration such as 10s, 1.5s or 200ms, got ''"),
+        ("10 seconds", "s: k: expected a duration such as 10s, 1.5s or 200ms, got '10 seconds'"),
+        ("1m30", "s: k: expected a duration such as 10s, 1.5s or 200ms, got '1m30'"),
+        ("s", "s: k: expected a duration such as 10s, 1.5s or 200ms, got 's'"),
+        ("5S", "s: k: expected a duration such as 10s, 1.5s or 200ms, got '5S'"),
+        (math.inf, "s: k: expected a duration such as 10s, 1.5s or 200ms, got inf"),
+        (math.nan, "s: k: expected a duration such as 10s, 1.5s or 200ms, got nan"),
+        (False, "s: k: expected a duration such as 10s, 1.5s or 200ms, got false"),
+        ({}, "s: k: expected a duration such as 10s, 1.5s or 200ms, got a table"),
+        (-1, "s: k: must not be negative, got -1"),
+        (-0.5, "s: k: must not be negative, got -0.5"),
+        ("-2s", "s: k: must not be negative, got '-2s'"),
+    ],
+)
+def test_parse_duration_errors(value, message):
+    with pytest.raises(PolicyError) as info:
+        parse_duration(value, key="k", source="s")
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(0, "0s"), (60.0, "1m"), (90.0, "90s"), (1.5, "1500ms"), (3600, "1h"), (86400 * 2, "2d"), (0.0005, "500us"),
+     (2.5e-7, "250ns"), (0.3, "300ms"), (1.25e-10, "1.25e-10s")],
+)
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+@given(st.floats(min_value=0, max_value=1e15, allow_nan=False, allow_infinity=False))
+def test_duration_round_trip(seconds):
+    assert parse_duration(format_duration(seconds), key="k", source="s") == seconds
+
+
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from([("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1), ("m", 60), ("h", 3600)]),
+)
+def test_duration_written_forms(n, unit):
+    suffix, factor = unit
+    assert parse_duration(f"{n}{suffix}", key="k", source="s") == pytest.approx(n * factor, rel=1e-12)
+
+
+# ---------------------------------------------------------------- the shipped policies
+
+
+def test_default_policy_values():
+    p = Policy.default()
+    assert p.preopens == ()
+    assert p.env == ()
+    assert p.inherit_env == ()
+    assert p.limits == Limits(
+        memory=256 * MiB,
+        table_elements=100_000,
+        timeout=60.0,
+        cpu_time=60.0,
+        fuel=None,
+        output=64 * MiB,
+        open_files=256,
+        file_size=GiB,
+        module_size=256 * MiB,
+        compile_timeout=60.0,
+    )
+    assert p.sandbox.require == ("seccomp",)
+    assert p.source is None
+
+
+def test_default_toml_is_the_builtin_default():
+    loaded = Policy.from_toml(POLICIES / "default.toml")
+    assert loaded.source == str(POLICIES / "default.toml")
+    assert dataclasses.replace(loaded, source=None) == Policy.default()
+
+
+def test_default_toml_relative_source(monkeypatch):
+    monkeypatch.chdir(REPO)
+    loaded = Policy.from_toml("policies/default.toml")
+    assert loaded.source == "policies/default.toml"
+
+
+def test_strict_toml():
+    p = Policy.from_toml(POLICIES / "strict.toml")
+    assert p.preopens == () and p.env == () and p.inherit_env == ()
+    assert p.limits == Limits(
+        memory=64 * MiB,
+        table_elements=10_000,
+        timeout=10.0,
+        cpu_time=5.0,
+        output=MiB,
+        open_files=64,
+        file_size=16 * MiB,
+        module_size=16 * MiB,
+        compile_timeout=20.0,
+    )
+    assert p.sandbox.require == ("seccomp", "landlock")
+
+
+def test_dev_toml():
+    p = Policy.from_toml(POLICIES / "dev.toml")
+    assert p.preopens == () and p.env == () and p.inherit_env == ()
+    assert p.limits.memory == 4 * GiB
+    assert p.limits.timeout is None
+    assert p.limits.cpu_time is None
+    assert p.limits.compile_timeout is None
+    assert p.limits.fuel is None
+    assert p.limits.file_size is None
+    assert p.limits.output == GiB
+    assert p.limits.open_files == 4096
+    assert p.sandbox.require == ()
+
+
+@pytest.mark.parametrize("name", ["default", "strict", "dev"])
+def test_shipped_policies_are_commented_key_by_key(name):
+    lines = (POLICIES / f"{name}.toml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if "=" in line and not line.lstrip().startswith("#"):
+            assert i > 0 and lines[i - 1].lstrip().startswith("#"), f"{name}.toml line {i + 1} has no comment above"
+
+
+@pytest.mark.parametrize("name", ["default", "strict", "dev"])
+def test_shipped_policies_round_trip(name):
+    p = Policy.from_toml(POLICIES / f"{name}.toml")
+    again = Policy.from_toml_text(p.to_toml(), source=p.source, base_dir=Path("/elsewhere"))
+    assert again == p
+
+
+# ---------------------------------------------------------------- loading
+
+
+FULL = """
+[[fs.preopen]]
+host = "data"
+guest = "/data"
+mode = "ro"
+
+[[fs.preopen]]
+host = "/srv/out"
+
+[[fs.preopen]]
+host = "../up/./x"
+guest = "x"
+mode = "rw"
+
+[env]
+vars = { LANG = "C", TZ = "UTC" }
+inherit = ["HOME", "TERM", "HOME"]
+
+[limits]
+memory = "256MiB"
+table_elements = 10000
+timeout = "10s"
+cpu_time = 5
+fuel = 1000
+output = "16MiB"
+open_files = 256
+file_size = 1073741824
+module_size = "64MiB"
+compile_timeout = 30.5
+
+[sandbox]
+require = ["seccomp", "landlock", "seccomp"]
+"""
+
+
+def test_full_policy(tmp_path):
+    p = load(FULL, tmp_path, "full.toml")
+    assert p.source == str(tmp_path / "full.toml")
+    assert p.preopens == (
+        Preopen(tmp_path / "data", "/data", "ro"),
+        Preopen(Path("/srv/out"), "/srv/out", "rw"),
+        Preopen(Path(f"{tmp_path}/../up/x"), "x", "rw"),
+    )
+    assert p.preopens[0].readonly and not p.preopens[1].readonly
+    # ".." is kept: resolving it lexically could be wrong under symlinks
+    assert str(p.preopens[2].host) == f"{tmp_path}/../up/x"
+    assert p.env == (("LANG", "C"), ("TZ", "UTC"))
+    assert p.inherit_env == ("HOME", "TERM")
+    assert p.limits == Limits(
+        memory=256 * MiB,
+        table_elements=10000,
+        timeout=10.0,
+        cpu_time=5.0,
+        fuel=1000,
+        output=16 * MiB,
+        open_files=256,
+        file_size=GiB,
+        module_size=64 * MiB,
+        compile_timeout=30.5,
+    )
+    assert p.sandbox == SandboxPolicy(("seccomp", "landlock"))
+
+
+def test_relative_host_resolves_against_policy_folder(tmp_path, monkeypatch):
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    (sub / "p.toml").write_text('[[fs.preopen]]\nhost = "data"\n')
+    monkeypatch.chdir(tmp_path)
+    p = Policy.from_toml("conf/p.toml")
+    assert p.source == "conf/p.toml"
+    assert p.preopens[0].host == tmp_path / "conf" / "data"
+    assert p.preopens[0].host.is_absolute()
+    assert p.preopens[0].guest == "data"  # host as written
+    assert p.preopens[0].mode == "rw"
+
+
+def test_host_dot_is_the_policy_folder(tmp_path):
+    p = load('[[fs.preopen]]\nhost = "."\n', tmp_path)
+    assert p.preopens == (Preopen(tmp_path, ".", "rw"),)
+
+
+def test_from_toml_text_base_dir():
+    p = Policy.from_toml_text('[[fs.preopen]]\nhost = "d"\n', source="s", base_dir=Path("/b"))
+    assert p.preopens[0].host == Path("/b/d")
+    assert p.source == "s"
+
+
+def test_symlinks_are_not_resolved_and_host_need_not_exist(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    p = load('[[fs.preopen]]\nhost = "link"\n[[fs.preopen]]\nhost = "missing"\n', tmp_path)
+    assert p.preopens[0].host == tmp_path / "link"
+    assert p.preopens[1].host == tmp_path / "missing"
+
+
+def test_duplicate_guest_names_are_kept_in_order(tmp_path):
+    p = load('[[fs.preopen]]\nhost = "a"\nguest = "g"\n[[fs.preopen]]\nhost = "b"\nguest = "g"\n', tmp_path)
+    assert [(x.host.name, x.guest) for x in p.preopens] == [("a", "g"), ("b", "g")]
+
+
+def test_empty_file_is_the_empty_policy(tmp_path):
+    p = load("", tmp_path)
+    assert p == Policy(source=str(tmp_path / "p.toml"))
+    assert p.limits == Limits()
+    assert all(getattr(p.limits, k) is None for k in LIMIT_KEYS)
+    assert p.sandbox.require == ()
+
+
+def test_env_vars_as_subtable(tmp_path):
+    p = load('[env.vars]\nB = "2"\nA = "1"\n', tmp_path)
+    assert p.env == (("B", "2"), ("A", "1"))
+
+
+def test_unlimited_and_fuel_zero(tmp_path):
+    p = load('[limits]\nmemory = "unlimited"\ntimeout = "none"\nfuel = 0\n', tmp_path)
+    assert p.limits == Limits()
+
+
+def test_boundary_values_accepted():
+    p = Policy.from_toml_text(
+        '[limits]\nmemory = "64KiB"\ntable_elements = 1\ntimeout = "1ms"\nopen_files = 4\nmodule_size = 8\n'
+        "output = 1\nfile_size = 1\nfuel = 1\n",
+        source="s",
+        base_dir=Path("/"),
+    )
+    assert p.limits.memory == 65536
+    assert p.limits.timeout == 0.001
+    assert p.limits.open_files == 4
+
+
+# ---------------------------------------------------------------- errors: file level
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(PolicyError) as info:
+        Policy.from_toml(tmp_path / "nope.toml")
+    assert str(info.value) == f"{tmp_path}/nope.toml: no such file"
+
+
+def test_missing_file_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PolicyError) as info:
+        Policy.from_toml("policies/x.toml")
+    assert str(info.value) == "policies/x.toml: no such file"
+    assert info.value.source == "policies/x.toml"
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(PolicyError) as info:
+        Policy.from_toml(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not a policy file"
+
+
+def test_not_utf8(tmp_path):
+    (tmp_path / "p.toml").write_bytes(b'[env]\nvars = { A = "\xff" }\n')
+    with pytest.raises(PolicyError) as info:
+        Policy.from_toml(tmp_path / "p.toml")
+    assert str(info.value) == f"{tmp_path}/p.toml: not UTF-8 text (bad byte at offset 20)"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[limits]\nmemory = lots\n", "x.toml: line 2, column 10: invalid TOML: Invalid value"),
+        ("[limits]\nmemory = 1\nmemory = 2\n", "x.toml: line 3, column 11: invalid TOML: Cannot overwrite a value"),
+        ("[limits\n", "x.toml: line 1, column 8: invalid TOML: Expected ']' at the end of a table declaration"),
+        ('[env]\nvars = { A = "x" ', "x.toml: end of file: invalid TOML: Unclosed inline table"),
+    ],
+)
+def test_toml_syntax_error_names_file_and_line(text, message):
+    assert error_of(text) == message
+
+
+# ---------------------------------------------------------------- errors: unknown tables and keys
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[network]\nallow = true\n",
+         "x.toml: [network]: unknown table; expected one of: [fs], [env], [limits], [sandbox]"),
+        ("[[mounts]]\nx = 1\n",
+         "x.toml: [mounts]: unknown table; expected one of: [fs], [env], [limits], [sandbox]"),
+        ("memory = 5\n",
+         "x.toml: memory: unknown key; expected one of the tables [fs], [env], [limits], [sandbox]"),
+        ("[fs]\nroot = '/'\n", "x.toml: [fs] root: unknown key; expected one of: preopen"),
+        ("[fs.mount]\nx = 1\n", "x.toml: [fs.mount]: unknown table; expected one of the keys: preopen"),
+        ("[[fs.preopen]]\nhost = 'a'\nreadonly = true\n",
+         "x.toml: [[fs.preopen]] #1 readonly: unknown key; expected one of: host, guest, mode"),
+        ("[[fs.preopen]]\nhost = 'a'\n[[fs.preopen]]\nhots = 'b'\n",
+         "x.toml: [[fs.preopen]] #2 hots: unknown key; expected one of: host, guest, mode"),
+        ("[env]\nset = 1\n", "x.toml: [env] set: unknown key; expected one of: vars, inherit"),
+        ("[env]\nset = {}\n", "x.toml: [env.set]: unknown table; expected one of the keys: vars, inherit"),
+        ("[limits]\nmemroy = '1GiB'\n",
+         "x.toml: [limits] memroy: unknown key; expected one of: memory, table_elements, timeout, cpu_time, fuel, "
+         "output, open_files, file_size, module_size, compile_timeout"),
+        ("[limits.memory2]\nx = 1\n",
+         "x.toml: [limits.memory2]: unknown table; expected one of the keys: memory, table_elements, timeout, "
+         "cpu_time, fuel, output, open_files, file_size, module_size, compile_timeout"),
+        ("[sandbox]\nrequired = []\n", "x.toml: [sandbox] required: unknown key; expected one of: require"),
+    ],
+)
+def test_unknown_tables_and_keys(text, message):
+    assert error_of(text) == message
+
+
+# ---------------------------------------------------------------- errors: wrong types
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("fs = 3\n", "x.toml: [fs]: expected a table, got 3"),
+        ("limits = []\n", "x.toml: [limits]: expected a table, got an array"),
+        ("[fs]\npreopen = 'data'\n",
+         "x.toml: [fs] preopen: expected an array of tables ([[fs.preopen]]), got 'data'"),
+        ("[fs.preopen]\nhost = 'data'\n",
+         "x.toml: [fs] preopen: expected an array of tables ([[fs.preopen]]), got a table"),
+        ("[fs]\npreopen = ['data']\n",
+         "x.toml: [fs] preopen: expected an array of tables ([[fs.preopen]]), got an array"),
+        ("[[fs.preopen]]\nguest = '/d'\n", "x.toml: [[fs.preopen]] #1 host: required key is missing"),
+        ("[[fs.preopen]]\nhost = 3\n", "x.toml: [[fs.preopen]] #1 host: expected a directory path, got 3"),
+        ("[[fs.preopen]]\nhost = ''\n",
+         "x.toml: [[fs.preopen]] #1 host: expected a directory path, got an empty string"),
+        ("[[fs.preopen]]\nhost = \"a\\u0000b\"\n",
+         "x.toml: [[fs.preopen]] #1 host: must not contain NUL, got 'a\\x00b'"),
+        ("[[fs.preopen]]\nhost = 'a'\nguest = 3\n", "x.toml: [[fs.preopen]] #1 guest: expected a guest name, got 3"),
+        ("[[fs.preopen]]\nhost = 'a'\nguest = ''\n",
+         "x.toml: [[fs.preopen]] #1 guest: expected a guest name, got an empty string"),
+        ("[[fs.preopen]]\nhost = 'a'\nguest = \"x\\u0000\"\n",
+         "x.toml: [[fs.preopen]] #1 guest: must not contain NUL, got 'x\\x00'"),
+        ("[[fs.preopen]]\nhost = 'a'\nmode = 3\n", 'x.toml: [[fs.preopen]] #1 mode: expected "ro" or "rw", got 3'),
+        ("[[fs.preopen]]\nhost = 'a'\nmode = 'RO'\n",
+         'x.toml: [[fs.preopen]] #1 mode: expected "ro" or "rw", got \'RO\''),
+        ("[[fs.preopen]]\nhost = 'a'\nmode = true\n",
+         'x.toml: [[fs.preopen]] #1 mode: expected "ro" or "rw", got true'),
+        ("[env]\nvars = []\n", "x.toml: [env] vars: expected a table of strings, got an array"),
+        ("[env]\nvars = 'A=1'\n", "x.toml: [env] vars: expected a table of strings, got 'A=1'"),
+        ("[env]\nvars = { A = 1 }\n", "x.toml: [env] vars.A: expected a string, got 1"),
+        ("[env]\nvars = { A = { B = 'x' } }\n", "x.toml: [env] vars.A: expected a string, got a table"),
+        ("[env]\nvars = { \"\" = 'x' }\n", "x.toml: [env] vars: variable name must not be empty"),
+        ("[env]\nvars = { \"A=B\" = 'x' }\n",
+         "x.toml: [env] vars: variable name must not contain '=' or NUL, got 'A=B'"),
+        ("[env]\nvars = { A = \"x\\u0000\" }\n", "x.toml: [env] vars.A: value must not contain NUL, got 'x\\x00'"),
+        ("[env]\ninherit = 'HOME'\n", "x.toml: [env] inherit: expected an array of variable names, got 'HOME'"),
+        ("[env]\ninherit = ['HOME', 3]\n", "x.toml: [env] inherit: item 2: expected a variable name, got 3"),
+        ("[env]\ninherit = ['']\n", "x.toml: [env] inherit: variable name must not be empty"),
+        ("[env]\ninherit = ['A=B']\n",
+         "x.toml: [env] inherit: variable name must not contain '=' or NUL, got 'A=B'"),
+        ("[limits]\nmemory = 'lots'\n", "x.toml: [limits] memory: expected a size such as 256MiB, got 'lots'"),
+        ("[limits]\nmemory = 1.5\n", "x.toml: [limits] memory: expected a size such as 256MiB, got 1.5"),
+        ("[limits]\nmemory = true\n", "x.toml: [limits] memory: expected a size such as 256MiB, got true"),
+        ("[limits]\ntable_elements = '10k'\n", "x.toml: [limits] table_elements: expected a whole number, got '10k'"),
+        ("[limits]\ntable_elements = 1.0\n", "x.toml: [limits] table_elements: expected a whole number, got 1.0"),
+        ("[limits]\ntimeout = 'forever'\n",
+         "x.toml: [limits] timeout: expected a duration such as 10s, 1.5s or 200ms, got 'forever'"),
+        ("[limits]\ntimeout = [10]\n",
+         "x.toml: [limits] timeout: expected a duration such as 10s, 1.5s or 200ms, got an array"),
+        ("[limits]\ncpu_time = 1979-05-27\n",
+         "x.toml: [limits] cpu_time: expected a duration such as 10s, 1.5s or 200ms, got a date/time (1979-05-27)"),
+        ("[limits]\nfuel = '1e9'\n", "x.toml: [limits] fuel: expected a whole number, got '1e9'"),
+        ("[limits]\noutput = {}\n", "x.toml: [limits] output: expected a size such as 256MiB, got a table"),
+        ("[limits]\nopen_files = '256 files'\n",
+         "x.toml: [limits] open_files: expected a whole number, got '256 files'"),
+        ("[limits]\nfile_size = 'big'\n", "x.toml: [limits] file_size: expected a size such as 256MiB, got 'big'"),
+        ("[limits]\nmodule_size = false\n",
+         "x.toml: [limits] module_size: expected a size such as 256MiB, got false"),
+        ("[limits]\ncompile_timeout = '30 sec'\n",
+         "x.toml: [limits] compile_timeout: expected a duration such as 10s, 1.5s or 200ms, got '30 sec'"),
+        ("[sandbox]\nrequire = 'seccomp'\n",
+         "x.toml: [sandbox] require: expected an array of layer names, got 'seccomp'"),
+        ("[sandbox]\nrequire = [1]\n", "x.toml: [sandbox] require: item 1: expected a layer name, got 1"),
+        ("[sandbox]\nrequire = ['seccomp', 'apparmor']\n",
+         "x.toml: [sandbox] require: unknown layer 'apparmor'; valid layers: seccomp, landlock, userns, mountns, "
+         "netns, openat2, cgroup"),
+    ],
+)
+def test_wrong_types(text, message):
+    assert error_of(text) == message
+
+
+# ---------------------------------------------------------------- errors: impossible values
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("memory", "0", "must be at least 64KiB (one wasm page), got 0"),
+        ("memory", "'1KiB'", "must be at least 64KiB (one wasm page), got '1KiB'"),
+        ("memory", "-1", "must not be negative, got -1"),
+        ("memory", "'512TiB'", "must be at most 256TiB, got '512TiB'"),
+        ("table_elements", "0", "must be at least 1, got 0"),
+        ("table_elements", "4294967297", "must be at most 4294967296, got 4294967297"),
+        ("timeout", "0", "must be at least 1ms, got 0"),
+        ("timeout", "'0s'", "must be at least 1ms, got '0s'"),
+        ("timeout", "'500us'", "must be at least 1ms, got '500us'"),
+        ("timeout", "-5", "must not be negative, got -5"),
+        ("timeout", "inf", "expected a duration such as 10s, 1.5s or 200ms, got inf"),
+        ("timeout", "nan", "expected a duration such as 10s, 1.5s or 200ms, got nan"),
+        ("timeout", "'366d'", "must be at most 365d, got '366d'"),
+        ("cpu_time", "0.0", "must be at least 1ms, got 0.0"),
+        ("fuel", "-1", "must not be negative, got -1"),
+        ("output", "0", "must be at least 1, got 0"),
+        ("output", "'2TiB'", "must be at most 1TiB, got '2TiB'"),
+        ("open_files", "3", "must be at least 4 (stdin, stdout, stderr and one more), got 3"),
+        ("open_files", "0", "must be at least 4 (stdin, stdout, stderr and one more), got 0"),
+        ("open_files", "2000000", "must be at most 1048576, got 2000000"),
+        ("file_size", "0", "must be at least 1, got 0"),
+        ("module_size", "7", "must be at least 8 (the smallest module: magic and version), got 7"),
+        ("compile_timeout", "'0ms'", "must be at least 1ms, got '0ms'"),
+    ],
+)
+def test_impossible_values(key, value, message):
+    assert error_of(f"[limits]\n{key} = {value}\n") == f"x.toml: [limits] {key}: {message}"
+
+
+# ---------------------------------------------------------------- the dataclasses
+
+
+def test_frozen():
+    p = Policy.default()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.env = ()  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.limits.memory = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Preopen(Path("/a"), "a").mode = "ro"  # type: ignore[misc]
+    assert hash(p) == hash(Policy.default())
+
+
+def test_limits_constructor_normalizes():
+    assert Limits(memory="1GiB", timeout="2s", fuel=0, cpu_time=3) == Limits(memory=GiB, timeout=2.0, cpu_time=3.0)
+    assert type(Limits(cpu_time=3).cpu_time) is float
+    with pytest.raises(PolicyError) as info:
+        Limits(memory=0)
+    assert str(info.value) == "Limits: memory: must be at least 64KiB (one wasm page), got 0"
+
+
+def test_preopen_constructor(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert Preopen("rel", "g").host == tmp_path / "rel"
+    assert Preopen(Path("/x"), "g").mode == "rw"
+    with pytest.raises(PolicyError) as info:
+        Preopen(Path("/x"), "g", "rx")  # type: ignore[arg-type]
+    assert str(info.value) == "Preopen: mode: expected \"ro\" or \"rw\", got 'rx'"
+    with pytest.raises(PolicyError) as info:
+        Preopen(Path("/x"), "")
+    assert str(info.value) == "Preopen: guest: expected a guest name, got an empty string"
+
+
+def test_sandbox_policy_constructor():
+    assert SandboxPolicy(["landlock", "seccomp", "landlock"]).require == ("landlock", "seccomp")
+    with pytest.raises(PolicyError) as info:
+        SandboxPolicy("seccomp")  # type: ignore[arg-type]
+    assert str(info.value) == "SandboxPolicy: require: expected a sequence of layer names, got 'seccomp'"
+    with pytest.raises(PolicyError) as info:
+        SandboxPolicy(("selinux",))
+    assert str(info.value) == (
+        "SandboxPolicy: require: unknown layer 'selinux'; valid layers: " + ", ".join(SANDBOX_LAYERS)
+    )
+
+
+def test_policy_constructor_normalizes_env():
+    p = Policy(env={"A": "1", "B": "2"}, inherit_env=["H", "H"])
+    assert p.env == (("A", "1"), ("B", "2"))
+    assert p.inherit_env == ("H",)
+    p = Policy(env=(("A", "1"), ("B", "2"), ("A", "3")))
+    assert p.env == (("A", "3"), ("B", "2"))
+    with pytest.raises(PolicyError) as info:
+        Policy(inherit_env="HOME")  # type: ignore[arg-type]
+    assert str(info.value) == "Policy: inherit_env: expected a sequence of names, got 'HOME'"
+
+
+# ---------------------------------------------------------------- with_* methods
+
+
+def test_with_preopen(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = Policy.default()
+    p = base.with_preopen(".")
+    assert base.preopens == ()
+    assert p.preopens == (Preopen(tmp_path, ".", "rw"),)
+    q = p.with_preopen("data", "/data", mode="ro")
+    assert p.preopens == (Preopen(tmp_path, ".", "rw"),)
+    assert q.preopens[1] == Preopen(tmp_path / "data", "/data", "ro")
+    r = q.with_preopen(Preopen(Path("/abs"), "abs", "ro"))
+    assert r.preopens[-1] == Preopen(Path("/abs"), "abs", "ro")
+    assert r.limits is base.limits
+    with pytest.raises(PolicyError) as info:
+        base.with_preopen("x", mode="wr")  # type: ignore[arg-type]
+    assert str(info.value) == "--dir: expected \"ro\" or \"rw\", got 'wr'"
+    with pytest.raises(PolicyError) as info:
+        base.with_preopen("")
+    assert str(info.value) == "--dir: expected a directory path, got an empty string"
+
+
+def test_with_env():
+    base = Policy.from_toml_text(
+        '[env]\nvars = { A = "1", B = "2" }\ninherit = ["HOME"]\n', source="s", base_dir=Path("/")
+    )
+    p = base.with_env("A", "10")
+    assert p.env == (("A", "10"), ("B", "2"))  # replaced in place
+    assert base.env == (("A", "1"), ("B", "2"))  # original unchanged
+    q = p.with_env("HOME", "/root")  # an explicit value overrides an inherit
+    assert q.inherit_env == ()
+    assert q.env == (("A", "10"), ("B", "2"), ("HOME", "/root"))
+    r = base.with_env("TERM")
+    assert r.inherit_env == ("HOME", "TERM")
+    assert r.env == base.env
+    assert r.with_env("TERM") == r
+    with pytest.raises(PolicyError) as info:
+        base.with_env("", "x")
+    assert str(info.value) == "--env: variable name must not be empty"
+    with pytest.raises(PolicyError) as info:
+        base.with_env("A=B", "x")
+    assert str(info.value) == "--env: variable name must not contain '=' or NUL, got 'A=B'"
+    with pytest.raises(PolicyError) as info:
+        base.with_env("A", "x\0")
+    assert str(info.value) == "--env: A: value must not contain NUL, got 'x\\x00'"
+
+
+def test_with_limits():
+    base = Policy.default()
+    p = base.with_limits(memory="1GiB", timeout="2s", fuel=1000, cpu_time=1.5, open_files="64")
+    assert p.limits.memory == GiB
+    assert p.limits.timeout == 2.0
+    assert p.limits.fuel == 1000
+    assert p.limits.cpu_time == 1.5
+    assert p.limits.open_files == 64
+    assert p.limits.output == 64 * MiB  # untouched
+    assert base.limits == Policy.default().limits  # original unchanged
+    assert base.with_limits(timeout=None).limits.timeout is None
+    assert base.with_limits(timeout="unlimited").limits.timeout is None
+    assert base.with_limits(fuel=0).limits.fuel is None
+    assert base.with_limits() == base
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"memroy": "1GiB"},
+         "limits: memroy: unknown limit; expected one of: memory, table_elements, timeout, cpu_time, fuel, output, "
+         "open_files, file_size, module_size, compile_timeout"),
+        ({"memory": "lots"}, "--memory: expected a size such as 256MiB, got 'lots'"),
+        ({"cpu_time": "0s"}, "--cpu-time: must be at least 1ms, got '0s'"),
+        ({"open_files": 2}, "--open-files: must be at least 4 (stdin, stdout, stderr and one more), got 2"),
+        ({"module_size": 1.5}, "--module-size: expected a size such as 256MiB, got 1.5"),
+    ],
+)
+def test_with_limits_errors(changes, message):
+    with pytest.raises(PolicyError) as info:
+        Policy.default().with_limits(**changes)
+    assert str(info.value) == message
+
+
+def test_with_limits_custom_source():
+    with pytest.raises(PolicyError) as info:
+        Policy().with_limits("--memory-limit", memory="x")
+    assert str(info.value) == "--memory-limit: memory: expected a size such as 256MiB, got 'x'"
+
+
+def test_with_require():
+    base = Policy.default()
+    p = base.with_require("landlock", "seccomp", "userns")
+    assert p.sandbox.require == ("seccomp", "landlock", "userns")
+    assert base.sandbox.require == ("seccomp",)
+    assert Policy().with_require(["netns", "cgroup"]).sandbox.require == ("netns", "cgroup")
+    with pytest.raises(PolicyError) as info:
+        base.with_require("selinux")
+    assert str(info.value) == (
+        "--require: unknown layer 'selinux'; valid layers: seccomp, landlock, userns, mountns, netns, openat2, cgroup"
+    )
+
+
+def test_flag_overrides_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = load(FULL, tmp_path)
+    q = (
+        p.with_limits(**parse_wasmtime_w_flag("timeout=2s,max-memory-size=1GiB"))
+        .with_preopen(parse_dir_flag("extra::/extra::ro"))
+        .with_env(*parse_env_flag("LANG=en_US.UTF-8"))
+    )
+    assert q.limits.timeout == 2.0
+    assert q.limits.memory == GiB
+    assert q.limits.fuel == 1000
+    assert q.preopens[-1] == Preopen(tmp_path / "extra", "/extra", "ro")
+    assert q.env == (("LANG", "en_US.UTF-8"), ("TZ", "UTC"))
+    assert p.limits.timeout == 10.0
+    assert len(p.preopens) == 3
+
+
+# ---------------------------------------------------------------- resolved_env
+
+
+def test_resolved_env():
+    p = Policy(env=(("A", "1"), ("B", "2")), inherit_env=("HOME", "MISSING", "A"))
+    host = {"HOME": "/home/u", "A": "host", "OTHER": "x"}
+    assert p.resolved_env(host) == [("A", "host"), ("B", "2"), ("HOME", "/home/u")]
+    assert p.resolved_env({}) == [("A", "1"), ("B", "2")]
+
+
+def test_resolved_env_nothing_inherited_by_default():
+    assert Policy.default().resolved_env(dict(os.environ)) == []
+
+
+def test_resolved_env_last_wins_first_position():
+    p = Policy(env=(("X", "1"), ("Y", "2"), ("X", "3")))
+    assert p.resolved_env({}) == [("X", "3"), ("Y", "2")]
+    q = Policy().with_env("X", "1").with_env("Y", "2").with_env("X", "3")
+    assert q.resolved_env({"X": "h"}) == [("X", "3"), ("Y", "2")]
+
+
+def test_file_value_is_fallback_for_inherited_flag():
+    p = Policy.from_toml_text('[env]\nvars = { HOME = "/tmp" }\n', source="s", base_dir=Path("/"))
+    q = p.with_env("HOME")
+    assert q.resolved_env({"HOME": "/home/u"}) == [("HOME", "/home/u")]
+    assert q.resolved_env({}) == [("HOME", "/tmp")]
+
+
+# ---------------------------------------------------------------- flags
+
+
+def test_dir_flag_dot(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse_dir_flag(".") == Preopen(tmp_path, ".", "rw")
+
+
+@pytest.mark.parametrize(
+    "text, host, guest, mode",
+    [
+        ("data", "data", "data", "rw"),
+        ("./data", "data", "./data", "rw"),
+        ("/srv/x", "/srv/x", "/srv/x", "rw"),
+        ("data::/data", "data", "/data", "rw"),
+        ("data::/data::ro", "data", "/data", "ro"),
+        ("data::/data::rw", "data", "/data", "rw"),
+        (".::/", ".", "/", "rw"),
+        ("../up::up::ro", "../up", "up", "ro"),
+        ("data::ro", "data", "ro", "rw"),  # two parts: the second is the guest name, as in wasmtime
+    ],
+)
+def test_dir_flag(text, host, guest, mode, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = parse_dir_flag(text)
+    assert p.host == (tmp_path / host if not host.startswith("/") else Path(host))
+    assert p.host.is_absolute()
+    assert p.guest == guest
+    assert p.mode == mode
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data::/data::rx", "--dir: unknown mode 'rx' in 'data::/data::rx'; expected ro or rw"),
+        ("data::/data::", "--dir: unknown mode '' in 'data::/data::'; expected ro or rw"),
+        ("data::/data::RO", "--dir: unknown mode 'RO' in 'data::/data::RO'; expected ro or rw"),
+        ("a::b::ro::x", "--dir: expected HOST[::GUEST[::ro|rw]], got 'a::b::ro::x'"),
+        ("", "--dir: empty host directory in ''"),
+        ("::/g", "--dir: empty host directory in '::/g'"),
+        ("data::", "--dir: empty guest name in 'data::'"),
+        ("data::::ro", "--dir: empty guest name in 'data::::ro'"),
+        ("da\0ta", "--dir: must not contain NUL, got 'da\\x00ta'"),
+    ],
+)
+def test_dir_flag_errors(text, message):
+    with pytest.raises(PolicyError) as info:
+        parse_dir_flag(text)
+    assert str(info.value) == message
+
+
+def test_mapdir_flag_is_guest_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse_mapdir_flag("/sandbox::out") == Preopen(tmp_path / "out", "/sandbox", "rw")
+    assert parse_mapdir_flag(".::.") == Preopen(tmp_path, ".", "rw")
+    assert parse_mapdir_flag("/in::/srv/in::ro") == Preopen(Path("/srv/in"), "/in", "ro")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("out", "--mapdir: expected GUEST::HOST, got 'out'"),
+        ("a::b::c::d", "--mapdir: expected GUEST::HOST, got 'a::b::c::d'"),
+        ("::out", "--mapdir: empty guest name in '::out'"),
+        ("/g::", "--mapdir: empty host directory in '/g::'"),
+        ("/g::out::x", "--mapdir: unknown mode 'x' in '/g::out::x'; expected ro or rw"),
+    ],
+)
+def test_mapdir_flag_errors(text, message):
+    with pytest.raises(PolicyError) as info:
+        parse_mapdir_flag(text)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("A=1", ("A", "1")),
+        ("A=", ("A", "")),
+        ("A", ("A", None)),
+        ("A=b=c", ("A", "b=c")),
+        ("PATH=/bin:/usr/bin", ("PATH", "/bin:/usr/bin")),
+        ("a b=c d", ("a b", "c d")),
+    ],
+)
+def test_env_flag(text, expected):
+    assert parse_env_flag(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "--env: empty variable name in ''"),
+        ("=x", "--env: empty variable name in '=x'"),
+        ("A\0B=x", "--env: variable name must not contain '=' or NUL, got 'A\\x00B'"),
+        ("A=x\0", "--env: A: value must not contain NUL, got 'x\\x00'"),
+    ],
+)
+def test_env_flag_errors(text, message):
+    with pytest.raises(PolicyError) as info:
+        parse_env_flag(text)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("timeout=2s", {"timeout": 2.0}),
+        ("timeout=5", {"timeout": 5.0}),
+        ("max-memory-size=268435456", {"memory": 268435456}),
+        ("max-memory-size=256MiB", {"memory": 256 * MiB}),
+        ("max-table-elements=1000", {"table_elements": 1000}),
+        ("fuel=1000", {"fuel": 1000}),
+        ("fuel=0", {"fuel": None}),
+        ("timeout=2s,fuel=1000,max-memory-size=1M",
+         {"timeout": 2.0, "fuel": 1000, "memory": MiB}),
+        ("timeout=1s,timeout=3s", {"timeout": 3.0}),
+        ("cpu-time=500ms,open-files=32,output=1KiB,file-size=1MB,module-size=1GiB,compile-timeout=1m",
+         {"cpu_time": 0.5, "open_files": 32, "output": 1024, "file_size": 10**6, "module_size": GiB,
+          "compile_timeout": 60.0}),
+        ("memory=1GiB,table-elements=5", {"memory": GiB, "table_elements": 5}),
+        ("timeout=unlimited", {"timeout": None}),
+    ],
+)
+def test_w_flag(text, expected):
+    assert parse_wasmtime_w_flag(text) == expected
+
+
+W_SUPPORTED = (
+    "compile-timeout, cpu-time, file-size, fuel, max-memory-size, max-table-elements, memory, module-size, "
+    "open-files, output, table-elements, timeout"
+)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("max-instances=3", f"-W: unknown option 'max-instances'; supported: {W_SUPPORTED}"),
+        ("timeout=2s,bogus=1", f"-W: unknown option 'bogus'; supported: {W_SUPPORTED}"),
+        ("cpu_time=1s", f"-W: unknown option 'cpu_time'; supported: {W_SUPPORTED}"),
+        ("", "-W: expected OPTION=VALUE, got ''"),
+        ("timeout=2s,", "-W: expected OPTION=VALUE, got 'timeout=2s,'"),
+        ("timeout", "-W: timeout: expected timeout=VALUE"),
+        ("timeout=soon", "-W: timeout: expected a duration such as 10s, 1.5s or 200ms, got 'soon'"),
+        ("timeout=0", "-W: timeout: must be at least 1ms, got '0'"),
+        ("max-memory-size=lots", "-W: max-memory-size: expected a size such as 256MiB, got 'lots'"),
+        ("max-memory-size=1024", "-W: max-memory-size: must be at least 64KiB (one wasm page), got '1024'"),
+        ("fuel=-1", "-W: fuel: must not be negative, got '-1'"),
+        ("fuel=many", "-W: fuel: expected a whole number, got 'many'"),
+    ],
+)
+def test_w_flag_errors(text, message):
+    with pytest.raises(PolicyError) as info:
+        parse_wasmtime_w_flag(text)
+    assert str(info.value) == message
+
+
+# ---------------------------------------------------------------- to_toml round trip
+
+
+def test_to_toml_text():
+    p = Policy(
+        preopens=(Preopen(Path("/srv/data"), "/data", "ro"),),
+        env=(("LANG", "C"), ("weird name", 'q"\\\n')),
+        inherit_env=("HOME",),
+        limits=Limits(memory=256 * MiB, timeout=1.5, open_files=10, output=1000),
+        sandbox=SandboxPolicy(("seccomp",)),
+        source="p.toml",
+    )
+    assert p.to_toml() == (
+        "# wasijail policy (effective)\n"
+        "# from: p.toml\n"
+        "\n"
+        "[[fs.preopen]]\n"
+        'host = "/srv/data"\n'
+        'guest = "/data"\n'
+        'mode = "ro"\n'
+        "\n"
+        "[env]\n"
+        'inherit = ["HOME"]\n'
+        "\n"
+        "[env.vars]\n"
+        'LANG = "C"\n'
+        '"weird name" = "q\\"\\\\\\n"\n'
+        "\n"
+        "[limits]\n"
+        'memory = "256MiB"\n'
+        "# table_elements: unlimited\n"
+        'timeout = "1500ms"\n'
+        "# cpu_time: unlimited\n"
+        "# fuel: unlimited\n"
+        "output = 1000\n"
+        "open_files = 10\n"
+        "# file_size: unlimited\n"
+        "# module_size: unlimited\n"
+        "# compile_timeout: unlimited\n"
+        "\n"
+        "[sandbox]\n"
+        'require = ["seccomp"]\n'
+    )
+    assert Policy.from_toml_text(p.to_toml(), source="p.toml", base_dir=Path("/x")) == p
+
+
+def test_to_toml_unrepresentable_path():
+    p = Policy(preopens=(Preopen(Path("/srv/\udcff"), "g"),), source="s")
+    with pytest.raises(PolicyError) as info:
+        p.to_toml()
+    assert str(info.value) == (
+        "s: [[fs.preopen]] #1 host: cannot be written as TOML: not valid Unicode (a non-UTF-8 path?)"
+    )
+
+
+NO_NUL = st.text(min_size=1).filter(lambda s: "\0" not in s)
+ENV_NAME = st.text(min_size=1).filter(lambda s: "\0" not in s and "=" not in s)
+PATH_PART = st.text(min_size=1, max_size=8).filter(lambda s: "\0" not in s and "/" not in s)
+
+
+def limit_values(key):
+    from wasijail.policy import _LIMIT_SPECS
+
+    spec = _LIMIT_SPECS[key]
+    if spec.kind == "duration":
+        return st.floats(min_value=spec.minimum, max_value=spec.maximum, allow_nan=False)
+    return st.integers(min_value=spec.minimum, max_value=spec.maximum)
+
+
+@st.composite
+def policies(draw):
+    preopens = tuple(
+        Preopen(Path("/", *draw(st.lists(PATH_PART, max_size=4))), draw(NO_NUL), draw(st.sampled_from(["ro", "rw"])))
+        for _ in range(draw(st.integers(0, 3)))
+    )
+    env = tuple(draw(st.dictionaries(ENV_NAME, st.text().filter(lambda s: "\0" not in s), max_size=4)).items())
+    inherit = tuple(draw(st.lists(ENV_NAME, max_size=4, unique=True)))
+    limits = Limits(**{k: draw(st.none() | limit_values(k)) for k in LIMIT_KEYS})
+    require = tuple(draw(st.lists(st.sampled_from(SANDBOX_LAYERS), unique=True)))
+    source = draw(st.none() | NO_NUL)
+    return Policy(preopens, env, inherit, limits, SandboxPolicy(require), source)
+
+
+@settings(max_examples=300)
+@given(policies())
+def test_to_toml_round_trips(p):
+    text = p.to_toml()
+    again = Policy.from_toml_text(text, source="round.toml", base_dir=Path("/unused"))
+    assert again == dataclasses.replace(p, source="round.toml")
+
+
+@given(p=policies())
+def test_to_toml_round_trips_through_a_file(p, tmp_path_factory):
+    path = tmp_path_factory.mktemp("rt") / "p.toml"
+    path.write_text(p.to_toml(), encoding="utf-8")
+    assert Policy.from_toml(path) == dataclasses.replace(p, source=str(path))
