@@ -1,0 +1,762 @@
+"""The child's lockdown: one linear function, layers in the order they happen.
+
+    close fds -> single-thread check -> rlimits -> runtime preparation
+    -> namespaces + empty read-only root -> drop capabilities
+    -> no_new_privs -> Landlock -> violation reporter -> seccomp
+
+Call `lockdown()` in a freshly forked, single-threaded child, *before* any
+wasmtime Engine exists (engines start compile threads; Landlock and
+unshare() only act on a single-threaded process) and before any untrusted
+byte is read.  Everything the child will need afterwards must already be
+imported: an import after lockdown opens files and dies by SIGSYS
+("sandbox violation: openat").
+
+A layer the host cannot provide is reported in the `LockdownReport` with
+the reason, never silently skipped; `LockdownConfig.required` turns a
+missing layer into a `LockdownError`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import math
+import os
+import platform
+import resource
+import signal
+import time
+from dataclasses import dataclass, field
+
+# Imported here, at module import time, on purpose: `import pyseccomp` runs
+# `ldconfig -p` (ctypes.util.find_library), which lockdown forbids.
+import pyseccomp
+
+from . import seccomp_policy as policy
+
+__all__ = [
+    "LockdownConfig",
+    "LockdownError",
+    "LayerStatus",
+    "LockdownReport",
+    "lockdown",
+    "describe_violation",
+    "parse_violations",
+    "syscall_name",
+    "landlock_abi",
+    "VIOLATION_EXIT_STATUS",
+    "LAYERS",
+]
+
+# 128 + SIGSYS: what the supervisor reports for a seccomp violation.
+VIOLATION_EXIT_STATUS = 128 + signal.SIGSYS
+
+# Layer names, in lockdown order (the keys of LockdownReport).
+LAYERS = (
+    "fds", "rlimits", "runtime", "namespaces", "capabilities",
+    "no_new_privs", "landlock", "seccomp",
+)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                        ctypes.c_ulong, ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong, ctypes.c_ulong)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+_IS_X86_64 = platform.machine() == "x86_64"
+
+# x86_64 syscall numbers used directly
+_SYS_PIVOT_ROOT = 155
+_SYS_CAPSET = 126
+_SYS_LANDLOCK_CREATE_RULESET = 444
+_SYS_LANDLOCK_RESTRICT_SELF = 446
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# Landlock (include/uapi/linux/landlock.h)
+LANDLOCK_CREATE_RULESET_VERSION = 1
+# filesystem rights by the ABI version that introduced them
+_LANDLOCK_FS_BY_ABI = {
+    1: (1 << 13) - 1,   # EXECUTE .. MAKE_SYM
+    2: 1 << 13,         # REFER
+    3: 1 << 14,         # TRUNCATE
+    5: 1 << 15,         # IOCTL_DEV
+}
+_LANDLOCK_NET_BIND_TCP = 1 << 0
+_LANDLOCK_NET_CONNECT_TCP = 1 << 1
+_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
+_LANDLOCK_SCOPE_SIGNAL = 1 << 1
+
+# Directories an empty tmpfs may be mounted on before pivoting into it; the
+# choice does not matter (the old tree is detached right after).
+_PIVOT_CANDIDATES = ("/tmp", "/mnt", "/var/tmp", "/dev", "/proc", "/sys")
+
+
+class LockdownError(RuntimeError):
+    """lockdown() was called wrongly, or a required layer is missing."""
+
+    def __init__(self, message: str, report: "LockdownReport | None" = None):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class LockdownConfig:
+    """What to keep and how hard to clamp.
+
+    keep_fds: every fd that survives (broker socket, 0/1/2 if wanted,
+        donated files); all others are closed.  `violation_fd` is kept
+        implicitly.
+    file_size: RLIMIT_FSIZE in bytes (None: leave as is).  CPython ignores
+        SIGXFSZ, so an oversized write fails with EFBIG.
+    open_files: RLIMIT_NOFILE (None: leave).
+    cpu_time: RLIMIT_CPU in seconds, rounded up; SIGXCPU at the soft
+        limit, SIGKILL one second later (None: leave).
+    namespaces / landlock / seccomp: switch a layer off (reported as such).
+    violation_fd: a pipe/socket the parent reads; a forbidden syscall
+        writes b"violation:<nr>\\n" to it before the process dies by
+        SIGSYS.  None: forbidden syscalls kill without naming.
+    required: layer names (see LAYERS) that must be applied, else
+        LockdownError after all steps ran.
+    """
+
+    keep_fds: tuple[int, ...]
+    file_size: int | None
+    open_files: int | None
+    cpu_time: float | None
+    namespaces: bool = True
+    landlock: bool = True
+    seccomp: bool = True
+    violation_fd: int | None = None
+    required: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_fds", tuple(int(fd) for fd in self.keep_fds))
+        object.__setattr__(self, "required", frozenset(self.required))
+        if any(fd < 0 for fd in self.keep_fds):
+            raise ValueError(f"keep_fds must be >= 0: {self.keep_fds}")
+        for name in ("file_size", "open_files"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative int or None")
+        if self.cpu_time is not None and not self.cpu_time > 0:
+            raise ValueError("cpu_time must be > 0 or None")
+        if self.violation_fd is not None and self.violation_fd < 0:
+            raise ValueError("violation_fd must be >= 0 or None")
+        unknown = self.required - set(LAYERS)
+        if unknown:
+            raise ValueError(f"unknown layers in required: {sorted(unknown)}")
+
+
+@dataclass(frozen=True)
+class LayerStatus:
+    name: str
+    applied: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class LockdownReport:
+    layers: tuple[LayerStatus, ...]
+    seconds: float
+
+    @property
+    def applied(self) -> tuple[str, ...]:
+        return tuple(l.name for l in self.layers if l.applied)
+
+    @property
+    def not_applied(self) -> dict[str, str]:
+        """Layer name -> why it was not applied."""
+        return {l.name: l.detail for l in self.layers if not l.applied}
+
+    def layer(self, name: str) -> LayerStatus:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {
+            "seconds": self.seconds,
+            "layers": [
+                {"name": l.name, "applied": l.applied, "detail": l.detail}
+                for l in self.layers
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LockdownReport":
+        return cls(
+            layers=tuple(
+                LayerStatus(str(l["name"]), bool(l["applied"]), str(l["detail"]))
+                for l in data["layers"]
+            ),
+            seconds=float(data["seconds"]),
+        )
+
+    def summary(self) -> str:
+        return "\n".join(
+            f"{l.name:<13} {'applied' if l.applied else 'NOT APPLIED':<12} {l.detail}"
+            for l in self.layers
+        )
+
+
+# ---------------------------------------------------------------------------
+# The lockdown, top to bottom.
+# ---------------------------------------------------------------------------
+
+
+def lockdown(config: LockdownConfig) -> LockdownReport:
+    """Lock the calling process down for good.  See the module docstring."""
+    started = time.perf_counter()
+    keep = set(config.keep_fds)
+    if config.violation_fd is not None:
+        keep.add(config.violation_fd)
+
+    layers = [_close_fds(keep)]
+    _require_single_thread(config)
+    layers.append(_set_rlimits(config))
+    layers.append(_prepare_runtime())
+    layers.append(_enter_namespaces(config))
+    layers.append(_drop_capabilities())
+    layers.append(_set_no_new_privs())
+    layers.append(_restrict_landlock(config))
+    reporter = _install_violation_reporter(config)
+    layers.append(_load_seccomp(config, reporter))
+
+    report = LockdownReport(tuple(layers), time.perf_counter() - started)
+    missing = sorted(config.required - set(report.applied))
+    if missing:
+        reasons = "; ".join(f"{n}: {report.not_applied[n]}" for n in missing)
+        raise LockdownError(f"required sandbox layers missing: {reasons}", report)
+    return report
+
+
+# -- (a) file descriptors ----------------------------------------------------
+
+
+def _close_fds(keep: set[int]) -> LayerStatus:
+    """Close every fd not in `keep` (close_range(2) between the kept ones)."""
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 0x7FFFFFFF)
+    return LayerStatus("fds", True, f"kept {sorted(keep)}")
+
+
+def _require_single_thread(config: LockdownConfig) -> None:
+    """unshare(CLONE_NEWUSER) and Landlock act on one thread only."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return  # no /proc: cannot tell; unshare() would fail loudly anyway
+    if threads > 1 and (config.namespaces or config.landlock):
+        raise LockdownError(
+            f"lockdown() needs a single-threaded process, found {threads} "
+            "threads (was a wasmtime Engine created before lockdown?)"
+        )
+
+
+# -- (b) resource limits -----------------------------------------------------
+
+
+def _set_rlimits(config: LockdownConfig) -> LayerStatus:
+    done: list[str] = []
+    notes: list[str] = []
+
+    def clamp(res: int, label: str, soft: int, hard: int) -> None:
+        _, cur_hard = resource.getrlimit(res)
+        if cur_hard != resource.RLIM_INFINITY and hard > cur_hard:
+            notes.append(f"{label} clamped to the existing hard limit {cur_hard}")
+            hard = cur_hard
+            soft = min(soft, hard)
+        resource.setrlimit(res, (soft, hard))
+        done.append(f"{label}={soft}" if soft == hard else f"{label}={soft}/{hard}")
+
+    try:
+        clamp(resource.RLIMIT_CORE, "core", 0, 0)
+        if config.file_size is not None:
+            clamp(resource.RLIMIT_FSIZE, "fsize", config.file_size, config.file_size)
+        if config.open_files is not None:
+            clamp(resource.RLIMIT_NOFILE, "nofile", config.open_files, config.open_files)
+        if config.cpu_time is not None:
+            seconds = max(1, math.ceil(config.cpu_time))
+            clamp(resource.RLIMIT_CPU, "cpu", seconds, seconds + 1)
+    except (OSError, ValueError) as exc:
+        return LayerStatus("rlimits", False, f"setrlimit failed after {done}: {exc}")
+    return LayerStatus("rlimits", True, ", ".join(done + notes))
+
+
+# -- runtime preparation: things that would otherwise open files later -------
+
+
+def _prepare_runtime() -> LayerStatus:
+    """Pre-answer what glibc and Rust would otherwise read from files.
+
+    * Rust's std::thread::available_parallelism (rayon sizing wasmtime's
+      compile pool) opens /proc/self/cgroup and cgroup files unless
+      RAYON_NUM_THREADS is set;
+    * glibc localtime() re-reads /etc/localtime on every call unless TZ is
+      set and tzset() already ran with that value.
+    """
+    notes = []
+    if not os.environ.get("RAYON_NUM_THREADS"):
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except OSError:
+            threads = 1
+        os.environ["RAYON_NUM_THREADS"] = str(max(1, threads))
+        notes.append(f"RAYON_NUM_THREADS={os.environ['RAYON_NUM_THREADS']}")
+    if not os.environ.get("TZ"):
+        os.environ["TZ"] = "UTC"
+        notes.append("TZ=UTC")
+    time.tzset()
+    return LayerStatus("runtime", True, ", ".join(notes) or "nothing to do")
+
+
+# -- (c) namespaces and the empty root --------------------------------------
+
+
+def _enter_namespaces(config: LockdownConfig) -> LayerStatus:
+    if not config.namespaces:
+        return LayerStatus("namespaces", False, "disabled by config")
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        return LayerStatus(
+            "namespaces", False,
+            f"unshare(CLONE_NEWUSER|NEWNS|NEWNET|NEWIPC|NEWUTS) failed: "
+            f"{errno.errorcode.get(err, err)} ({os.strerror(err)}){_userns_hint()}; "
+            "continuing with Landlock + seccomp only",
+        )
+    try:
+        # /proc/self/* must be written now: no /proc (and no open()) later.
+        _write_proc("/proc/self/setgroups", "deny")
+        _write_proc("/proc/self/uid_map", f"0 {uid} 1\n")
+        _write_proc("/proc/self/gid_map", f"0 {gid} 1\n")
+    except OSError as exc:
+        return LayerStatus(
+            "namespaces", False,
+            f"entered new namespaces but writing uid/gid maps failed: {exc}; "
+            "host filesystem still visible (Landlock + seccomp still apply)",
+        )
+    try:
+        where = _pivot_to_empty_root()
+    except OSError as exc:
+        return LayerStatus(
+            "namespaces", False,
+            f"entered new namespaces but could not pivot into an empty root: "
+            f"{exc}; host filesystem still visible (Landlock + seccomp still apply)",
+        )
+    return LayerStatus(
+        "namespaces", True,
+        f"user (0 -> host uid {uid}), mount, net, ipc, uts; empty read-only "
+        f"tmpfs root (pivoted at {where}, old root detached); pid ns not "
+        "used: it only affects children and seccomp forbids creating any",
+    )
+
+
+def _userns_hint() -> str:
+    hints = []
+    for path in ("/proc/sys/kernel/unprivileged_userns_clone",
+                 "/proc/sys/user/max_user_namespaces",
+                 "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
+        try:
+            with open(path) as f:
+                hints.append(f"{path}={f.read().strip()}")
+        except OSError:
+            pass
+    return f" [{', '.join(hints)}]" if hints else ""
+
+
+def _write_proc(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _pivot_to_empty_root() -> str:
+    _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None),
+           "make / private")
+    where = next((d for d in _PIVOT_CANDIDATES if os.path.isdir(d)), None)
+    if where is None:
+        raise OSError(errno.ENOENT, "no directory to mount the empty root on")
+    _check(_libc.mount(b"wasijail", where.encode(), b"tmpfs",
+                       MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       b"size=4k,nr_inodes=2,mode=0555"),
+           f"mount tmpfs on {where}")
+    os.chdir(where)
+    # pivot_root(".", "."): the old root ends up stacked on the new one and
+    # is detached right away (pivot_root(2), "NOTES").
+    _check(_libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", MNT_DETACH), "detach the old root")
+    os.chdir("/")
+    _check(_libc.mount(None, b"/", None,
+                       MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       None),
+           "remount the new root read-only")
+    return where
+
+
+# -- capabilities ------------------------------------------------------------
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities() -> LayerStatus:
+    """Drop every capability (those of the new user namespace, or of a root
+    parent when namespaces are unavailable)."""
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if _libc.syscall(ctypes.c_long(_SYS_CAPSET), ctypes.byref(header),
+                     ctypes.byref(data)) != 0:
+        err = ctypes.get_errno()
+        return LayerStatus("capabilities", False, f"capset failed: {os.strerror(err)}")
+    return LayerStatus("capabilities", True, "effective, permitted, inheritable, ambient cleared")
+
+
+# -- (d) no_new_privs ----------------------------------------------------------
+
+
+def _set_no_new_privs() -> LayerStatus:
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        return LayerStatus("no_new_privs", False, f"prctl failed: {os.strerror(err)}")
+    return LayerStatus("no_new_privs", True, "PR_SET_NO_NEW_PRIVS")
+
+
+# -- (e) Landlock ----------------------------------------------------------------
+
+
+class _LandlockRulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64),
+                ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+def landlock_abi() -> tuple[int, str]:
+    """(ABI version, "") or (0, why Landlock is unusable)."""
+    if not _IS_X86_64:
+        return 0, f"syscall numbers only known for x86_64, not {platform.machine()}"
+    abi = _libc.syscall(ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), None,
+                        ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    if abi >= 1:
+        return int(abi), ""
+    err = ctypes.get_errno()
+    if err == errno.ENOSYS:
+        return 0, "kernel built without Landlock (landlock_create_ruleset: ENOSYS)"
+    if err == errno.EOPNOTSUPP:
+        return 0, "Landlock disabled at boot (add 'landlock' to the lsm= kernel parameter)"
+    return 0, f"landlock_create_ruleset: {os.strerror(err)}"
+
+
+def _landlock_ruleset(abi: int) -> tuple[_LandlockRulesetAttr, int, list[str]]:
+    """Every right the ABI knows, and the struct size that ABI expects."""
+    fs = 0
+    for version, bits in _LANDLOCK_FS_BY_ABI.items():
+        if abi >= version:
+            fs |= bits
+    attr = _LandlockRulesetAttr(fs, 0, 0)
+    size = 8
+    handled = [f"fs=0x{fs:x}"]
+    if abi >= 4:
+        attr.handled_access_net = _LANDLOCK_NET_BIND_TCP | _LANDLOCK_NET_CONNECT_TCP
+        size = 16
+        handled.append("net=bind,connect TCP")
+    if abi >= 6:
+        attr.scoped = _LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | _LANDLOCK_SCOPE_SIGNAL
+        size = 24
+        handled.append("scoped=abstract unix sockets,signals")
+    return attr, size, handled
+
+
+def _restrict_landlock(config: LockdownConfig) -> LayerStatus:
+    if not config.landlock:
+        return LayerStatus("landlock", False, "disabled by config")
+    abi, why = landlock_abi()
+    if not abi:
+        return LayerStatus("landlock", False, why)
+    attr, size, handled = _landlock_ruleset(abi)
+    fd = _libc.syscall(ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr),
+                       ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if fd < 0:
+        err = ctypes.get_errno()
+        return LayerStatus("landlock", False,
+                           f"landlock_create_ruleset(ABI {abi}): {os.strerror(err)}")
+    try:
+        # no landlock_add_rule at all: nothing is granted
+        if _libc.syscall(ctypes.c_long(_SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(fd),
+                         ctypes.c_uint32(0)) != 0:
+            err = ctypes.get_errno()
+            return LayerStatus("landlock", False,
+                               f"landlock_restrict_self: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    return LayerStatus("landlock", True, f"ABI {abi}, no rules; handled {'; '.join(handled)}")
+
+
+# -- (f) seccomp, and naming violations ---------------------------------------
+#
+# How a violation gets its name.  SECCOMP_RET_KILL_PROCESS leaves the parent
+# nothing but "killed by SIGSYS" (the syscall number only reaches the audit
+# log).  SECCOMP_RET_TRAP instead delivers SIGSYS synchronously to the
+# offending thread with si_syscall set.  A Python-level signal handler runs
+# later, between bytecodes, and never when the offender is a JIT/worker
+# thread; a ctypes CFUNCTYPE handler would have to take the GIL from inside a
+# signal handler (a possible deadlock if another thread holds it, and
+# malloc in PyGILState_Ensure).  So the handler is 220 bytes of native
+# x86_64 code, assembled from the listing below and mapped read+exec before
+# the filter is loaded.  It takes no locks and calls no libc:
+#
+#     mov r8d,[rsi+24]            ; siginfo->si_syscall
+#     (format "violation:<nr>\n" on the stack)
+#     write(violation_fd, msg, len)
+#     rt_sigaction(SIGSYS, {SIG_DFL}, NULL, 8)
+#     tgkill(getpid(), gettid(), SIGSYS)       ; pending: SIGSYS is blocked
+#     rt_sigprocmask(SIG_UNBLOCK, {SIGSYS})    ; -> dies by SIGSYS now
+#     exit_group(159)                          ; not reached
+#
+# The process therefore still dies by SIGSYS (exit status 159 = 128+SIGSYS)
+# and the parent reads the number from the pipe.  The forbidden syscall is
+# never executed either way; the only thing TRAP gives up compared with
+# KILL_PROCESS is that code which already controls the process could install
+# its own SIGSYS handler and keep running after a refused call, which gains
+# it nothing the EPERM default would not.  The violation message comes from
+# the (possibly compromised) child: it names the syscall, it does not prove
+# anything.
+
+_HANDLER_X86_64 = bytes.fromhex(
+    "448b46184883e4f04883ec40488d7c243fc6070a4489c0b90a00000048ffcf31d2f7"
+    "f180c230881785c075f04883ef0a48b876696f6c6174696f48890766c747086e3a48"
+    "8d5424404829fa4889fe8b3d84000000b8010000000f0531c0488904244889442408"
+    "48894424104889442418bf1f0000004889e631d241ba08000000b80d0000000f05b8"
+    "270000000f054189c1b8ba0000000f0589c64489cfba1f000000b8ea0000000f0548"
+    "c7042400000040bf010000004889e631d241ba08000000b80e0000000f05bf9f0000"
+    "00b8e70000000f050f0b6690ffffffff"
+)
+_HANDLER_FD_OFFSET = 0xD8  # the int32 slot read by "mov edi,[rip+...]"
+
+_SA_SIGINFO = 0x4
+_SA_ONSTACK = 0x08000000
+
+
+class _Sigaction(ctypes.Structure):  # glibc's struct sigaction, x86_64
+    _fields_ = [("sa_handler", ctypes.c_void_p),
+                ("sa_mask", ctypes.c_uint8 * 128),
+                ("sa_flags", ctypes.c_int),
+                ("sa_restorer", ctypes.c_void_p)]
+
+
+_handler_page: int | None = None  # kept mapped for the life of the process
+
+
+def _install_violation_reporter(config: LockdownConfig) -> str | None:
+    """Install the native SIGSYS handler; returns None when installed, else
+    why violations will not be named."""
+    global _handler_page
+    if not config.seccomp:
+        return "seccomp disabled"
+    if config.violation_fd is None:
+        return "no violation_fd configured"
+    if not _IS_X86_64:
+        return f"no native SIGSYS handler for {platform.machine()}"
+    code = bytearray(_HANDLER_X86_64)
+    code[_HANDLER_FD_OFFSET:_HANDLER_FD_OFFSET + 4] = config.violation_fd.to_bytes(4, "little")
+    page = _libc.mmap(None, 4096, 0x1 | 0x2, 0x02 | 0x20, -1, 0)  # RW, PRIVATE|ANON
+    if page in (None, ctypes.c_void_p(-1).value):
+        return f"mmap for the SIGSYS handler failed: {os.strerror(ctypes.get_errno())}"
+    ctypes.memmove(page, bytes(code), len(code))
+    if _libc.mprotect(page, 4096, 0x1 | 0x4) != 0:  # R+X, never W+X
+        return f"mprotect for the SIGSYS handler failed: {os.strerror(ctypes.get_errno())}"
+    _handler_page = page
+    # never block the dying child on a full pipe
+    flags = _fcntl_getfl(config.violation_fd)
+    if flags is not None:
+        _fcntl_setfl(config.violation_fd, flags | os.O_NONBLOCK)
+    action = _Sigaction()
+    action.sa_handler = page
+    ctypes.memset(action.sa_mask, 0xFF, 128)  # every signal blocked inside
+    action.sa_flags = _SA_SIGINFO | _SA_ONSTACK
+    if _libc.sigaction(signal.SIGSYS, ctypes.byref(action), None) != 0:
+        return f"sigaction(SIGSYS) failed: {os.strerror(ctypes.get_errno())}"
+    return None
+
+
+def _fcntl_getfl(fd: int) -> int | None:
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        return None
+
+
+def _fcntl_setfl(fd: int, flags: int) -> None:
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    except OSError:
+        pass
+
+
+_OPS = {
+    "eq": pyseccomp.EQ,
+    "ne": pyseccomp.NE,
+    "masked_eq": pyseccomp.MASKED_EQ,
+}
+
+
+def _syscall_number(name: str) -> int | None:
+    nr = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
+    if nr >= 0:
+        return nr
+    if _IS_X86_64:
+        return policy.X86_64_EXTRA_SYSCALLS.get(name)
+    return None
+
+
+def _args(conds, pid: int) -> list:
+    out = []
+    for cond in conds:
+        arg, op = cond[0], cond[1]
+        values = [pid if v == policy.SELF_PID else v for v in cond[2:]]
+        out.append(pyseccomp.Arg(arg, _OPS[op], *values))
+    return out
+
+
+def build_filter(pid: int, forbidden_action: int) -> pyseccomp.SyscallFilter:
+    """The allow-list as a pyseccomp filter (not loaded)."""
+    f = pyseccomp.SyscallFilter(pyseccomp.ERRNO(errno.EPERM))
+    f.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
+    f.set_attr(pyseccomp.Attr.CTL_TSYNC, 1)
+    try:
+        f.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)  # binary tree (libseccomp >= 2.5)
+    except OSError:
+        pass
+
+    def add(action: int, name: str, conds=()) -> None:
+        nr = _syscall_number(name)
+        if nr is not None:
+            f.add_rule(action, nr, *_args(conds, pid))
+
+    for name in policy.ALLOW:
+        add(pyseccomp.ALLOW, name)
+    for name, conds in policy.ALLOW_IF:
+        add(pyseccomp.ALLOW, name, conds)
+    for name, err in policy.ERRNO:
+        add(pyseccomp.ERRNO(err), name)
+    for name in policy.FORBID + policy.FORBID_NEW:
+        add(forbidden_action, name)
+    for name, conds in policy.FORBID_IF:
+        add(forbidden_action, name, conds)
+    return f
+
+
+def _load_seccomp(config: LockdownConfig, reporter_problem: str | None) -> LayerStatus:
+    if not config.seccomp:
+        return LayerStatus("seccomp", False, "disabled by config")
+    if reporter_problem is None:
+        action = pyseccomp.TRAP
+        naming = f"forbidden syscalls: SIGSYS, named on fd {config.violation_fd}"
+    else:
+        action = pyseccomp.KILL_PROCESS
+        naming = f"forbidden syscalls: SIGSYS, not named ({reporter_problem})"
+    try:
+        build_filter(os.getpid(), action).load()
+    except OSError as exc:
+        return LayerStatus("seccomp", False, f"loading the filter failed: {exc}")
+    return LayerStatus("seccomp", True,
+                       f"allow-list (default EPERM), TSYNC; {naming}")
+
+
+# ---------------------------------------------------------------------------
+# Naming violations (used by the supervisor).
+# ---------------------------------------------------------------------------
+
+
+def syscall_name(nr: int) -> str:
+    """Syscall number -> name on this architecture ("syscall 999" if unknown)."""
+    try:
+        return pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, int(nr)).decode()
+    except (ValueError, OSError):
+        pass
+    if _IS_X86_64:
+        for name, number in policy.X86_64_EXTRA_SYSCALLS.items():
+            if number == nr:
+                return name
+    return f"syscall {nr}"
+
+
+def parse_violations(data: bytes) -> list[int]:
+    """Syscall numbers from what the child wrote to its violation fd.
+
+    Malformed lines are ignored (the child may be compromised)."""
+    numbers = []
+    for line in data.split(b"\n"):
+        if line.startswith(b"violation:"):
+            digits = line[len(b"violation:"):]
+            if digits.isdigit() and len(digits) <= 10:
+                numbers.append(int(digits))
+    return numbers
+
+
+def describe_violation(violation: int | bytes | str | None) -> str:
+    """"sandbox violation: execve" from a syscall number, a siginfo-like
+    object (``si_syscall``), or the bytes read from the violation fd;
+    "sandbox violation (SIGSYS)" when nothing names it."""
+    nr: int | None
+    if violation is None:
+        nr = None
+    elif isinstance(violation, int):
+        nr = violation
+    elif isinstance(violation, (bytes, bytearray, str)):
+        raw = violation.encode() if isinstance(violation, str) else bytes(violation)
+        found = parse_violations(raw)
+        nr = found[0] if found else None
+    else:
+        nr = getattr(violation, "si_syscall", None)
+    if nr is None:
+        return "sandbox violation (SIGSYS)"
+    return f"sandbox violation: {syscall_name(nr)}"
