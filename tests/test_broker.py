@@ -16,7 +16,7 @@ from wasijail import protocol
 from wasijail.broker.handlers import Broker
 from wasijail.broker.resolve import Resolver, openat2_available
 from wasijail.policy import Policy
-from wasijail.supervisor import RunSpec, Supervisor
+from wasijail.supervisor import RunSpec, open_supervisor
 from wasijail.wasi import DIRENT, Errno, Fdflags, Filetype, Oflags, Rights
 
 from helpers import program
@@ -196,8 +196,8 @@ async def test_tutorial_copy_through_supervisor(tmp_path, resolver):
     dst.mkdir()
     (src / "in.txt").write_bytes(b"data" * 5000)
     policy = Policy().with_preopen(src, "/in").with_preopen(dst, "/out")
-    result = await Supervisor(resolver=resolver).run(
-        RunSpec(program("demo.wasm"), ("/in/in.txt", "/out/copy.txt"), policy))
+    async with open_supervisor(resolver=resolver) as supervisor:
+        result = await supervisor.run(RunSpec(program("demo.wasm"), ("/in/in.txt", "/out/copy.txt"), policy))
     assert result.returncode == 0
     assert (dst / "copy.txt").read_bytes() == b"data" * 5000
     assert result.usage.brokered_calls >= 2
@@ -209,8 +209,9 @@ async def test_escape_through_supervisor(tmp_path, resolver):
     (box / "link").symlink_to("../secret.txt")
     (tmp_path / "secret.txt").write_text("secret\n")
     policy = Policy().with_preopen(box, "/box")
-    for target in ("/box/link", "/box/../secret.txt"):
-        with open(os.devnull, "wb") as null:
-            result = await Supervisor(resolver=resolver).run(
-                RunSpec(program("openpath.wasm"), (target, "r"), policy), stdout=null.fileno())
-        assert result.returncode == 1
+    async with open_supervisor(resolver=resolver) as supervisor:
+        for target in ("/box/link", "/box/../secret.txt"):
+            with open(os.devnull, "wb") as null:
+                result = await supervisor.run(
+                    RunSpec(program("openpath.wasm"), (target, "r"), policy), stdout=null.fileno())
+            assert result.returncode == 1

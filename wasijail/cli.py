@@ -103,7 +103,7 @@ def run_command(argv: list[str]) -> int:
     import trio
 
     from .policy import PolicyError
-    from .supervisor import RunSpec, Supervisor
+    from .supervisor import RunSpec, open_supervisor
 
     try:
         policy = build_policy(ns)
@@ -116,8 +116,12 @@ def run_command(argv: list[str]) -> int:
         invoke_args, args = tuple(args), []
     spec = RunSpec(module=Path(ns.module), args=tuple(args), policy=policy, invoke=ns.invoke,
                    invoke_args=invoke_args, argv0=os.path.basename(ns.module))
+    async def main() -> RunResult:
+        async with open_supervisor() as supervisor:
+            return await supervisor.run(spec)
+
     try:
-        result = trio.run(Supervisor().run, spec)
+        result = trio.run(main)
     except WasijailError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return STATUS_ERROR

@@ -581,3 +581,57 @@ def _close(fd: int) -> None:
 
 
 RECV_CMSG_SPACE = _CMSG_SPACE
+
+
+# --- the fork server's control channel (supervisor <-> fork server) ----------
+# Both ends are trusted; the messages are still decoded strictly.
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn(Message):
+    """Fork a child. Sent with four fds: broker socket, stdin, stdout, stderr."""
+
+    OP = Op.START  # the control channel has its own numbering space
+    FIXED = struct.Struct("<Qqqd")
+    BLOBS = ("require",)
+    run_id: int
+    file_size: int  # RLIMIT_FSIZE, -1: leave
+    open_files: int  # RLIMIT_NOFILE, -1: leave
+    cpu_time: float  # RLIMIT_CPU seconds, 0: leave
+    require: bytes  # comma-separated sandbox layers that must be applied
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned(Message):
+    """The child exists. Sent with its pidfd (or no fd when the fork failed)."""
+
+    OP = Op.RESULT
+    FIXED = struct.Struct("<Qi")
+    BLOBS = ("error",)
+    run_id: int
+    pid: int
+    error: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Exited(Message):
+    """A child ended; status is the raw wait status."""
+
+    OP = Op.PATH_OPEN
+    FIXED = struct.Struct("<ii")
+    pid: int
+    status: int
+
+
+CONTROL_TO_SERVER: dict[int, type[Message]] = {Spawn.OP: Spawn}
+CONTROL_FROM_SERVER: dict[int, type[Message]] = {Spawned.OP: Spawned, Exited.OP: Exited}
+
+
+def decode_control(data: bytes, table: dict[int, type[Message]]) -> Message:
+    if len(data) < _HEADER.size:
+        raise ProtocolError("control message shorter than its header")
+    (op,) = _HEADER.unpack_from(data, 0)
+    cls = table.get(op)
+    if cls is None:
+        raise ProtocolError(f"unknown control op {op}")
+    return cls.decode_body(data, _HEADER.size)

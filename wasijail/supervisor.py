@@ -13,16 +13,19 @@ import os
 import signal
 import socket
 import stat
-import sys
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import AsyncIterator
 
 import trio
 
 from . import protocol
 from .broker.handlers import Broker
 from .broker.resolve import Resolver
+from .broker.session import BrokerSession
+from .launcher import Launcher
 from .policy import Policy
 from .protocol import Outcome as WireOutcome
 from .results import (
@@ -126,13 +129,18 @@ def _setup_fd(spec: RunSpec) -> int:
 
 
 class Supervisor:
-    """Runs modules, each in its own child process."""
+    """Runs modules, each in its own child forked from one shared fork server.
 
-    def __init__(self, *, resolver: Resolver | None = None) -> None:
+    Create it with `open_supervisor()`; it lives as long as that context.
+    """
+
+    def __init__(self, launcher: Launcher, *, resolver: Resolver | None = None) -> None:
+        self.launcher = launcher
         self.resolver = resolver or Resolver()
 
-    async def run(self, spec: RunSpec, *, stdin=None, stdout=None, stderr=None) -> RunResult:
-        """Run one module to its end. stdio: None inherits the supervisor's, or an fd."""
+    async def run(self, spec: RunSpec, *, stdin: int | None = None, stdout: int | None = None,
+                  stderr: int | None = None) -> RunResult:
+        """Run one module to its end. stdio: an fd for the guest, or None for the supervisor's own."""
         module_fd = _open_module(spec)
         try:
             preopens = _open_preopens(spec.policy)
@@ -142,13 +150,18 @@ class Supervisor:
         broker = Broker(preopens, resolver=self.resolver)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         setup_fd = -1
+        child = None
         started = time.monotonic()
+        limits = spec.policy.limits
         try:
             setup_fd = _setup_fd(spec)
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "wasijail.child", str(child_sock.fileno())],
-                pass_fds=(child_sock.fileno(),), stdin=stdin, stdout=stdout, stderr=stderr,
-                env=_child_env(), close_fds=True,
+            child = await self.launcher.spawn(
+                child_sock.fileno(),
+                (0 if stdin is None else stdin, 1 if stdout is None else stdout,
+                 2 if stderr is None else stderr),
+                file_size=limits.file_size if limits.file_size is not None else -1,
+                cpu_time=limits.cpu_time or 0.0,
+                require=spec.policy.sandbox.require,
             )
             child_sock.close()
             protocol.send(parent_sock, protocol.Start(0), (setup_fd, module_fd))
@@ -156,85 +169,69 @@ class Supervisor:
             setup_fd = -1
             os.close(module_fd)
             module_fd = -1
-            session = _Session(broker, trio.socket.from_stdlib_socket(parent_sock), process)
-            timeout = spec.policy.limits.timeout
+            session = BrokerSession(broker, trio.socket.from_stdlib_socket(parent_sock), child.kill)
+            ending = _Ending(session, child)
+            timeout = limits.timeout
             try:
                 with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
                     await session.serve()
-                    await process.wait()
+                    await child.wait()
             finally:
-                if process.returncode is None:
-                    process.kill()
+                if child.returncode is None:
+                    child.kill()
                     with trio.CancelScope(shield=True):
-                        await process.wait()
+                        await child.wait()
             if scope.cancelled_caught:
-                session.timed_out = timeout
-            return session.result(time.monotonic() - started)
+                ending.timed_out = timeout
+            return ending.result(time.monotonic() - started)
         finally:
             broker.close()
             parent_sock.close()
             child_sock.close()
+            if child is not None:
+                child.close()
             for fd in (setup_fd, module_fd):
                 if fd >= 0:
                     os.close(fd)
 
 
-def _child_env() -> dict[str, str]:
-    # The child needs only what locates the interpreter and this package.
-    keep = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH")
-    return {k: os.environ[k] for k in keep if k in os.environ}
+@asynccontextmanager
+async def open_supervisor(*, resolver: Resolver | None = None) -> AsyncIterator[Supervisor]:
+    """Start a fork server and yield a Supervisor that runs modules through it."""
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        launcher = Launcher()
+        await launcher.start(nursery)
+        try:
+            yield Supervisor(launcher, resolver=resolver)
+        except BaseException as exc:
+            # Re-raised below, outside the nursery, so callers see their own
+            # exception rather than an ExceptionGroup around it.
+            body_error = exc
+        finally:
+            await launcher.aclose()
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
 
 
-class _Session:
-    """One child's broker channel and what it reported."""
+class _Ending:
+    """Turns what happened to one child into its RunResult."""
 
-    def __init__(self, broker: Broker, sock, process) -> None:
-        self.broker = broker
-        self.sock = sock
-        self.process = process
-        self.reported: protocol.Result | None = None
-        self.violation: str | None = None
+    def __init__(self, session: BrokerSession, child) -> None:
+        self.session = session
+        self.broker = session.broker
+        self.child = child
         self.timed_out: float | None = None
-
-    async def serve(self) -> None:
-        while True:
-            data, ancdata, flags, _ = await self.sock.recvmsg(
-                protocol.MAX_MESSAGE + 1, protocol.RECV_CMSG_SPACE)
-            fds = protocol.unpack_fds(ancdata)
-            for fd in fds:  # a child never sends descriptors
-                os.close(fd)
-            if not data:
-                return
-            try:
-                if fds or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                    raise protocol.ProtocolError("unexpected descriptors or a truncated message")
-                request = protocol.decode_request(data)
-                if isinstance(request, protocol.Result):
-                    if self.reported is not None:
-                        raise protocol.ProtocolError("second result")
-                    self.reported = request
-                    continue
-                reply, reply_fds = self.broker.dispatch(request)
-            except protocol.ProtocolError as exc:
-                self.violation = f"malformed broker request: {exc}"
-                self.process.kill()
-                return
-            try:
-                await self.sock.sendmsg([reply.encode()], _rights(reply_fds))
-            except OSError:
-                return  # the child is gone
-            finally:
-                for fd in reply_fds:
-                    os.close(fd)
 
     def result(self, wall: float) -> RunResult:
         usage = Usage(wall_time=wall, brokered_calls=self.broker.calls)
-        status = self.process.returncode
+        status = self.child.returncode
         if self.timed_out is not None:
             outcome = Outcome(OutcomeKind.TIMEOUT, f"timed out after {self.timed_out:g} s")
             return RunResult(STATUS_TRAP, outcome, usage=usage)
-        if self.violation is not None:
-            return RunResult(STATUS_VIOLATION, Outcome(OutcomeKind.VIOLATION, self.violation), usage=usage)
+        if self.session.violation is not None:
+            return RunResult(STATUS_VIOLATION, Outcome(OutcomeKind.VIOLATION, self.session.violation), usage=usage)
         if status is not None and status < 0:
             sig = -status
             if sig == signal.SIGSYS:
@@ -243,7 +240,7 @@ class _Session:
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
             outcome = Outcome(OutcomeKind.CRASH, f"child killed by {name}", signal=sig)
             return RunResult(128 + sig, outcome, usage=usage)
-        reported = self.reported
+        reported = self.session.reported
         if reported is None:
             outcome = Outcome(OutcomeKind.CRASH, f"child exited with status {status} without a result")
             return RunResult(STATUS_ERROR, outcome, usage=usage)
@@ -253,10 +250,4 @@ class _Session:
         if reported.outcome == WireOutcome.TRAP:
             return RunResult(STATUS_TRAP, Outcome(OutcomeKind.TRAP, message), usage=usage)
         return RunResult(STATUS_ERROR, Outcome(OutcomeKind.ERROR, message), usage=usage)
-
-
-def _rights(fds: list[int]):
-    import array
-
-    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
 

@@ -21,12 +21,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import linecache
 import math
 import os
 import platform
 import resource
 import signal
+import sys
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 
 # Imported here, at module import time, on purpose: `import pyseccomp` runs
@@ -57,6 +61,12 @@ LAYERS = (
     "fds", "rlimits", "runtime", "namespaces", "capabilities",
     "no_new_privs", "landlock", "seccomp",
 )
+# Policy layer names (policy.SANDBOX_LAYERS, `wasijail doctor`) that the
+# lockdown's "namespaces" layer provides.
+NAMESPACE_ALIASES = frozenset({"userns", "mountns", "netns"})
+# Policy layers provided by the parent, not the child: accepted in
+# `required` and left to the supervisor / broker to check.
+PARENT_SIDE_LAYERS = frozenset({"openat2", "cgroup"})
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -70,6 +80,7 @@ _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
                        ctypes.c_int, ctypes.c_int, ctypes.c_long)
 _libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
 
 _IS_X86_64 = platform.machine() == "x86_64"
 
@@ -96,6 +107,7 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 PR_SET_NO_NEW_PRIVS = 38
+_M_ARENA_MAX = -8  # mallopt parameter (glibc malloc.h)
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
@@ -142,8 +154,10 @@ class LockdownConfig:
     violation_fd: a pipe/socket the parent reads; a forbidden syscall
         writes b"violation:<nr>\\n" to it before the process dies by
         SIGSYS.  None: forbidden syscalls kill without naming.
-    required: layer names (see LAYERS) that must be applied, else
-        LockdownError after all steps ran.
+    required: layer names that must be applied, else LockdownError after
+        all steps ran: names from LAYERS, or the policy's names ("userns",
+        "mountns", "netns" mean "namespaces"; "openat2" and "cgroup" are
+        parent-side and not checked here).
     """
 
     keep_fds: tuple[int, ...]
@@ -169,7 +183,7 @@ class LockdownConfig:
             raise ValueError("cpu_time must be > 0 or None")
         if self.violation_fd is not None and self.violation_fd < 0:
             raise ValueError("violation_fd must be >= 0 or None")
-        unknown = self.required - set(LAYERS)
+        unknown = self.required - set(LAYERS) - NAMESPACE_ALIASES - PARENT_SIDE_LAYERS
         if unknown:
             raise ValueError(f"unknown layers in required: {sorted(unknown)}")
 
@@ -251,7 +265,9 @@ def lockdown(config: LockdownConfig) -> LockdownReport:
     layers.append(_load_seccomp(config, reporter))
 
     report = LockdownReport(tuple(layers), time.perf_counter() - started)
-    missing = sorted(config.required - set(report.applied))
+    required = {("namespaces" if name in NAMESPACE_ALIASES else name)
+                for name in config.required - PARENT_SIDE_LAYERS}
+    missing = sorted(required - set(report.applied))
     if missing:
         reasons = "; ".join(f"{n}: {report.not_applied[n]}" for n in missing)
         raise LockdownError(f"required sandbox layers missing: {reasons}", report)
@@ -319,13 +335,24 @@ def _set_rlimits(config: LockdownConfig) -> LayerStatus:
 
 
 def _prepare_runtime() -> LayerStatus:
-    """Pre-answer what glibc and Rust would otherwise read from files.
+    """Settle now what glibc, Rust and CPython would otherwise read from files
+    later (an open() after lockdown kills the child):
 
     * Rust's std::thread::available_parallelism (rayon sizing wasmtime's
       compile pool) opens /proc/self/cgroup and cgroup files unless
       RAYON_NUM_THREADS is set;
     * glibc localtime() re-reads /etc/localtime on every call unless TZ is
-      set and tzset() already ran with that value.
+      set and tzset() already ran with that value;
+    * glibc malloc reads /proc/sys/vm/overcommit_memory the first time a
+      thread's (non-main) arena heap shrinks, i.e. at a random moment once
+      wasmtime's compile threads free memory; with M_ARENA_MAX=1 every
+      thread uses the main (brk) arena, which never gets there (and the
+      arena limit is not derived from the CPU count, another file read);
+    * CPython prints source lines in tracebacks by opening the .py files
+      (the C printer behind the default sys.excepthook, and linecache's
+      lazy loaders behind the traceback module): linecache answers from
+      what it already cached, and the default hooks are replaced by
+      equivalents built on the traceback module.
     """
     notes = []
     if not os.environ.get("RAYON_NUM_THREADS"):
@@ -339,7 +366,78 @@ def _prepare_runtime() -> LayerStatus:
         os.environ["TZ"] = "UTC"
         notes.append("TZ=UTC")
     time.tzset()
-    return LayerStatus("runtime", True, ", ".join(notes) or "nothing to do")
+    if _libc.mallopt(_M_ARENA_MAX, 1) == 1:
+        notes.append("malloc arena_max=1")
+    else:
+        notes.append("mallopt(M_ARENA_MAX) failed: a thread's arena trim may "
+                     "read /proc/sys/vm/overcommit_memory and die on openat")
+    linecache.updatecache = _updatecache_without_files
+    linecache.lazycache = _no_lazycache
+    linecache.checkcache = _no_checkcache
+    notes.append("linecache without file reads")
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _excepthook
+        notes.append("sys.excepthook")
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _thread_excepthook
+        notes.append("threading.excepthook")
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _unraisablehook
+        notes.append("sys.unraisablehook")
+    return LayerStatus("runtime", True, ", ".join(notes))
+
+
+def _updatecache_without_files(filename, module_globals=None):
+    return []
+
+
+def _no_lazycache(filename, module_globals):
+    return False
+
+
+def _no_checkcache(filename=None):
+    return None
+
+
+def _print_stderr(text: str) -> None:
+    stream = sys.stderr
+    try:
+        if stream is not None:
+            stream.write(text)
+            stream.flush()
+            return
+    except Exception:
+        pass
+    try:
+        os.write(2, text.encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def _format(exc_type, exc, tb) -> str:
+    try:
+        return "".join(traceback.format_exception(exc_type, exc, tb))
+    except BaseException:
+        return f"{getattr(exc_type, '__name__', exc_type)}: {exc}\n"
+
+
+def _excepthook(exc_type, exc, tb) -> None:
+    _print_stderr(_format(exc_type, exc, tb))
+
+
+def _thread_excepthook(args) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else threading.get_ident()
+    _print_stderr(f"Exception in thread {name}:\n"
+                  + _format(args.exc_type, args.exc_value, args.exc_traceback))
+
+
+def _unraisablehook(unraisable) -> None:
+    message = unraisable.err_msg or "Exception ignored in"
+    _print_stderr(f"{message}: {unraisable.object!r}\n"
+                  + _format(unraisable.exc_type, unraisable.exc_value,
+                            unraisable.exc_traceback))
 
 
 # -- (c) namespaces and the empty root --------------------------------------

@@ -1,0 +1,63 @@
+"""Serving one child's broker socket: receive, validate, dispatch, reply.
+
+The loop ends when the child closes its end (it has reported and exited), or
+at the first malformed message: then the child is killed and the session
+records the violation. Descriptors a child sends are always closed: an honest
+child never sends any.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+from typing import Callable
+
+from .. import protocol
+from .handlers import Broker
+
+
+class BrokerSession:
+    def __init__(self, broker: Broker, sock, kill: Callable[[], None]) -> None:
+        self.broker = broker
+        self.sock = sock  # a trio socket
+        self.kill = kill
+        self.reported: protocol.Result | None = None
+        self.violation: str | None = None
+
+    async def serve(self) -> None:
+        while True:
+            data, ancdata, flags, _ = await self.sock.recvmsg(
+                protocol.MAX_MESSAGE + 1, protocol.RECV_CMSG_SPACE)
+            fds = protocol.unpack_fds(ancdata)
+            for fd in fds:
+                os.close(fd)
+            if not data:
+                return
+            try:
+                if fds or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                    raise protocol.ProtocolError("unexpected descriptors or a truncated message")
+                request = protocol.decode_request(data)
+                if isinstance(request, protocol.Result):
+                    if self.reported is not None:
+                        raise protocol.ProtocolError("a second result")
+                    self.reported = request
+                    continue
+                reply, reply_fds = self.broker.dispatch(request)
+            except protocol.ProtocolError as exc:
+                self.violation = f"malformed broker request: {exc}"
+                self.kill()
+                return
+            try:
+                await self.sock.sendmsg([reply.encode()], _rights(reply_fds))
+            except OSError:
+                return  # the child is gone
+            finally:
+                for fd in reply_fds:
+                    os.close(fd)
+
+
+def _rights(fds: list[int]):
+    if not fds:
+        return []
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]

@@ -1,0 +1,133 @@
+"""The fork server: one helper process per supervisor that forks the children.
+
+It has imported everything a child will ever need (wasmtime, the WASI host,
+pyseccomp) but created no engine, so it has one thread and a fork of it is
+safe and fast: a child starts in milliseconds, and after lockdown it can open
+no file, so nothing may be left to import.
+
+Control channel (SOCK_SEQPACKET, `protocol.Spawn` / `Spawned` / `Exited`): the
+supervisor sends Spawn with the child's broker socket and stdio; the server
+forks, answers with the child's pid and a pidfd (for kill), and reports the
+wait status when the child ends. When the supervisor goes away, the server
+exits and its children die with it (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import selectors
+import signal
+import socket
+import sys
+
+from . import protocol
+from .child import runner
+from .child.sandbox import LockdownConfig, LockdownError, lockdown
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+# A child that could not be set up at all exits with this (the supervisor
+# reports it as an error; a lockdown refusal is reported over the socket).
+EXIT_SETUP_FAILED = 125
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int]) -> None:
+    """Runs in the forked child; never returns."""
+    status = EXIT_SETUP_FAILED
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _die_with_parent()
+        for target, fd in zip((0, 1, 2), stdio):
+            os.dup2(fd, target)
+        require = frozenset(filter(None, spawn.require.decode().split(",")))
+        config = LockdownConfig(
+            keep_fds=(0, 1, 2, broker_fd),
+            file_size=spawn.file_size if spawn.file_size >= 0 else None,
+            open_files=spawn.open_files if spawn.open_files >= 0 else None,
+            cpu_time=spawn.cpu_time or None,
+            required=require,
+        )
+        try:
+            lockdown(config)
+        except LockdownError as exc:
+            sock = socket.socket(fileno=broker_fd)
+            protocol.send(sock, protocol.Result(protocol.Outcome.ERROR, 1, str(exc).encode()))
+            os._exit(1)
+        runner.child_main(broker_fd)  # exits the process
+    except BaseException:
+        pass
+    os._exit(status)
+
+
+def serve(control_fd: int) -> None:
+    _die_with_parent()
+    control = socket.socket(fileno=control_fd)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is control:
+                if not _handle_request(control):
+                    return
+            else:
+                while True:
+                    try:
+                        if not os.read(wake_r, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+                _reap(control)
+
+
+def _handle_request(control: socket.socket) -> bool:
+    data, fds = protocol.receive(control)
+    if not data:
+        return False  # the supervisor is gone
+    spawn = protocol.decode_control(data, protocol.CONTROL_TO_SERVER)
+    if len(fds) != 4:
+        for fd in fds:
+            os.close(fd)
+        raise protocol.ProtocolError(f"Spawn carries {len(fds)} fds, not 4")
+    broker_fd, *stdio = fds
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        protocol.send(control, protocol.Spawned(spawn.run_id, -1, str(exc).encode()))
+        pid = -1
+    if pid == 0:
+        control.close()
+        _become_child(spawn, broker_fd, stdio)
+    for fd in fds:
+        os.close(fd)
+    if pid > 0:
+        pidfd = os.pidfd_open(pid)
+        try:
+            protocol.send(control, protocol.Spawned(spawn.run_id, pid, b""), (pidfd,))
+        finally:
+            os.close(pidfd)
+    return True
+
+
+def _reap(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        protocol.send(control, protocol.Exited(pid, status))
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

@@ -1,0 +1,152 @@
+"""The supervisor's side of the fork server: start it, spawn children, wait, kill.
+
+The fork server (`forkserver.py`) is the children's parent, so it reaps them
+and reports each wait status over the control socket; the supervisor kills a
+child through the pidfd it was handed, which cannot hit a recycled pid.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import trio
+
+from . import protocol
+from .results import WasijailError
+
+
+class ForkServerGone(WasijailError):
+    """The fork server died; no child can be started or waited for."""
+
+
+class Child:
+    """A running child: its pid, a pidfd to kill it, and its exit status when known."""
+
+    def __init__(self, launcher: "Launcher", pid: int, pidfd: int) -> None:
+        self._launcher = launcher
+        self.pid = pid
+        self._pidfd = pidfd
+        self.returncode: int | None = None  # as subprocess: -N when killed by signal N
+
+    def kill(self) -> None:
+        if self.returncode is None and self._pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    async def wait(self) -> int:
+        if self.returncode is None:
+            status = await self._launcher._wait(self.pid)
+            self.returncode = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
+            self.close()
+        return self.returncode
+
+    def close(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+class Launcher:
+    """Owns one fork server process for the supervisor's lifetime."""
+
+    def __init__(self) -> None:
+        self._process: trio.Process | None = None
+        self._sock: trio.socket.SocketType | None = None
+        self._ids = itertools.count(1)
+        self._spawned: dict[int, tuple[trio.Event, list]] = {}
+        self._exits: dict[int, trio.Event] = {}
+        self._statuses: dict[int, int | None] = {}
+        self._gone = False
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "wasijail.forkserver", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_server_env(),
+            )
+        finally:
+            theirs.close()
+        self._sock = trio.socket.from_stdlib_socket(ours)
+        nursery.start_soon(self._read_loop)
+
+    async def spawn(self, broker_fd: int, stdio: tuple[int, int, int], *, file_size: int = -1,
+                    open_files: int = -1, cpu_time: float = 0.0, require: tuple[str, ...] = ()) -> Child:
+        if self._gone or self._sock is None:
+            raise ForkServerGone("the fork server is not running")
+        run_id = next(self._ids)
+        done, slot = trio.Event(), []
+        self._spawned[run_id] = (done, slot)
+        message = protocol.Spawn(run_id, file_size, open_files, cpu_time, ",".join(require).encode())
+        fds = array.array("i", (broker_fd, *stdio))
+        await self._sock.sendmsg([message.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        await done.wait()
+        del self._spawned[run_id]
+        if not slot:
+            raise ForkServerGone("the fork server died while starting a child")
+        reply, pidfd = slot
+        if reply.pid < 0:
+            raise WasijailError(f"cannot start a child: {reply.error.decode(errors='replace')}")
+        return Child(self, reply.pid, pidfd)
+
+    async def _wait(self, pid: int) -> int | None:
+        event = self._exits.setdefault(pid, trio.Event())
+        await event.wait()
+        del self._exits[pid]
+        return self._statuses.pop(pid, None)
+
+    async def _read_loop(self) -> None:
+        assert self._sock is not None
+        try:
+            while True:
+                data, ancdata, _, _ = await self._sock.recvmsg(protocol.MAX_MESSAGE, protocol.RECV_CMSG_SPACE)
+                fds = protocol.unpack_fds(ancdata)
+                if not data:
+                    break
+                message = protocol.decode_control(data, protocol.CONTROL_FROM_SERVER)
+                if isinstance(message, protocol.Spawned):
+                    waiter = self._spawned.get(message.run_id)
+                    if waiter is None:
+                        for fd in fds:
+                            os.close(fd)
+                        continue
+                    waiter[1].extend((message, fds[0] if fds else -1))
+                    waiter[0].set()
+                else:
+                    self._statuses[message.pid] = message.status
+                    self._exits.setdefault(message.pid, trio.Event()).set()
+        finally:
+            self._gone = True
+            self._sock.close()
+            for done, _ in self._spawned.values():
+                done.set()
+            for event in self._exits.values():
+                event.set()  # their status stays unknown: reported as killed
+
+    async def aclose(self) -> None:
+        if self._sock is not None and not self._gone:
+            try:
+                self._sock.shutdown(socket.SHUT_WR)  # the server sees EOF and exits
+            except OSError:
+                pass
+        if self._process is not None:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(5):
+                    await self._process.wait()
+                if self._process.returncode is None:
+                    self._process.kill()
+                    await self._process.wait()
+
+
+def _server_env() -> dict[str, str]:
+    # The fork server (and so every child) needs only what locates Python and this package.
+    keep = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH")
+    return {k: os.environ[k] for k in keep if k in os.environ}
