@@ -28,7 +28,8 @@ SAMPLES = [
     protocol.DirFilestatSetTimes(5, 1, 2, 2 | 8),
     protocol.DirClose(5),
     protocol.DirSync(5),
-    protocol.Result(0, 3, b"bye"),
+    protocol.Result(0, 3, 10, 20, b"bye"),
+    protocol.Compiled(0),
 ]
 
 
@@ -98,7 +99,7 @@ def test_readdir_size_bounds():
 
 def test_result_outcome_must_be_known():
     with pytest.raises(ProtocolError, match="outcome"):
-        decode_request(protocol.Result(9, 0, b"").encode())
+        decode_request(protocol.Result(9, 0, 0, 0, b"").encode())
 
 
 def test_setup_round_trip():

@@ -57,7 +57,7 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int]) -> No
             lockdown(config)
         except LockdownError as exc:
             sock = socket.socket(fileno=broker_fd)
-            protocol.send(sock, protocol.Result(protocol.Outcome.ERROR, 1, str(exc).encode()))
+            protocol.send(sock, protocol.Result(protocol.Outcome.ERROR, 1, 0, 0, str(exc).encode()))
             os._exit(1)
         runner.child_main(broker_fd)  # exits the process
     except BaseException:
@@ -121,12 +121,13 @@ def _handle_request(control: socket.socket) -> bool:
 def _reap(control: socket.socket) -> None:
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        protocol.send(control, protocol.Exited(pid, status))
+        protocol.send(control, protocol.Exited(
+            pid, status, round(usage.ru_utime * 1e6), round(usage.ru_stime * 1e6), usage.ru_maxrss))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ class Child:
         self.pid = pid
         self._pidfd = pidfd
         self.returncode: int | None = None  # as subprocess: -N when killed by signal N
+        self.cpu_time = 0.0  # user + system seconds, once it has ended
+        self.max_rss = 0  # peak resident set in bytes, once it has ended
 
     def kill(self) -> None:
         if self.returncode is None and self._pidfd >= 0:
@@ -43,8 +45,13 @@ class Child:
 
     async def wait(self) -> int:
         if self.returncode is None:
-            status = await self._launcher._wait(self.pid)
-            self.returncode = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
+            exited = await self._launcher._wait(self.pid)
+            if exited is None:  # the fork server died: its children died with it
+                self.returncode = -signal.SIGKILL
+            else:
+                self.returncode = os.waitstatus_to_exitcode(exited.status)
+                self.cpu_time = (exited.user_us + exited.system_us) / 1e6
+                self.max_rss = exited.max_rss_kib * 1024
             self.close()
         return self.returncode
 
@@ -63,7 +70,7 @@ class Launcher:
         self._ids = itertools.count(1)
         self._spawned: dict[int, tuple[trio.Event, list]] = {}
         self._exits: dict[int, trio.Event] = {}
-        self._statuses: dict[int, int | None] = {}
+        self._statuses: dict[int, protocol.Exited] = {}
         self._gone = False
 
     async def start(self, nursery: trio.Nursery) -> None:
@@ -97,7 +104,7 @@ class Launcher:
             raise WasijailError(f"cannot start a child: {reply.error.decode(errors='replace')}")
         return Child(self, reply.pid, pidfd)
 
-    async def _wait(self, pid: int) -> int | None:
+    async def _wait(self, pid: int) -> "protocol.Exited | None":
         event = self._exits.setdefault(pid, trio.Event())
         await event.wait()
         del self._exits[pid]
@@ -121,7 +128,7 @@ class Launcher:
                     waiter[1].extend((message, fds[0] if fds else -1))
                     waiter[0].set()
                 else:
-                    self._statuses[message.pid] = message.status
+                    self._statuses[message.pid] = message
                     self._exits.setdefault(message.pid, trio.Event()).set()
         finally:
             self._gone = True

@@ -61,6 +61,7 @@ class Op(IntEnum):
     DIR_FILESTAT_SET_TIMES = 22
     DIR_CLOSE = 23
     DIR_SYNC = 24
+    COMPILED = 30
 
 
 def _check_path(name: str, value: bytes) -> None:
@@ -329,6 +330,16 @@ class Outcome(IntEnum):
     TRAP = 1  # message is the trap text with its wasm backtrace
     ERROR = 2  # the module could not be loaded, linked or started; message says why
     INVOKED = 3  # --invoke finished; results were printed to stdout
+    LIMIT = 4  # a limit the child enforces was hit; message names it (fuel, cpu_time)
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled(Message):
+    """The module compiled: the compile deadline no longer applies."""
+
+    OP = Op.COMPILED
+    FIXED = struct.Struct("<Q")
+    artifact_size: int  # bytes of serialized module written to the artifact fd (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,10 +347,12 @@ class Result(Message):
     """The child's last word: how the module ended."""
 
     OP = Op.RESULT
-    FIXED = struct.Struct("<Bi")
+    FIXED = struct.Struct("<BiQQ")
     BLOBS = ("message",)
     outcome: int
     code: int
+    bytes_read: int  # through fd_read/fd_pread, all descriptors
+    bytes_written: int  # through fd_write/fd_pwrite, all descriptors
     message: bytes
 
     def validate(self) -> None:
@@ -353,7 +366,7 @@ REQUESTS: dict[int, type[Message]] = {
         PathOpen, PathFilestatGet, PathFilestatSetTimes, PathCreateDirectory,
         PathRemoveDirectory, PathUnlinkFile, PathRename, PathLink, PathSymlink,
         PathReadlink, FdReaddir, DirFilestatGet, DirFilestatSetTimes, DirClose,
-        DirSync, Result,
+        DirSync, Result, Compiled,
     )
 }
 
@@ -501,6 +514,7 @@ class Setup:
     fuel: int = 0  # 0 = unlimited
     open_files: int = -1
     file_size: int = -1
+    cpu_time_ms: int = 0  # 0 = unlimited
 
     def encode(self) -> bytes:
         w = _Writer()
@@ -512,7 +526,8 @@ class Setup:
         w.blob(bytes(int(r) for r in self.preopen_readonly))
         w.blob(self.invoke)
         w.blobs(self.invoke_args)
-        for value in (self.memory_limit, self.table_limit, self.fuel, self.open_files, self.file_size):
+        for value in (self.memory_limit, self.table_limit, self.fuel, self.open_files, self.file_size,
+                      self.cpu_time_ms):
             w.int(value)
         return b"".join(w.parts)
 
@@ -534,6 +549,7 @@ class Setup:
                 fuel=r.int(),
                 open_files=r.int(),
                 file_size=r.int(),
+                cpu_time_ms=r.int(),
             )
         except struct.error as exc:
             raise ProtocolError("setup truncated") from exc
@@ -618,9 +634,12 @@ class Exited(Message):
     """A child ended; status is the raw wait status."""
 
     OP = Op.PATH_OPEN
-    FIXED = struct.Struct("<ii")
+    FIXED = struct.Struct("<iiQQQ")
     pid: int
     status: int
+    user_us: int  # CPU time in user mode, microseconds (wait4's rusage)
+    system_us: int
+    max_rss_kib: int
 
 
 CONTROL_TO_SERVER: dict[int, type[Message]] = {Spawn.OP: Spawn}

@@ -18,6 +18,7 @@ class OutcomeKind(str, enum.Enum):
 
 # Exit statuses the CLI uses, documented in the README.
 STATUS_TRAP = 134  # as wasmtime: 128 + SIGABRT
+STATUS_LIMIT = 134  # fuel, CPU time, output, compile deadline: wasmtime reports these as traps too
 STATUS_VIOLATION = 159  # 128 + SIGSYS
 STATUS_ERROR = 1
 STATUS_USAGE = 2
@@ -33,7 +34,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Usage:
-    wall_time: float = 0.0  # seconds from start to end of the child
+    wall_time: float = 0.0  # seconds from the child's start to its end
+    cpu_time: float = 0.0  # user + system CPU seconds of the child
+    peak_memory: int = 0  # the child's peak resident set, bytes
+    bytes_read: int = 0  # by the guest through fd_read/fd_pread
+    bytes_written: int = 0  # by the guest through fd_write/fd_pwrite
     brokered_calls: int = 0  # requests the broker served
 
 

@@ -1,18 +1,22 @@
 """The trio supervisor: the one async core behind the CLI, batch and the API.
 
-For each run it opens the module and the preopened directories, starts a child
-process, sends it the start message (setup and module as fds), then serves the
-child's broker socket until the child reports its result and exits. Whatever
-the child does, the supervisor ends with a `RunResult`; a child that breaks
-the protocol is killed and reported as a violation.
+For each run it opens the module and the preopened directories, has the fork
+server start a child, sends it the start message (setup and module as fds),
+then serves the child's broker socket and its stdio until the child reports
+its result and exits. Whatever happens, a run ends with a `RunResult`: a
+child that breaks the protocol is killed and reported as a violation, one
+that passes a deadline or an output cap is killed and reported as such, and a
+cancelled run kills and reaps its child before the cancellation propagates.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
 import stat
+import subprocess
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from .policy import Policy
 from .protocol import Outcome as WireOutcome
 from .results import (
     STATUS_ERROR,
+    STATUS_LIMIT,
     STATUS_TRAP,
     STATUS_VIOLATION,
     Outcome,
@@ -118,6 +123,7 @@ def _setup_fd(spec: RunSpec) -> int:
         fuel=limits.fuel or 0,
         open_files=limits.open_files if limits.open_files is not None else -1,
         file_size=limits.file_size if limits.file_size is not None else -1,
+        cpu_time_ms=round(limits.cpu_time * 1000) if limits.cpu_time else 0,
     )
     fd = os.memfd_create("wasijail-setup", os.MFD_CLOEXEC)
     data = setup.encode()
@@ -128,82 +134,266 @@ def _setup_fd(spec: RunSpec) -> int:
     return fd
 
 
+PIPE = subprocess.PIPE  # as stdin/stdout/stderr: hand the other end to the caller as a trio stream
+
+
+class RunHandle:
+    """A live run, handed back by `await nursery.start(supervisor.run, ...)`.
+
+    `stdin`, `stdout` and `stderr` are trio streams for the ends given as PIPE
+    (None otherwise); `kill()` stops the child; `wait()` returns the RunResult.
+    """
+
+    def __init__(self, child, stdin, stdout, stderr) -> None:
+        self._child = child
+        self.pid: int = child.pid
+        self.stdin: trio.lowlevel.FdStream | None = stdin
+        self.stdout: trio.lowlevel.FdStream | None = stdout
+        self.stderr: trio.lowlevel.FdStream | None = stderr
+        self._done = trio.Event()
+        self._result: RunResult | None = None
+
+    async def send_stdin(self, data: bytes) -> None:
+        if self.stdin is None:
+            raise WasijailError("stdin was not opened as a pipe (pass stdin=PIPE)")
+        await self.stdin.send_all(data)
+
+    def kill(self) -> None:
+        self._child.kill()
+
+    async def wait(self) -> RunResult:
+        await self._done.wait()
+        assert self._result is not None
+        return self._result
+
+    def _finish(self, result: RunResult) -> None:
+        self._result = result
+        self._done.set()
+
+
 class Supervisor:
     """Runs modules, each in its own child forked from one shared fork server.
 
-    Create it with `open_supervisor()`; it lives as long as that context.
+    Create it with `open_supervisor()`; it lives as long as that context. At
+    most `max_parallel` children run at once; further runs wait their turn.
     """
 
-    def __init__(self, launcher: Launcher, *, resolver: Resolver | None = None) -> None:
+    def __init__(self, launcher: Launcher, *, resolver: Resolver | None = None,
+                 max_parallel: int | None = None) -> None:
         self.launcher = launcher
         self.resolver = resolver or Resolver()
+        self.max_parallel = max_parallel or os.cpu_count() or 1
+        self._limiter = trio.CapacityLimiter(self.max_parallel)
+        self.live_children = 0  # children running right now (for tests and progress)
 
-    async def run(self, spec: RunSpec, *, stdin: int | None = None, stdout: int | None = None,
-                  stderr: int | None = None) -> RunResult:
-        """Run one module to its end. stdio: an fd for the guest, or None for the supervisor's own."""
+    async def run(self, spec: RunSpec, *, stdin=None, stdout=None, stderr=None,
+                  capture_stdout: bool = False, capture_stderr: bool = False,
+                  task_status=trio.TASK_STATUS_IGNORED) -> RunResult:
+        """Run one module to its end and return its RunResult.
+
+        stdin: None (the supervisor's own), an fd, bytes, a trio ReceiveStream, or PIPE.
+        stdout/stderr: None (the supervisor's own), an fd, or PIPE; capture_* collects
+        them into the result, up to the policy's `output` cap per stream.
+        """
+        async with self._limiter:
+            return await self._run(spec, stdin, stdout, stderr, capture_stdout, capture_stderr,
+                                   task_status)
+
+    async def _run(self, spec, stdin, stdout, stderr, capture_stdout, capture_stderr,
+                   task_status) -> RunResult:
+        limits = spec.policy.limits
         module_fd = _open_module(spec)
+        closing: list[int] = [module_fd]  # fds to close when the run ends, whatever happens
+        streams: list = []
+        child = None
+        broker = None
+        parent_sock = child_sock = None
         try:
             preopens = _open_preopens(spec.policy)
-        except BaseException:
-            os.close(module_fd)
-            raise
-        broker = Broker(preopens, resolver=self.resolver)
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        setup_fd = -1
-        child = None
-        started = time.monotonic()
-        limits = spec.policy.limits
-        try:
+            broker = Broker(preopens, resolver=self.resolver)
+            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             setup_fd = _setup_fd(spec)
+            closing.append(setup_fd)
+            plumbing = _Plumbing(stdin, stdout, stderr, capture_stdout, capture_stderr, limits.output)
+            closing.extend(plumbing.child_ends)
+            streams = plumbing.streams
+            started = time.monotonic()
             child = await self.launcher.spawn(
-                child_sock.fileno(),
-                (0 if stdin is None else stdin, 1 if stdout is None else stdout,
-                 2 if stderr is None else stderr),
+                child_sock.fileno(), plumbing.child_fds,
                 file_size=limits.file_size if limits.file_size is not None else -1,
                 cpu_time=limits.cpu_time or 0.0,
                 require=spec.policy.sandbox.require,
             )
+            self.live_children += 1
+            for fd in plumbing.child_ends:
+                os.close(fd)
+                closing.remove(fd)
             child_sock.close()
             protocol.send(parent_sock, protocol.Start(0), (setup_fd, module_fd))
-            os.close(setup_fd)
-            setup_fd = -1
-            os.close(module_fd)
-            module_fd = -1
+            for fd in (setup_fd, module_fd):
+                os.close(fd)
+                closing.remove(fd)
             session = BrokerSession(broker, trio.socket.from_stdlib_socket(parent_sock), child.kill)
             ending = _Ending(session, child)
-            timeout = limits.timeout
+            handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
+            task_status.started(handle)
             try:
-                with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
-                    await session.serve()
-                    await child.wait()
+                await self._supervise(spec, child, session, plumbing, ending)
             finally:
                 if child.returncode is None:
                     child.kill()
                     with trio.CancelScope(shield=True):
                         await child.wait()
-            if scope.cancelled_caught:
-                ending.timed_out = timeout
-            return ending.result(time.monotonic() - started)
+                self.live_children -= 1
+            result = ending.result(time.monotonic() - started, plumbing)
+            handle._finish(result)
+            return result
         finally:
-            broker.close()
-            parent_sock.close()
-            child_sock.close()
+            for fd in closing:
+                os.close(fd)
+            for stream in streams:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+            if broker is not None:
+                broker.close()
+            for sock in (parent_sock, child_sock):
+                if sock is not None:
+                    sock.close()
             if child is not None:
                 child.close()
-            for fd in (setup_fd, module_fd):
-                if fd >= 0:
-                    os.close(fd)
+
+    async def _supervise(self, spec, child, session, plumbing, ending) -> None:
+        limits = spec.policy.limits
+        timeout = limits.timeout if limits.timeout is not None else math.inf
+        with trio.move_on_after(timeout) as deadline:
+            async with trio.open_nursery() as nursery:
+                for pump in plumbing.pumps(child.kill, ending):
+                    nursery.start_soon(pump)
+                if limits.compile_timeout is not None:
+                    nursery.start_soon(_compile_deadline, session, child, ending, limits.compile_timeout)
+                await session.serve()
+                await child.wait()
+                plumbing.stop_feeding()  # the guest can read no more
+                session.compiled.set()  # ends the compile deadline watch
+        if deadline.cancelled_caught:
+            ending.timed_out = limits.timeout
+
+
+async def _compile_deadline(session: BrokerSession, child, ending: "_Ending", seconds: float) -> None:
+    with trio.move_on_after(seconds):
+        await session.compiled.wait()
+        return
+    ending.limit = f"compile_timeout: compiling took longer than {seconds:g} s"
+    child.kill()
+
+
+class _Plumbing:
+    """The three standard streams of one run: what the child gets, what we keep."""
+
+    def __init__(self, stdin, stdout, stderr, capture_stdout: bool, capture_stderr: bool,
+                 output_cap: int | None) -> None:
+        self.child_ends: list[int] = []
+        self.streams: list = []
+        self.output_cap = output_cap
+        self.user_stdin = self.user_stdout = self.user_stderr = None
+        self._stdin_source = None
+        self._stdin_stream = None
+        self._feeding = trio.CancelScope()
+        self.captured: dict[str, bytearray] = {}
+        self._capture_streams: dict[str, trio.lowlevel.FdStream] = {}
+        fds = []
+        # stdin
+        if stdin is None:
+            fds.append(0)
+        elif isinstance(stdin, int) and stdin != PIPE:
+            fds.append(stdin)
+        else:
+            read_end, write_end = self._pipe()
+            fds.append(read_end)
+            self.child_ends.append(read_end)
+            stream = trio.lowlevel.FdStream(write_end)
+            self.streams.append(stream)
+            if stdin == PIPE:
+                self.user_stdin = stream
+            else:
+                self._stdin_source, self._stdin_stream = stdin, stream
+        # stdout, stderr
+        for name, target, capture, default in (("stdout", stdout, capture_stdout, 1),
+                                               ("stderr", stderr, capture_stderr, 2)):
+            if capture or target == PIPE:
+                read_end, write_end = self._pipe()
+                fds.append(write_end)
+                self.child_ends.append(write_end)
+                stream = trio.lowlevel.FdStream(read_end)
+                self.streams.append(stream)
+                if capture:
+                    self.captured[name] = bytearray()
+                    self._capture_streams[name] = stream
+                else:
+                    setattr(self, f"user_{name}", stream)
+            else:
+                fds.append(default if target is None else target)
+        self.child_fds = tuple(fds)
+
+    def _pipe(self) -> tuple[int, int]:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        return read_end, write_end
+
+    def stop_feeding(self) -> None:
+        self._feeding.cancel()
+
+    def pumps(self, kill, ending: "_Ending"):
+        if self._stdin_stream is not None:
+            source, stream = self._stdin_source, self._stdin_stream
+
+            async def feed() -> None:
+                with self._feeding:
+                    try:
+                        if isinstance(source, (bytes, bytearray, memoryview)):
+                            if source:
+                                await stream.send_all(source)
+                        else:
+                            async for chunk in source:
+                                await stream.send_all(chunk)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass  # the guest stopped reading
+                    finally:
+                        await stream.aclose()
+
+            yield feed
+        for name, stream in self._capture_streams.items():
+            yield self._collector(name, stream, kill, ending)
+
+    def _collector(self, name: str, stream, kill, ending: "_Ending"):
+        sink = self.captured[name]
+        cap = self.output_cap
+
+        async def collect() -> None:
+            async with stream:
+                while True:
+                    chunk = await stream.receive_some(1 << 16)
+                    if not chunk:
+                        return
+                    if cap is not None and len(sink) + len(chunk) > cap:
+                        sink.extend(chunk[:cap - len(sink)])
+                        ending.limit = f"output: {name} exceeded {cap} bytes"
+                        kill()
+                        return
+                    sink.extend(chunk)
+
+        return collect
 
 
 @asynccontextmanager
-async def open_supervisor(*, resolver: Resolver | None = None) -> AsyncIterator[Supervisor]:
+async def open_supervisor(*, resolver: Resolver | None = None,
+                          max_parallel: int | None = None) -> AsyncIterator[Supervisor]:
     """Start a fork server and yield a Supervisor that runs modules through it."""
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         launcher = Launcher()
         await launcher.start(nursery)
         try:
-            yield Supervisor(launcher, resolver=resolver)
+            yield Supervisor(launcher, resolver=resolver, max_parallel=max_parallel)
         except BaseException as exc:
             # Re-raised below, outside the nursery, so callers see their own
             # exception rather than an ExceptionGroup around it.
@@ -223,31 +413,47 @@ class _Ending:
         self.broker = session.broker
         self.child = child
         self.timed_out: float | None = None
+        self.limit: str | None = None  # a limit the supervisor enforced (output, compile_timeout)
 
-    def result(self, wall: float) -> RunResult:
-        usage = Usage(wall_time=wall, brokered_calls=self.broker.calls)
+    def result(self, wall: float, plumbing: _Plumbing) -> RunResult:
+        reported = self.session.reported
+        child = self.child
+        usage = Usage(
+            wall_time=wall, cpu_time=child.cpu_time, peak_memory=child.max_rss,
+            bytes_read=reported.bytes_read if reported else 0,
+            bytes_written=reported.bytes_written if reported else 0,
+            brokered_calls=self.broker.calls,
+        )
+        outcome, status = self._outcome(reported)
+        captured = plumbing.captured
+        out = bytes(captured["stdout"]) if "stdout" in captured else None
+        err = bytes(captured["stderr"]) if "stderr" in captured else None
+        return RunResult(status, outcome, out, err, usage)
+
+    def _outcome(self, reported) -> tuple[Outcome, int]:
         status = self.child.returncode
         if self.timed_out is not None:
-            outcome = Outcome(OutcomeKind.TIMEOUT, f"timed out after {self.timed_out:g} s")
-            return RunResult(STATUS_TRAP, outcome, usage=usage)
+            return Outcome(OutcomeKind.TIMEOUT, f"timed out after {self.timed_out:g} s"), STATUS_TRAP
+        if self.limit is not None:
+            return Outcome(OutcomeKind.LIMIT, self.limit), STATUS_LIMIT
         if self.session.violation is not None:
-            return RunResult(STATUS_VIOLATION, Outcome(OutcomeKind.VIOLATION, self.session.violation), usage=usage)
+            return Outcome(OutcomeKind.VIOLATION, self.session.violation), STATUS_VIOLATION
         if status is not None and status < 0:
             sig = -status
             if sig == signal.SIGSYS:
-                outcome = Outcome(OutcomeKind.VIOLATION, "sandbox violation (killed by seccomp)", signal=sig)
-                return RunResult(STATUS_VIOLATION, outcome, usage=usage)
+                detail = "sandbox violation (killed by seccomp)"
+                return Outcome(OutcomeKind.VIOLATION, detail, signal=sig), STATUS_VIOLATION
+            if sig == signal.SIGXCPU:
+                return Outcome(OutcomeKind.LIMIT, "cpu_time: RLIMIT_CPU reached", signal=sig), STATUS_LIMIT
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            outcome = Outcome(OutcomeKind.CRASH, f"child killed by {name}", signal=sig)
-            return RunResult(128 + sig, outcome, usage=usage)
-        reported = self.session.reported
+            return Outcome(OutcomeKind.CRASH, f"child killed by {name}", signal=sig), 128 + sig
         if reported is None:
-            outcome = Outcome(OutcomeKind.CRASH, f"child exited with status {status} without a result")
-            return RunResult(STATUS_ERROR, outcome, usage=usage)
+            return Outcome(OutcomeKind.CRASH, f"child exited with status {status} without a result"), STATUS_ERROR
         message = reported.message.decode("utf-8", "replace")
         if reported.outcome in (WireOutcome.EXIT, WireOutcome.INVOKED):
-            return RunResult(reported.code, Outcome(OutcomeKind.EXIT, exit_code=reported.code), usage=usage)
+            return Outcome(OutcomeKind.EXIT, exit_code=reported.code), reported.code
         if reported.outcome == WireOutcome.TRAP:
-            return RunResult(STATUS_TRAP, Outcome(OutcomeKind.TRAP, message), usage=usage)
-        return RunResult(STATUS_ERROR, Outcome(OutcomeKind.ERROR, message), usage=usage)
-
+            return Outcome(OutcomeKind.TRAP, message), STATUS_TRAP
+        if reported.outcome == WireOutcome.LIMIT:
+            return Outcome(OutcomeKind.LIMIT, message), STATUS_LIMIT
+        return Outcome(OutcomeKind.ERROR, message), STATUS_ERROR

@@ -13,6 +13,8 @@ import os
 import socket
 from typing import Callable
 
+import trio
+
 from .. import protocol
 from .handlers import Broker
 
@@ -24,6 +26,7 @@ class BrokerSession:
         self.kill = kill
         self.reported: protocol.Result | None = None
         self.violation: str | None = None
+        self.compiled = trio.Event()  # set when the child says its module compiled
 
     async def serve(self) -> None:
         while True:
@@ -42,6 +45,11 @@ class BrokerSession:
                     if self.reported is not None:
                         raise protocol.ProtocolError("a second result")
                     self.reported = request
+                    continue
+                if isinstance(request, protocol.Compiled):
+                    if self.compiled.is_set() or request.artifact_size:
+                        raise protocol.ProtocolError("unexpected compile notice")
+                    self.compiled.set()
                     continue
                 reply, reply_fds = self.broker.dispatch(request)
             except protocol.ProtocolError as exc:

@@ -34,6 +34,10 @@ class BrokerClient:
             os.close(fd)
         return reply.errno
 
+    def send(self, message: protocol.Message) -> None:
+        """A one-way notice to the supervisor (no reply)."""
+        protocol.send(self.sock, message)
+
     def report(self, result: protocol.Result) -> None:
         try:
             protocol.send(self.sock, result)

@@ -12,6 +12,10 @@ class Fault(Exception):
     """A guest pointer outside its linear memory (answered with EFAULT)."""
 
 
+class MissingMemory(Exception):
+    """A WASI call needs guest memory but the module exports none: the run cannot go on."""
+
+
 class GuestMemory:
     """A cached view of the instance's `memory` export.
 
@@ -29,7 +33,7 @@ class GuestMemory:
 
     def refresh(self) -> memoryview:
         if self._memory is None:
-            raise Fault("the module exports no memory")
+            raise MissingMemory()
         length = self._memory.data_len(self._store)
         if length != self._length:
             base = ctypes.addressof(self._memory.data_ptr(self._store).contents)

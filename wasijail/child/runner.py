@@ -7,9 +7,12 @@ broker socket and stdio.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
+import threading
+import time
 
 import wasmtime
 
@@ -17,11 +20,11 @@ from .. import protocol
 from ..protocol import Outcome, Result, Setup
 from .bindings import WASI_MODULES, define_wasi
 from .broker_client import BrokerClient
-from .memory import GuestMemory
+from .memory import GuestMemory, MissingMemory
 from .wasi import ProcExit, WasiState, exit_status
 
 
-def make_engine(fuel: bool) -> wasmtime.Engine:
+def make_engine(fuel: bool, epochs: bool = False) -> wasmtime.Engine:
     """The engine settings every child uses (they are part of the cache key later)."""
     config = wasmtime.Config()
     config.wasm_bulk_memory = True
@@ -31,6 +34,7 @@ def make_engine(fuel: bool) -> wasmtime.Engine:
     config.wasm_tail_call = True
     config.wasm_exceptions = True
     config.consume_fuel = fuel
+    config.epoch_interruption = epochs
     return wasmtime.Engine(config)
 
 
@@ -83,32 +87,40 @@ def check_imports(module: wasmtime.Module) -> None:
                               " (only WASI imports are provided)")
 
 
-def run(setup: Setup, data: bytes, broker: BrokerClient) -> Result:
-    engine = make_engine(fuel=setup.fuel > 0)
+def run(setup: Setup, data: bytes, broker: BrokerClient, counters: list[int] | None = None) -> Result:
+    cpu_limit = setup.cpu_time_ms / 1000 if setup.cpu_time_ms > 0 else None
+    engine = make_engine(fuel=setup.fuel > 0, epochs=cpu_limit is not None)
     try:
         module = load_module(engine, setup, data)
         check_imports(module)
     except ModuleError as exc:
-        return Result(Outcome.ERROR, 1, str(exc).encode())
+        return Result(Outcome.ERROR, 1, 0, 0, str(exc).encode())
+    broker.send(protocol.Compiled(0))
     store = wasmtime.Store(engine)
     store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit)
     if setup.fuel > 0:
         store.set_fuel(setup.fuel)
+    watchdog = None
+    if cpu_limit is not None:
+        store.set_epoch_deadline(1)
+        watchdog = CpuWatchdog(engine, cpu_limit)
+        watchdog.start()
     state = WasiState(
         args=(setup.module_name, *setup.args), env=setup.env, broker=broker,
         preopens=list(zip(setup.preopen_names, setup.preopen_readonly)),
         open_files=setup.open_files, file_size=setup.file_size,
     )
+    if counters is not None:
+        state.io = counters  # bytes read, bytes written: shared so they survive a trap
     linker = wasmtime.Linker(engine)
     define_wasi(linker, state)
+    state.memory = GuestMemory(store, None)  # until instantiation: a start function may call WASI
     try:
         instance = linker.instantiate(store, module)
-    except ProcExit as exc:
-        return _exited(exc.code)
-    except wasmtime.Trap as exc:
-        return Result(Outcome.TRAP, 134, str(exc).encode())
     except wasmtime.WasmtimeError as exc:
-        return Result(Outcome.ERROR, 1, f"failed to instantiate: {_describe(exc)}".encode())
+        return Result(Outcome.ERROR, 1, 0, 0, f"failed to instantiate: {_describe(exc)}".encode())
+    except (wasmtime.Trap, ProcExit, MissingMemory) as exc:
+        return _ended(exc, watchdog)
     exports = instance.exports(store)
     memory = exports.get("memory")
     state.memory = GuestMemory(store, memory if isinstance(memory, wasmtime.Memory) else None)
@@ -116,34 +128,66 @@ def run(setup: Setup, data: bytes, broker: BrokerClient) -> Result:
     entry = exports.get(entry_name)
     if not isinstance(entry, wasmtime.Func):
         if setup.invoke:
-            return Result(Outcome.ERROR, 1, f"failed to find export `{entry_name}`".encode())
-        return Result(Outcome.ERROR, 1, b"module has no `_start` export: not a WASI command")
+            return Result(Outcome.ERROR, 1, 0, 0, f"failed to find export `{entry_name}`".encode())
+        return Result(Outcome.ERROR, 1, 0, 0, b"module has no `_start` export: not a WASI command")
     ty = entry.type(store)
     if not setup.invoke and (ty.params or ty.results):
-        return Result(Outcome.ERROR, 1, b"`_start` must take no parameters and return nothing")
+        return Result(Outcome.ERROR, 1, 0, 0, b"`_start` must take no parameters and return nothing")
     try:
         args = _invoke_args(ty, setup.invoke_args) if setup.invoke else []
     except ValueError as exc:
-        return Result(Outcome.ERROR, 1, str(exc).encode())
+        return Result(Outcome.ERROR, 1, 0, 0, str(exc).encode())
     try:
         results = entry(store, *args)
-    except ProcExit as exc:
-        return _exited(exc.code)
-    except wasmtime.Trap as exc:
-        return Result(Outcome.TRAP, 134, str(exc).encode())
-    except wasmtime.WasmtimeError as exc:
-        return Result(Outcome.TRAP, 134, str(exc).encode())
+    except (wasmtime.Trap, wasmtime.WasmtimeError, ProcExit, MissingMemory) as exc:
+        return _ended(exc, watchdog)
     if setup.invoke:
         _print_results(results)
-        return Result(Outcome.INVOKED, 0, b"")
-    return Result(Outcome.EXIT, 0, b"")
+        return Result(Outcome.INVOKED, 0, 0, 0, b"")
+    return Result(Outcome.EXIT, 0, 0, 0, b"")
+
+
+def _ended(exc: BaseException, watchdog: "CpuWatchdog | None") -> Result:
+    """The Result for however the guest stopped running early."""
+    if isinstance(exc, ProcExit):
+        return _exited(exc.code)
+    if isinstance(exc, MissingMemory):
+        return Result(Outcome.ERROR, 1, 0, 0, b"the module calls WASI but exports no `memory`")
+    code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
+    if code is wasmtime.TrapCode.OUT_OF_FUEL:
+        return Result(Outcome.LIMIT, 1, 0, 0, b"fuel: all fuel consumed")
+    if code is wasmtime.TrapCode.INTERRUPT and watchdog is not None and watchdog.fired:
+        return Result(Outcome.LIMIT, 1, 0, 0, f"cpu_time: more than {watchdog.limit:g} s of CPU".encode())
+    return Result(Outcome.TRAP, 134, 0, 0, str(exc).encode())
+
+
+class CpuWatchdog(threading.Thread):
+    """Interrupts wasm once the process has used its CPU time (RLIMIT_CPU is the backstop).
+
+    wasm runs with the GIL released (ctypes calls drop it), so this thread
+    gets to look while the guest computes.
+    """
+
+    POLL = 0.02
+
+    def __init__(self, engine: wasmtime.Engine, limit: float) -> None:
+        super().__init__(name="wasijail-cpu-watchdog", daemon=True)
+        self.engine = engine
+        self.limit = limit
+        self.fired = False
+
+    def run(self) -> None:
+        while time.process_time() < self.limit:
+            time.sleep(self.POLL)
+        self.fired = True
+        self.engine.increment_epoch()
 
 
 def _exited(code: int) -> Result:
     status = exit_status(code)
     if status is None:
-        return Result(Outcome.ERROR, 1, f"invalid exit status {code}: outside of [0..126)".encode())
-    return Result(Outcome.EXIT, status, b"")
+        return Result(Outcome.ERROR, 1, 0, 0, f"invalid exit status {code}: outside of [0..126)".encode())
+    return Result(Outcome.EXIT, status, 0, 0, b"")
 
 
 def _invoke_args(ty: wasmtime.FuncType, raw: tuple[bytes, ...]) -> list:
@@ -176,10 +220,11 @@ def child_main(sock_fd: int) -> None:
     setup = Setup.decode(_read_all(setup_fd))
     module_bytes = _read_all(module_fd)
     del start
+    counters: list[int] = [0, 0]
     try:
-        result = run(setup, module_bytes, broker)
+        result = run(setup, module_bytes, broker, counters)
     except Exception as exc:  # a bug in wasijail, not in the guest: say so
-        result = Result(Outcome.ERROR, 1, f"internal error in the child: {type(exc).__name__}: {exc}".encode())
-    broker.report(result)
+        result = Result(Outcome.ERROR, 1, 0, 0, f"internal error in the child: {type(exc).__name__}: {exc}".encode())
+    broker.report(dataclasses.replace(result, bytes_read=counters[0], bytes_written=counters[1]))
     sys.stdout.flush()
     os._exit(0)

@@ -107,7 +107,10 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 PR_SET_NO_NEW_PRIVS = 38
-_M_ARENA_MAX = -8  # mallopt parameter (glibc malloc.h)
+# mallopt parameters (glibc malloc.h) and glibc's HEAP_MAX_SIZE on 64-bit
+_M_TRIM_THRESHOLD = -1
+_M_ARENA_MAX = -8
+_ARENA_HEAP_MAX = 64 * 1024 * 1024
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
@@ -344,10 +347,13 @@ def _prepare_runtime() -> LayerStatus:
     * glibc localtime() re-reads /etc/localtime on every call unless TZ is
       set and tzset() already ran with that value;
     * glibc malloc reads /proc/sys/vm/overcommit_memory the first time a
-      thread's (non-main) arena heap shrinks, i.e. at a random moment once
-      wasmtime's compile threads free memory; with M_ARENA_MAX=1 every
-      thread uses the main (brk) arena, which never gets there (and the
-      arena limit is not derived from the CPU count, another file read);
+      thread's (non-main) arena heap shrinks -- at a random moment, once
+      wasmtime's compile threads free memory -- and /sys/devices/system/
+      cpu/online when a ninth arena is created.  M_TRIM_THRESHOLD at the
+      64 MiB size of an arena heap makes that shrink unreachable (freed
+      memory stays with the process for reuse), and an explicit
+      M_ARENA_MAX (glibc's own default, 8 per CPU) skips the CPU count.
+      (M_ARENA_MAX=1 would also do, but halves compile speed.)
     * CPython prints source lines in tracebacks by opening the .py files
       (the C printer behind the default sys.excepthook, and linecache's
       lazy loaders behind the traceback module): linecache answers from
@@ -355,22 +361,21 @@ def _prepare_runtime() -> LayerStatus:
       equivalents built on the traceback module.
     """
     notes = []
+    cpus = max(1, len(os.sched_getaffinity(0)))
     if not os.environ.get("RAYON_NUM_THREADS"):
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except OSError:
-            threads = 1
-        os.environ["RAYON_NUM_THREADS"] = str(max(1, threads))
+        os.environ["RAYON_NUM_THREADS"] = str(cpus)
         notes.append(f"RAYON_NUM_THREADS={os.environ['RAYON_NUM_THREADS']}")
     if not os.environ.get("TZ"):
         os.environ["TZ"] = "UTC"
         notes.append("TZ=UTC")
     time.tzset()
-    if _libc.mallopt(_M_ARENA_MAX, 1) == 1:
-        notes.append("malloc arena_max=1")
+    arenas = 8 * cpus
+    if (_libc.mallopt(_M_TRIM_THRESHOLD, _ARENA_HEAP_MAX) == 1
+            and _libc.mallopt(_M_ARENA_MAX, arenas) == 1):
+        notes.append(f"malloc trim_threshold=64MiB arena_max={arenas}")
     else:
-        notes.append("mallopt(M_ARENA_MAX) failed: a thread's arena trim may "
-                     "read /proc/sys/vm/overcommit_memory and die on openat")
+        notes.append("mallopt failed: glibc malloc may read /proc or /sys "
+                     "later and die on openat")
     linecache.updatecache = _updatecache_without_files
     linecache.lazycache = _no_lazycache
     linecache.checkcache = _no_checkcache

@@ -85,6 +85,7 @@ class WasiState:
         self.broker = broker
         self.memory: GuestMemory | None = None
         self.file_size = file_size
+        self.io = [0, 0]  # bytes read, bytes written through fd_read/fd_pread and fd_write/fd_pwrite
         self.fds = FdTable(open_files)
         for fd in (0, 1, 2):
             self.fds.entries[fd] = Descriptor(
@@ -334,6 +335,7 @@ class WasiHost:
         entry = self._local(fd, Rights.FD_READ | Rights.FD_SEEK)
         buffers = self._buffers(iovs, iovs_len)
         count = os.preadv(entry.host_fd, buffers, offset) if buffers else 0
+        self.s.io[0] += count
         self.mem.set_u32(nread, count)
         return Errno.SUCCESS
 
@@ -342,6 +344,7 @@ class WasiHost:
         buffers = self._buffers(iovs, iovs_len)
         self._check_file_size(offset + sum(len(b) for b in buffers))
         count = os.pwritev(entry.host_fd, buffers, offset) if buffers else 0
+        self.s.io[1] += count
         self.mem.set_u32(nwritten, count)
         return Errno.SUCCESS
 
@@ -349,6 +352,7 @@ class WasiHost:
         entry = self._local(fd, Rights.FD_READ)
         buffers = self._buffers(iovs, iovs_len)
         count = os.readv(entry.host_fd, buffers) if buffers else 0
+        self.s.io[0] += count
         self.mem.set_u32(nread, count)
         return Errno.SUCCESS
 
@@ -359,6 +363,7 @@ class WasiHost:
             end = os.lseek(entry.host_fd, 0, os.SEEK_CUR) + sum(len(b) for b in buffers)
             self._check_file_size(end)
         count = os.writev(entry.host_fd, buffers) if buffers else 0
+        self.s.io[1] += count
         self.mem.set_u32(nwritten, count)
         return Errno.SUCCESS
 
