@@ -118,7 +118,7 @@ def run_command(argv: list[str]) -> int:
                    invoke_args=invoke_args, argv0=os.path.basename(ns.module))
     async def main() -> RunResult:
         async with open_supervisor() as supervisor:
-            return await supervisor.run(spec)
+            return await supervisor.run_spec(spec)
 
     try:
         result = trio.run(main)

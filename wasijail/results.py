@@ -117,5 +117,5 @@ def describe(result: RunResult) -> str:
     if outcome.kind is OutcomeKind.EXIT:
         return f"module exited with status {outcome.exit_code}"
     if outcome.kind is OutcomeKind.TRAP:
-        return "module trapped: " + (outcome.detail.strip().splitlines() or ["?"])[-1]
+        return "module trapped: " + (outcome.detail.strip().splitlines() or ["?"])[-1].strip()
     return f"{outcome.kind.value}: {outcome.detail}"

@@ -21,7 +21,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 import trio
 
@@ -42,6 +42,7 @@ from .results import (
     RunResult,
     Usage,
     WasijailError,
+    error_for,
 )
 
 
@@ -186,9 +187,34 @@ class Supervisor:
         self._limiter = trio.CapacityLimiter(self.max_parallel)
         self.live_children = 0  # children running right now (for tests and progress)
 
-    async def run(self, spec: RunSpec, *, stdin=None, stdout=None, stderr=None,
-                  capture_stdout: bool = False, capture_stderr: bool = False,
+    async def run(self, module: str | os.PathLike, args: Sequence[str] = (), *,
+                  policy: Policy | None = None, stdin=b"", stdout=None, stderr=None,
+                  capture_stdout: bool = False, capture_stderr: bool = False, check: bool = False,
                   task_status=trio.TASK_STATUS_IGNORED) -> RunResult:
+        """Run `module` with `args` under `policy` (default: `Policy.default()`).
+
+        Shaped like `trio.run_process`: stdin is bytes (default empty), a trio
+        ReceiveStream, an fd, None (inherit) or PIPE; capture_stdout/stderr
+        collect output into the result (up to the policy's `output` cap);
+        check=True raises the typed error for any status but 0. Under
+        `nursery.start(...)` it hands back a RunHandle at once, with stdin,
+        stdout and stderr as trio streams unless captured or given.
+        """
+        spec = RunSpec(Path(module), tuple(args), policy if policy is not None else Policy.default())
+        if task_status is not trio.TASK_STATUS_IGNORED:
+            stdin = PIPE if stdin == b"" else stdin
+            stdout = PIPE if stdout is None and not capture_stdout else stdout
+            stderr = PIPE if stderr is None and not capture_stderr else stderr
+        result = await self.run_spec(spec, stdin=stdin, stdout=stdout, stderr=stderr,
+                                     capture_stdout=capture_stdout, capture_stderr=capture_stderr,
+                                     task_status=task_status)
+        if check and result.returncode != 0:
+            raise error_for(result)
+        return result
+
+    async def run_spec(self, spec: RunSpec, *, stdin=None, stdout=None, stderr=None,
+                       capture_stdout: bool = False, capture_stderr: bool = False,
+                       task_status=trio.TASK_STATUS_IGNORED) -> RunResult:
         """Run one module to its end and return its RunResult.
 
         stdin: None (the supervisor's own), an fd, bytes, a trio ReceiveStream, or PIPE.
@@ -342,27 +368,31 @@ class _Plumbing:
     def stop_feeding(self) -> None:
         self._feeding.cancel()
 
-    def pumps(self, kill, ending: "_Ending"):
+    def pumps(self, kill, ending: "_Ending") -> list:
+        """The tasks that move stdin in and captured output out, for the run's nursery."""
+        tasks = []
         if self._stdin_stream is not None:
-            source, stream = self._stdin_source, self._stdin_stream
-
-            async def feed() -> None:
-                with self._feeding:
-                    try:
-                        if isinstance(source, (bytes, bytearray, memoryview)):
-                            if source:
-                                await stream.send_all(source)
-                        else:
-                            async for chunk in source:
-                                await stream.send_all(chunk)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass  # the guest stopped reading
-                    finally:
-                        await stream.aclose()
-
-            yield feed
+            tasks.append(self._feeder(self._stdin_source, self._stdin_stream))
         for name, stream in self._capture_streams.items():
-            yield self._collector(name, stream, kill, ending)
+            tasks.append(self._collector(name, stream, kill, ending))
+        return tasks
+
+    def _feeder(self, source, stream):
+        async def feed() -> None:
+            with self._feeding:
+                try:
+                    if isinstance(source, (bytes, bytearray, memoryview)):
+                        if source:
+                            await stream.send_all(source)
+                    else:
+                        async for chunk in source:
+                            await stream.send_all(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the guest stopped reading
+                finally:
+                    await stream.aclose()
+
+        return feed
 
     def _collector(self, name: str, stream, kill, ending: "_Ending"):
         sink = self.captured[name]

@@ -12,6 +12,7 @@ claims its rights are: the child is not trusted to enforce them.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -19,7 +20,18 @@ from dataclasses import dataclass, field
 
 from .. import protocol
 from ..child.fdtable import filetype_of_mode
-from ..wasi import DIRENT, READ_INTENT, WRITE_INTENT, Errno, Fdflags, Filetype, Fstflags, Oflags, errno_from_host
+from ..wasi import (
+    DIRENT,
+    READ_INTENT,
+    WRITE_INTENT,
+    Errno,
+    Fdflags,
+    Filetype,
+    Fstflags,
+    Lookupflags,
+    Oflags,
+    errno_from_host,
+)
 from .resolve import EscapeError, Resolver
 
 # A hostile child could otherwise make the parent hold fds without bound.
@@ -127,6 +139,27 @@ class Broker:
             raise BrokerError(Errno.NOENT)
         return self.resolver.parent(handle.fd, path)
 
+    def _parent_or_dir(self, handle: Handle, path: bytes) -> tuple[int, bytes]:
+        """`_parent`, except that a trailing slash names a directory to act in.
+
+        As in wasmtime (cap-std): "x/" makes x itself (followed, and required
+        to be a directory) the parent and "." the name, so unlink says EISDIR,
+        rmdir EINVAL, readlink EINVAL, symlink and link EEXIST; a missing x is
+        ENOENT and a file ENOTDIR.
+        """
+        if path.endswith(b"/"):
+            return self.resolver.open(handle.fd, path, os.O_PATH | os.O_DIRECTORY), b"."
+        return self._parent(handle, path)
+
+    def _is_symlink(self, handle: Handle, path: bytes) -> bool:
+        dirfd, name = self._parent(handle, path)
+        try:
+            return stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
+        except OSError:
+            return False
+        finally:
+            _close(dirfd)
+
     def _resolve_fd(self, handle: Handle, path: bytes, follow: bool) -> int:
         """An O_PATH fd for the object `path` names (following a final symlink or not)."""
         if not path:
@@ -161,7 +194,16 @@ class Broker:
                                      (Fdflags.SYNC, os.O_SYNC), (Fdflags.RSYNC, os.O_SYNC)):
             if req.fdflags & wasi_flag:
                 flags |= host_flag
-        fd = self.resolver.open(handle.fd, req.path, flags, 0o666, follow=bool(req.lookupflags & 1))
+        follow = bool(req.lookupflags & Lookupflags.SYMLINK_FOLLOW)
+        try:
+            fd = self.resolver.open(handle.fd, req.path, flags, 0o666, follow=follow)
+        except OSError as exc:
+            # O_DIRECTORY|O_NOFOLLOW on a symlink is ENOTDIR in Linux; WASI
+            # programs expect ELOOP for any unfollowed symlink, as wasmtime says.
+            if (exc.errno == errno.ENOTDIR and req.oflags & Oflags.DIRECTORY and not follow
+                    and not req.path.endswith(b"/") and self._is_symlink(handle, req.path)):
+                raise BrokerError(Errno.LOOP) from None
+            raise
         try:
             st = os.fstat(fd)
             if not req.fdflags & Fdflags.NONBLOCK:
@@ -176,7 +218,7 @@ class Broker:
 
     def path_filestat_get(self, req: protocol.PathFilestatGet):
         handle = self._handle(req.dir)
-        fd = self._resolve_fd(handle, req.path, bool(req.lookupflags & 1))
+        fd = self._resolve_fd(handle, req.path, bool(req.lookupflags & Lookupflags.SYMLINK_FOLLOW))
         try:
             return _stat_reply(os.fstat(fd)), []
         finally:
@@ -184,11 +226,23 @@ class Broker:
 
     def path_filestat_set_times(self, req: protocol.PathFilestatSetTimes):
         handle = self._handle(req.dir, mutating=True)
-        fd = self._resolve_fd(handle, req.path, bool(req.lookupflags & 1))
+        fd = self._resolve_fd(handle, req.path, bool(req.lookupflags & Lookupflags.SYMLINK_FOLLOW))
         try:
-            _set_times(fd, req.atim, req.mtim, req.fstflags)
+            st = os.fstat(fd)
+            if not stat.S_ISLNK(st.st_mode):
+                _set_times(fd, req.atim, req.mtim, req.fstflags)
+                return protocol.Reply(0), []
         finally:
             _close(fd)
+        # The symlink itself: an O_PATH fd of a link cannot be re-timed, so
+        # act on its name in its (resolved, confined) parent, never following it.
+        dirfd, name = self._parent(handle, req.path)
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            os.utime(name, ns=_new_times(st, req.atim, req.mtim, req.fstflags), dir_fd=dirfd,
+                     follow_symlinks=False)
+        finally:
+            _close(dirfd)
         return protocol.Reply(0), []
 
     def path_create_directory(self, req: protocol.PathCreateDirectory):
@@ -202,7 +256,7 @@ class Broker:
 
     def path_remove_directory(self, req: protocol.PathRemoveDirectory):
         handle = self._handle(req.dir, mutating=True)
-        dirfd, name = self._parent(handle, req.path)
+        dirfd, name = self._parent_or_dir(handle, req.path)
         try:
             os.rmdir(name, dir_fd=dirfd)
         finally:
@@ -211,12 +265,8 @@ class Broker:
 
     def path_unlink_file(self, req: protocol.PathUnlinkFile):
         handle = self._handle(req.dir, mutating=True)
-        dirfd, name = self._parent(handle, req.path)
+        dirfd, name = self._parent_or_dir(handle, req.path)
         try:
-            if req.path.endswith(b"/"):
-                # unlink never takes a directory; with a trailing slash a file is ENOTDIR.
-                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-                raise BrokerError(Errno.ISDIR if stat.S_ISDIR(st.st_mode) else Errno.NOTDIR)
             os.unlink(name, dir_fd=dirfd)
         finally:
             _close(dirfd)
@@ -243,11 +293,11 @@ class Broker:
     def path_link(self, req: protocol.PathLink):
         old = self._handle(req.old_dir)
         new = self._handle(req.new_dir, mutating=True)
-        if req.lookupflags & 1:
+        if req.lookupflags & Lookupflags.SYMLINK_FOLLOW:
             # Following the source means linking what it resolves to, which must stay inside.
             source = self._resolve_fd(old, req.old_path, True)
             try:
-                new_dirfd, new_name = self._parent(new, req.new_path)
+                new_dirfd, new_name = self._parent_or_dir(new, req.new_path)
                 try:
                     os.link(f"/proc/self/fd/{source}", new_name, dst_dir_fd=new_dirfd)
                 finally:
@@ -255,12 +305,10 @@ class Broker:
             finally:
                 _close(source)
             return protocol.Reply(0), []
-        old_dirfd, old_name = self._parent(old, req.old_path)
+        old_dirfd, old_name = self._parent_or_dir(old, req.old_path)
         try:
-            new_dirfd, new_name = self._parent(new, req.new_path)
+            new_dirfd, new_name = self._parent_or_dir(new, req.new_path)
             try:
-                if req.old_path.endswith(b"/") or req.new_path.endswith(b"/"):
-                    raise BrokerError(Errno.NOTDIR)
                 os.link(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd,
                         follow_symlinks=False)
             finally:
@@ -277,10 +325,8 @@ class Broker:
             raise BrokerError(Errno.PERM)
         if not req.target:
             raise BrokerError(Errno.NOENT)
-        dirfd, name = self._parent(handle, req.path)
+        dirfd, name = self._parent_or_dir(handle, req.path)
         try:
-            if req.path.endswith(b"/"):
-                raise BrokerError(Errno.NOENT if _missing(name, dirfd) else Errno.EXIST)
             os.symlink(req.target, name, dir_fd=dirfd)
         finally:
             _close(dirfd)
@@ -288,7 +334,7 @@ class Broker:
 
     def path_readlink(self, req: protocol.PathReadlink):
         handle = self._handle(req.dir)
-        dirfd, name = self._parent(handle, req.path)
+        dirfd, name = self._parent_or_dir(handle, req.path)
         try:
             target = os.readlink(name, dir_fd=dirfd)
         finally:
@@ -371,27 +417,22 @@ def _stat_error(errno: int) -> protocol.StatReply:
     return protocol.StatReply(errno, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
-def _set_times(fd: int, atim: int, mtim: int, fstflags: int) -> None:
+def _new_times(st: os.stat_result, atim: int, mtim: int, fstflags: int) -> tuple[int, int]:
+    """The (atime, mtime) in ns that fstflags asks for, keeping what it leaves alone."""
     if (fstflags & Fstflags.ATIM and fstflags & Fstflags.ATIM_NOW) or (
             fstflags & Fstflags.MTIM and fstflags & Fstflags.MTIM_NOW):
         raise BrokerError(Errno.INVAL)
-    # fd is O_PATH and already resolved: its /proc magic link names exactly it.
-    path = f"/proc/self/fd/{fd}"
-    st = os.fstat(fd)
     now = time.time_ns()
     a = atim if fstflags & Fstflags.ATIM else now if fstflags & Fstflags.ATIM_NOW else st.st_atime_ns
     m = mtim if fstflags & Fstflags.MTIM else now if fstflags & Fstflags.MTIM_NOW else st.st_mtime_ns
-    if stat.S_ISLNK(st.st_mode):
-        raise BrokerError(Errno.NOTSUP)  # times of a symlink itself: see issue 3
-    os.utime(path, ns=(a, m))
+    return a, m
 
 
-def _missing(name: bytes, dirfd: int) -> bool:
-    try:
-        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-        return False
-    except FileNotFoundError:
-        return True
+def _set_times(fd: int, atim: int, mtim: int, fstflags: int) -> None:
+    """Re-time what fd (resolved already, never a symlink) names."""
+    times = _new_times(os.fstat(fd), atim, mtim, fstflags)
+    # An O_PATH fd cannot be futimens'd; its /proc magic link names exactly it.
+    os.utime(f"/proc/self/fd/{fd}", ns=times)
 
 
 def _close(fd: int) -> None:

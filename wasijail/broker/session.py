@@ -30,8 +30,11 @@ class BrokerSession:
 
     async def serve(self) -> None:
         while True:
-            data, ancdata, flags, _ = await self.sock.recvmsg(
-                protocol.MAX_MESSAGE + 1, protocol.RECV_CMSG_SPACE)
+            try:
+                data, ancdata, flags, _ = await self.sock.recvmsg(
+                    protocol.MAX_MESSAGE + 1, protocol.RECV_CMSG_SPACE)
+            except ConnectionResetError:
+                return  # the child died with a request unanswered
             fds = protocol.unpack_fds(ancdata)
             for fd in fds:
                 os.close(fd)

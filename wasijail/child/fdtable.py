@@ -31,6 +31,8 @@ class Descriptor:
     handle: int = -1  # remote: the broker's handle for this directory
     preopen: bytes | None = None  # the name fd_prestat_dir_name reports
     readonly: bool = False  # opened under a read-only preopen
+    stdio: bool = False  # one of the three streams the guest started with
+    dropped: int = 0  # rights given up with fd_fdstat_set_rights: always ENOTCAPABLE
 
     @property
     def is_remote(self) -> bool:

@@ -4,12 +4,15 @@
     -> namespaces + empty read-only root -> drop capabilities
     -> no_new_privs -> Landlock -> violation reporter -> seccomp
 
-Call `lockdown()` in a freshly forked, single-threaded child, *before* any
-wasmtime Engine exists (engines start compile threads; Landlock and
-unshare() only act on a single-threaded process) and before any untrusted
-byte is read.  Everything the child will need afterwards must already be
-imported: an import after lockdown opens files and dies by SIGSYS
-("sandbox violation: openat").
+Call `lockdown()` in a freshly forked, single-threaded child, before any
+wasmtime Module is compiled (the first compile starts worker threads, and
+unshare() and Landlock only act on a single-threaded process; creating an
+Engine first is harmless but pointless) and before any untrusted byte is
+parsed.  Everything the child will need afterwards must already be
+imported: an import after lockdown fails (PermissionError from getcwd) or
+dies by SIGSYS ("sandbox violation: openat"), as does anything else that
+opens a file.  The "runtime" step settles the known incidental file reads
+of glibc, Rust and CPython beforehand (see `_prepare_runtime`).
 
 A layer the host cannot provide is reported in the `LockdownReport` with
 the reason, never silently skipped; `LockdownConfig.required` turns a
@@ -48,6 +51,7 @@ __all__ = [
     "describe_violation",
     "parse_violations",
     "syscall_name",
+    "build_filter",
     "landlock_abi",
     "VIOLATION_EXIT_STATUS",
     "LAYERS",
@@ -106,6 +110,7 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 # mallopt parameters (glibc malloc.h) and glibc's HEAP_MAX_SIZE on 64-bit
 _M_TRIM_THRESHOLD = -1
@@ -354,6 +359,9 @@ def _prepare_runtime() -> LayerStatus:
       memory stays with the process for reuse), and an explicit
       M_ARENA_MAX (glibc's own default, 8 per CPU) skips the CPU count.
       (M_ARENA_MAX=1 would also do, but halves compile speed.)
+    * os.cpu_count() (ThreadPoolExecutor's default size) asks glibc, which
+      reads /sys/devices/system/cpu/online: it returns the affinity count
+      taken now;
     * CPython prints source lines in tracebacks by opening the .py files
       (the C printer behind the default sys.excepthook, and linecache's
       lazy loaders behind the traceback module): linecache answers from
@@ -369,6 +377,8 @@ def _prepare_runtime() -> LayerStatus:
         os.environ["TZ"] = "UTC"
         notes.append("TZ=UTC")
     time.tzset()
+    os.cpu_count = lambda: cpus  # glibc's sysconf reads /sys/devices/system/cpu/online
+    notes.append(f"os.cpu_count()={cpus}")
     arenas = 8 * cpus
     if (_libc.mallopt(_M_TRIM_THRESHOLD, _ARENA_HEAP_MAX) == 1
             and _libc.mallopt(_M_ARENA_MAX, arenas) == 1):
@@ -570,7 +580,15 @@ def _set_no_new_privs() -> LayerStatus:
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         return LayerStatus("no_new_privs", False, f"prctl failed: {os.strerror(err)}")
-    return LayerStatus("no_new_privs", True, "PR_SET_NO_NEW_PRIVS")
+    # Not dumpable: no core dump even through a core_pattern pipe (which
+    # ignores RLIMIT_CORE 0), no ptrace or /proc/<pid>/mem by same-uid
+    # processes.  After the namespace step: it makes /proc/self root-owned.
+    detail = "PR_SET_NO_NEW_PRIVS"
+    if _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0:
+        detail += ", PR_SET_DUMPABLE 0"
+    else:
+        detail += f"; PR_SET_DUMPABLE 0 failed: {os.strerror(ctypes.get_errno())}"
+    return LayerStatus("no_new_privs", True, detail)
 
 
 # -- (e) Landlock ----------------------------------------------------------------
@@ -717,8 +735,9 @@ def _install_violation_reporter(config: LockdownConfig) -> str | None:
     if _libc.mprotect(page, 4096, 0x1 | 0x4) != 0:  # R+X, never W+X
         return f"mprotect for the SIGSYS handler failed: {os.strerror(ctypes.get_errno())}"
     _handler_page = page
-    # never block the dying child on a full pipe
-    flags = _fcntl_getfl(config.violation_fd)
+    # never block the dying child on a full pipe (stdio is left alone: the
+    # flag belongs to the shared file description)
+    flags = _fcntl_getfl(config.violation_fd) if config.violation_fd > 2 else None
     if flags is not None:
         _fcntl_setfl(config.violation_fd, flags | os.O_NONBLOCK)
     action = _Sigaction()

@@ -69,6 +69,7 @@ F_DUPFD_CLOEXEC = 1030
 
 AT_EMPTY_PATH = 0x1000
 
+PR_GET_DUMPABLE = 3
 PR_GET_SECCOMP = 21
 PR_SET_NAME = 15
 PR_GET_NAME = 16
@@ -145,6 +146,7 @@ ALLOW_IF: tuple[tuple[str, tuple[Cond, ...]], ...] = (
     ("prctl", ((0, "eq", PR_SET_NAME),)),
     ("prctl", ((0, "eq", PR_GET_NAME),)),
     ("prctl", ((0, "eq", PR_GET_SECCOMP),)),
+    ("prctl", ((0, "eq", PR_GET_DUMPABLE),)),
     ("prctl", ((0, "eq", PR_GET_NO_NEW_PRIVS),)),
 )
 

@@ -11,13 +11,18 @@ errno; `bindings.py` turns exceptions into errnos and registers the methods.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
+import socket
+import stat
 import struct
+import termios
 import time
 
 from .. import protocol
 from ..wasi import (
+    ACCESS_MODE_RIGHTS,
     DIRECTORY_READONLY_RIGHTS,
     DIRECTORY_RIGHTS,
     DIRENT,
@@ -27,10 +32,13 @@ from ..wasi import (
     FILE_READONLY_RIGHTS,
     FILE_RIGHTS,
     IOVEC,
+    PATH_MAX,
     PRESTAT,
     READ_INTENT,
-    STDIO_RIGHTS,
+    STDIN_RIGHTS,
+    STDOUT_RIGHTS,
     WRITE_INTENT,
+    Advice,
     Clockid,
     Errno,
     Eventrwflags,
@@ -38,9 +46,12 @@ from ..wasi import (
     Fdflags,
     Filetype,
     Fstflags,
+    Lookupflags,
     Oflags,
     Preopentype,
+    Riflags,
     Rights,
+    Roflags,
     Sdflags,
     Snapshot,
     Subclockflags,
@@ -55,10 +66,20 @@ _CLOCKS = {
     Clockid.PROCESS_CPUTIME_ID: time.CLOCK_PROCESS_CPUTIME_ID,
     Clockid.THREAD_CPUTIME_ID: time.CLOCK_THREAD_CPUTIME_ID,
 }
+# poll_oneoff waits on wall-clock time only: a timeout in CPU time would never
+# pass for a process that sleeps (wasmtime answers EINVAL for these too).
+_POLL_CLOCKS = {Clockid.REALTIME: time.CLOCK_REALTIME, Clockid.MONOTONIC: time.CLOCK_MONOTONIC}
 _ADVICE = {
-    0: os.POSIX_FADV_NORMAL, 1: os.POSIX_FADV_SEQUENTIAL, 2: os.POSIX_FADV_RANDOM,
-    3: os.POSIX_FADV_WILLNEED, 4: os.POSIX_FADV_DONTNEED, 5: os.POSIX_FADV_NOREUSE,
+    Advice.NORMAL: os.POSIX_FADV_NORMAL, Advice.SEQUENTIAL: os.POSIX_FADV_SEQUENTIAL,
+    Advice.RANDOM: os.POSIX_FADV_RANDOM, Advice.WILLNEED: os.POSIX_FADV_WILLNEED,
+    Advice.DONTNEED: os.POSIX_FADV_DONTNEED, Advice.NOREUSE: os.POSIX_FADV_NOREUSE,
 }
+# What fd_fdstat_set_flags can change on an open file (Linux cannot change the sync flags).
+_SETTABLE_FDFLAGS = int(Fdflags.APPEND | Fdflags.NONBLOCK)
+_ALL_FDFLAGS = int(Fdflags.APPEND | Fdflags.DSYNC | Fdflags.NONBLOCK | Fdflags.RSYNC | Fdflags.SYNC)
+_ALL_OFLAGS = int(Oflags.CREAT | Oflags.DIRECTORY | Oflags.EXCL | Oflags.TRUNC)
+_LOOKUPFLAGS = int(Lookupflags.SYMLINK_FOLLOW)
+_ALL_SDFLAGS = int(Sdflags.RD | Sdflags.WR)
 _I64_SIGN = 1 << 63
 _MAX_IOVS = 1024  # IOV_MAX: more is EINVAL, as the kernel would say
 
@@ -87,10 +108,10 @@ class WasiState:
         self.file_size = file_size
         self.io = [0, 0]  # bytes read, bytes written through fd_read/fd_pread and fd_write/fd_pwrite
         self.fds = FdTable(open_files)
-        for fd in (0, 1, 2):
+        for fd, rights in ((0, STDIN_RIGHTS), (1, STDOUT_RIGHTS), (2, STDOUT_RIGHTS)):
             self.fds.entries[fd] = Descriptor(
-                filetype=_stdio_filetype(fd), rights_base=int(STDIO_RIGHTS),
-                rights_inheriting=0, host_fd=fd,
+                filetype=_stdio_filetype(fd), rights_base=int(rights),
+                rights_inheriting=0, host_fd=fd, stdio=True,
             )
         for handle, (name, readonly) in enumerate(preopens):
             base = DIRECTORY_READONLY_RIGHTS if readonly else DIRECTORY_RIGHTS
@@ -104,8 +125,13 @@ class WasiState:
 
 
 def _stdio_filetype(fd: int) -> Filetype:
+    """A terminal is a character device; any other stream is UNKNOWN, as in wasmtime.
+
+    wasi-libc's isatty() is "a character device without seek rights", so
+    /dev/null or a file on stdin must not look like one.
+    """
     try:
-        return filetype_of_mode(os.fstat(fd).st_mode)
+        return Filetype.CHARACTER_DEVICE if os.isatty(fd) else Filetype.UNKNOWN
     except OSError:
         return Filetype.UNKNOWN
 
@@ -129,28 +155,44 @@ class WasiHost:
 
     def _path(self, ptr: int, length: int) -> bytes:
         raw = self.mem.read(ptr, length)
-        if b"\0" in raw:
-            raise WasiError(Errno.INVAL)
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError:
             raise WasiError(Errno.ILSEQ) from None
-        if len(raw) > 4096:
+        if b"\0" in raw:
+            raise WasiError(Errno.INVAL)
+        if len(raw) > PATH_MAX:
             raise WasiError(Errno.NAMETOOLONG)
         return raw
 
     def _dir(self, fd: int, rights: int) -> Descriptor:
+        """The directory a path call names (anything else is EBADF, as in wasmtime)."""
         entry = self.s.fds.get(fd)
         if not entry.is_remote:
-            raise WasiError(Errno.NOTDIR)
-        if (entry.rights_base & rights) != rights:
-            raise WasiError(Errno.NOTCAPABLE)
+            raise WasiError(Errno.BADF)
+        _require(entry, rights)
         return entry
 
-    def _local(self, fd: int, rights: int) -> Descriptor:
-        entry = self.s.fds.get(fd, rights)
+    def _file(self, fd: int, rights: int, *, on_stdio: Errno | None = None) -> Descriptor:
+        """The file (or stdio stream) a data call names.
+
+        A directory is EBADF, as in wasmtime. `on_stdio` is the answer when
+        the call makes no sense on a stream: ESPIPE for positioned calls,
+        EBADF for the file-only ones. A right the guest gave up, or never
+        asked for, is ENOTCAPABLE; one its open mode withholds (writing to a
+        read-only file) is answered by the kernel, as natively (EBADF).
+        """
+        entry = self.s.fds.get(fd)
         if entry.is_remote:
-            raise WasiError(Errno.ISDIR)
+            raise WasiError(Errno.BADF)
+        if entry.stdio and on_stdio is not None:
+            raise WasiError(on_stdio)
+        missing = rights & ~entry.rights_base
+        if missing:
+            if missing & (entry.dropped | ~int(ACCESS_MODE_RIGHTS)):
+                raise WasiError(Errno.NOTCAPABLE)
+            if entry.stdio:
+                raise WasiError(Errno.BADF)  # the other direction of a stream
         return entry
 
     def _buffers(self, iovs: int, iovs_len: int) -> list[memoryview]:
@@ -234,20 +276,20 @@ class WasiHost:
 
     def proc_raise(self, sig: int) -> int:
         # Raising a signal in the child would let the guest pick how its
-        # process dies; wasmtime does not implement this either.
-        return Errno.NOSYS
+        # process dies; wasmtime answers ENOTSUP too.
+        return Errno.NOTSUP
 
     # -- descriptors --------------------------------------------------------------
 
     def fd_advise(self, fd: int, offset: int, length: int, advice: int) -> int:
-        entry = self._local(fd, Rights.FD_ADVISE)
+        entry = self._file(fd, Rights.FD_ADVISE, on_stdio=Errno.BADF)
         if advice not in _ADVICE:
             return Errno.INVAL
         os.posix_fadvise(entry.host_fd, offset, length, _ADVICE[advice])
         return Errno.SUCCESS
 
     def fd_allocate(self, fd: int, offset: int, length: int) -> int:
-        entry = self._local(fd, Rights.FD_ALLOCATE)
+        entry = self._file(fd, Rights.FD_ALLOCATE, on_stdio=Errno.BADF)
         self._check_file_size(offset + length)
         os.posix_fallocate(entry.host_fd, offset, length)
         return Errno.SUCCESS
@@ -256,21 +298,26 @@ class WasiHost:
         entry = self.s.fds.pop(fd)
         if entry.is_remote:
             self.s.broker.call_errno(protocol.DirClose(entry.handle))
-        elif fd > 2 or entry.host_fd > 2:
+        elif not entry.stdio:
+            # The host's stdio stays open: the supervisor reads it to the end,
+            # and a later donated fd must never take its number.
             close_quietly(entry.host_fd)
         return Errno.SUCCESS
 
     def fd_datasync(self, fd: int) -> int:
-        entry = self._local(fd, Rights.FD_DATASYNC)
+        entry = self._file(fd, Rights.FD_DATASYNC, on_stdio=Errno.BADF)
         os.fdatasync(entry.host_fd)
         return Errno.SUCCESS
 
     def fd_sync(self, fd: int) -> int:
-        entry = self.s.fds.get(fd, Rights.FD_SYNC)
+        entry = self.s.fds.get(fd)
         if entry.is_remote:
+            # A directory is flushed too (wasmtime answers EBADF): programs
+            # fsync a directory after a rename for durability.
+            _require(entry, Rights.FD_SYNC)
             self._ask(protocol.DirSync(entry.handle))
         else:
-            os.fsync(entry.host_fd)
+            os.fsync(self._file(fd, Rights.FD_SYNC, on_stdio=Errno.BADF).host_fd)
         return Errno.SUCCESS
 
     def fd_fdstat_get(self, fd: int, result: int) -> int:
@@ -280,14 +327,11 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_fdstat_set_flags(self, fd: int, flags: int) -> int:
-        entry = self.s.fds.get(fd, Rights.FD_FDSTAT_SET_FLAGS)
-        if entry.is_remote:
-            return Errno.BADF
+        # Files only: O_NONBLOCK on stdio would change the host's shared stream.
+        entry = self._file(fd, Rights.FD_FDSTAT_SET_FLAGS, on_stdio=Errno.BADF)
         # Only APPEND and NONBLOCK can change on an open file on Linux.
-        if flags & ~(Fdflags.APPEND | Fdflags.NONBLOCK):
+        if flags & ~_SETTABLE_FDFLAGS:
             return Errno.INVAL
-        import fcntl
-
         current = fcntl.fcntl(entry.host_fd, fcntl.F_GETFL)
         wanted = current & ~(os.O_APPEND | os.O_NONBLOCK)
         if flags & Fdflags.APPEND:
@@ -295,13 +339,16 @@ class WasiHost:
         if flags & Fdflags.NONBLOCK:
             wanted |= os.O_NONBLOCK
         fcntl.fcntl(entry.host_fd, fcntl.F_SETFL, wanted)
-        entry.fdflags = (entry.fdflags & ~(Fdflags.APPEND | Fdflags.NONBLOCK)) | flags
+        entry.fdflags = (entry.fdflags & ~_SETTABLE_FDFLAGS) | flags
         return Errno.SUCCESS
 
     def fd_fdstat_set_rights(self, fd: int, base: int, inheriting: int) -> int:
         entry = self.s.fds.get(fd)
         if base & ~entry.rights_base or inheriting & ~entry.rights_inheriting:
             return Errno.NOTCAPABLE  # rights can only be dropped
+        # Remembered, so a dropped right stays ENOTCAPABLE even where its
+        # absence would otherwise be left to the kernel (see _file).
+        entry.dropped |= entry.rights_base & ~base
         entry.rights_base, entry.rights_inheriting = base, inheriting
         return Errno.SUCCESS
 
@@ -312,27 +359,33 @@ class WasiHost:
             if reply.errno:
                 return reply.errno
             self._write_filestat(result, reply)
+        elif entry.stdio:
+            # A stream has no inode, size or times (as in wasmtime); this also
+            # keeps the host's device and inode numbers from the guest.
+            self.mem.pack(self.filestat, result, 0, 0, entry.filetype, 0, 0, 0, 0, 0)
         else:
             self._write_host_stat(result, os.fstat(entry.host_fd))
         return Errno.SUCCESS
 
     def fd_filestat_set_size(self, fd: int, size: int) -> int:
-        entry = self._local(fd, Rights.FD_FILESTAT_SET_SIZE)
+        entry = self._file(fd, Rights.FD_FILESTAT_SET_SIZE, on_stdio=Errno.BADF)
         self._check_file_size(size)
         os.ftruncate(entry.host_fd, size)
         return Errno.SUCCESS
 
     def fd_filestat_set_times(self, fd: int, atim: int, mtim: int, fstflags: int) -> int:
-        entry = self.s.fds.get(fd, Rights.FD_FILESTAT_SET_TIMES)
         _check_fstflags(fstflags)
+        entry = self.s.fds.get(fd)
         if entry.is_remote:
+            _require(entry, Rights.FD_FILESTAT_SET_TIMES)
             self._ask(protocol.DirFilestatSetTimes(entry.handle, atim, mtim, fstflags))
         else:
+            entry = self._file(fd, Rights.FD_FILESTAT_SET_TIMES, on_stdio=Errno.BADF)
             os.utime(entry.host_fd, ns=_utime_ns(os.fstat(entry.host_fd), atim, mtim, fstflags))
         return Errno.SUCCESS
 
     def fd_pread(self, fd: int, iovs: int, iovs_len: int, offset: int, nread: int) -> int:
-        entry = self._local(fd, Rights.FD_READ | Rights.FD_SEEK)
+        entry = self._file(fd, Rights.FD_READ | Rights.FD_SEEK, on_stdio=Errno.SPIPE)
         buffers = self._buffers(iovs, iovs_len)
         count = os.preadv(entry.host_fd, buffers, offset) if buffers else 0
         self.s.io[0] += count
@@ -340,7 +393,7 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_pwrite(self, fd: int, iovs: int, iovs_len: int, offset: int, nwritten: int) -> int:
-        entry = self._local(fd, Rights.FD_WRITE | Rights.FD_SEEK)
+        entry = self._file(fd, Rights.FD_WRITE | Rights.FD_SEEK, on_stdio=Errno.SPIPE)
         buffers = self._buffers(iovs, iovs_len)
         self._check_file_size(offset + sum(len(b) for b in buffers))
         count = os.pwritev(entry.host_fd, buffers, offset) if buffers else 0
@@ -349,7 +402,7 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_read(self, fd: int, iovs: int, iovs_len: int, nread: int) -> int:
-        entry = self._local(fd, Rights.FD_READ)
+        entry = self._file(fd, Rights.FD_READ)
         buffers = self._buffers(iovs, iovs_len)
         count = os.readv(entry.host_fd, buffers) if buffers else 0
         self.s.io[0] += count
@@ -357,7 +410,7 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_write(self, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
-        entry = self._local(fd, Rights.FD_WRITE)
+        entry = self._file(fd, Rights.FD_WRITE)
         buffers = self._buffers(iovs, iovs_len)
         if self.s.file_size >= 0 and entry.filetype == Filetype.REGULAR_FILE:
             end = os.lseek(entry.host_fd, 0, os.SEEK_CUR) + sum(len(b) for b in buffers)
@@ -381,7 +434,7 @@ class WasiHost:
     def fd_prestat_dir_name(self, fd: int, path: int, path_len: int) -> int:
         entry = self.s.fds.get(fd)
         if entry.preopen is None:
-            return Errno.BADF
+            return Errno.NOTDIR  # as wasmtime (fd_prestat_get says EBADF)
         if path_len < len(entry.preopen):
             return Errno.NAMETOOLONG
         self.mem.write(path, entry.preopen)
@@ -429,20 +482,16 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_seek(self, fd: int, offset: int, whence: int, result: int) -> int:
-        wanted = Rights.FD_TELL if (offset == 0 and whence == self._whence_cur) else Rights.FD_SEEK
-        entry = self._local(fd, wanted)
         how = self.snapshot.whence.get(whence)
         if how is None:
             return Errno.INVAL
+        wanted = Rights.FD_TELL if (offset == 0 and how == os.SEEK_CUR) else Rights.FD_SEEK
+        entry = self._file(fd, wanted, on_stdio=Errno.SPIPE)
         self.mem.set_u64(result, os.lseek(entry.host_fd, _signed64(offset), how))
         return Errno.SUCCESS
 
-    @property
-    def _whence_cur(self) -> int:
-        return next(k for k, v in self.snapshot.whence.items() if v == os.SEEK_CUR)
-
     def fd_tell(self, fd: int, result: int) -> int:
-        entry = self._local(fd, Rights.FD_TELL)
+        entry = self._file(fd, Rights.FD_TELL, on_stdio=Errno.SPIPE)
         self.mem.set_u64(result, os.lseek(entry.host_fd, 0, os.SEEK_CUR))
         return Errno.SUCCESS
 
@@ -455,15 +504,18 @@ class WasiHost:
             needed |= Rights.PATH_CREATE_FILE
         if oflags & Oflags.TRUNC:
             needed |= Rights.PATH_FILESTAT_SET_SIZE
+        entry = self.s.fds.get(fd)
+        if not entry.is_remote:  # as wasmtime: under a file ENOTDIR, under stdio EBADF
+            return Errno.BADF if entry.stdio else Errno.NOTDIR
         parent = self._dir(fd, needed)
         name = self._path(path, path_len)
-        if oflags & ~0xF or fdflags & ~0x1F or dirflags & ~1:
+        if oflags & ~_ALL_OFLAGS or fdflags & ~_ALL_FDFLAGS or dirflags & ~_LOOKUPFLAGS:
             return Errno.INVAL
         self.s.fds.check_room()
         self.mem.refresh()  # fail on a bad `opened` pointer before the broker acts
         self.mem.slice(opened, 4)
         if rights_base & WRITE_INTENT & ~parent.rights_inheriting:
-            return Errno.NOTCAPABLE  # e.g. opening for write under a read-only preopen
+            return Errno.NOTCAPABLE  # e.g. opening for writing under a read-only preopen
         rights_base &= parent.rights_inheriting
         rights_inheriting &= parent.rights_inheriting
         reply, fds = self.s.broker.call(
@@ -483,11 +535,13 @@ class WasiHost:
             )
         else:
             (host_fd,) = fds
+            # The broker opened it for writing only with a write right asked
+            # for, and for reading unless only writing was asked for.
             mask = int(FILE_READONLY_RIGHTS if parent.readonly else FILE_RIGHTS)
-            if not rights_base & WRITE_INTENT and not oflags & Oflags.TRUNC:
-                mask &= ~int(Rights.FD_WRITE | WRITE_INTENT)
+            if not rights_base & WRITE_INTENT:
+                mask &= ~int(WRITE_INTENT)
             elif not rights_base & READ_INTENT:
-                mask &= ~int(Rights.FD_READ)
+                mask &= ~int(READ_INTENT)
             entry = Descriptor(
                 filetype=Filetype(reply.filetype), rights_base=rights_base & mask,
                 rights_inheriting=rights_inheriting & mask, fdflags=fdflags,
@@ -500,7 +554,7 @@ class WasiHost:
     def path_filestat_get(self, fd: int, flags: int, path: int, path_len: int, result: int) -> int:
         parent = self._dir(fd, Rights.PATH_FILESTAT_GET)
         name = self._path(path, path_len)
-        if flags & ~1:
+        if flags & ~_LOOKUPFLAGS:
             return Errno.INVAL
         reply, _ = self.s.broker.call(
             protocol.PathFilestatGet(parent.handle, flags, name), protocol.StatReply)
@@ -514,7 +568,7 @@ class WasiHost:
         parent = self._dir(fd, Rights.PATH_FILESTAT_SET_TIMES)
         name = self._path(path, path_len)
         _check_fstflags(fstflags)
-        if flags & ~1:
+        if flags & ~_LOOKUPFLAGS:
             return Errno.INVAL
         self._ask(protocol.PathFilestatSetTimes(parent.handle, flags, atim, mtim, fstflags, name))
         return Errno.SUCCESS
@@ -546,7 +600,7 @@ class WasiHost:
                   new_path: int, new_len: int) -> int:
         old_dir = self._dir(old_fd, Rights.PATH_LINK_SOURCE)
         new_dir = self._dir(new_fd, Rights.PATH_LINK_TARGET)
-        if old_flags & ~1:
+        if old_flags & ~_LOOKUPFLAGS:
             return Errno.INVAL
         self._ask(protocol.PathLink(old_dir.handle, old_flags, new_dir.handle,
                                     self._path(old_path, old_len), self._path(new_path, new_len)))
@@ -575,7 +629,7 @@ class WasiHost:
 
     def poll_oneoff(self, subs: int, events: int, nsubscriptions: int, nevents: int) -> int:
         if nsubscriptions == 0:
-            return Errno.INVAL
+            return Errno.INVAL  # it would sleep forever
         layout = self.snapshot.subscription
         mem = self.mem
         mem.slice(subs, nsubscriptions * layout.size)
@@ -583,18 +637,19 @@ class WasiHost:
         now = time.monotonic_ns()
         deadline: int | None = None
         clock_subs: list[tuple[int, int]] = []  # (userdata, deadline in monotonic ns)
-        fd_subs: list[tuple[int, int, int, int]] = []  # (userdata, type, fd, host_fd)
+        fd_subs: list[tuple[int, int, int]] = []  # (userdata, type, host_fd)
         ready: list[tuple[int, int, int, int, int]] = []  # userdata, error, type, nbytes, flags
+        # A subscription that names a bad clock or descriptor fails the whole
+        # call, as in wasmtime, before anything waits.
         for i in range(nsubscriptions):
             base = subs + i * layout.size
             userdata, tag = mem.unpack(layout.head, base)
             if tag == Eventtype.CLOCK:
                 clock_id, timeout, _precision, flags = mem.unpack(
                     layout.clock, base + layout.clock_offset)
-                clock = _CLOCKS.get(clock_id)
-                if clock is None:
-                    ready.append((userdata, Errno.INVAL, tag, 0, 0))
-                    continue
+                clock = _POLL_CLOCKS.get(clock_id)
+                if clock is None or flags & ~_ALL_SUBCLOCKFLAGS:
+                    return Errno.INVAL
                 if flags & Subclockflags.ABSTIME:
                     at = now + max(0, timeout - time.clock_gettime_ns(clock))
                 else:
@@ -603,40 +658,38 @@ class WasiHost:
                 deadline = at if deadline is None else min(deadline, at)
             elif tag in (Eventtype.FD_READ, Eventtype.FD_WRITE):
                 (fd,) = mem.unpack(layout.fd, base + layout.fd_offset)
-                entry = self.s.fds.entries.get(fd)
-                if entry is None:
-                    ready.append((userdata, Errno.BADF, tag, 0, 0))
-                elif entry.is_remote:
-                    ready.append((userdata, Errno.BADF, tag, 0, 0))
-                elif not entry.rights_base & Rights.POLL_FD_READWRITE:
-                    ready.append((userdata, Errno.NOTCAPABLE, tag, 0, 0))
-                elif entry.filetype == Filetype.REGULAR_FILE:
-                    ready.append((userdata, 0, tag, _bytes_left(entry.host_fd, tag), 0))
+                entry = self.s.fds.get(fd)
+                if entry.is_remote:
+                    return Errno.BADF
+                if not entry.rights_base & Rights.POLL_FD_READWRITE:
+                    return Errno.NOTCAPABLE
+                if entry.filetype == Filetype.REGULAR_FILE:
+                    # Always ready; at the end of the file a reader is told so.
+                    left = _bytes_left(entry.host_fd) if tag == Eventtype.FD_READ else 0
+                    eof = tag == Eventtype.FD_READ and left == 0
+                    ready.append((userdata, 0, tag, left, Eventrwflags.FD_READWRITE_HANGUP if eof else 0))
                 else:
-                    fd_subs.append((userdata, tag, fd, entry.host_fd))
+                    fd_subs.append((userdata, tag, entry.host_fd))
             else:
                 return Errno.INVAL
         if not ready:
-            timeout_ms = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e6
             if fd_subs:
                 poller = select.poll()
-                for _, tag, _, host_fd in fd_subs:
+                for _, tag, host_fd in fd_subs:
                     poller.register(host_fd, select.POLLIN if tag == Eventtype.FD_READ else select.POLLOUT)
-                while True:
-                    try:
-                        results = dict(poller.poll(timeout_ms))
-                        break
-                    except InterruptedError:
-                        continue
-                for userdata, tag, _, host_fd in fd_subs:
+                # poll() resumes after a signal with the time left (PEP 475).
+                timeout_ms = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e6
+                results = dict(poller.poll(timeout_ms))
+                for userdata, tag, host_fd in fd_subs:
                     revents = results.get(host_fd, 0)
-                    if revents & (select.POLLNVAL):
+                    if revents & select.POLLNVAL:
                         ready.append((userdata, Errno.BADF, tag, 0, 0))
                     elif revents:
-                        flags = Eventrwflags.FD_READWRITE_HANGUP if revents & select.POLLHUP else 0
-                        ready.append((userdata, 0, tag, 0, flags))
-            elif timeout_ms:
-                time.sleep(timeout_ms / 1e3)
+                        hangup = Eventrwflags.FD_READWRITE_HANGUP if revents & select.POLLHUP else 0
+                        nbytes = _bytes_queued(host_fd) if tag == Eventtype.FD_READ else 0
+                        ready.append((userdata, 0, tag, nbytes, hangup))
+            elif deadline is not None:
+                time.sleep(max(0, deadline - time.monotonic_ns()) / 1e9)
         now = time.monotonic_ns()
         for userdata, at in clock_subs:
             if at <= now:
@@ -648,47 +701,43 @@ class WasiHost:
 
     # -- sockets: wasijail grants no sockets, so only stdio could ever be one ----------
 
-    def _socket(self, fd: int) -> Descriptor:
+    def _socket(self, fd: int, rights: int = 0) -> Descriptor:
         entry = self.s.fds.get(fd)
-        if entry.filetype not in (Filetype.SOCKET_STREAM, Filetype.SOCKET_DGRAM):
+        if entry.is_remote or not _is_socket(entry.host_fd):
             raise WasiError(Errno.NOTSOCK)
-        return entry
+        return self._file(fd, rights) if rights else entry
 
     def sock_accept(self, fd: int, flags: int, result: int) -> int:
         self._socket(fd)
-        return Errno.NOTSUP
+        return Errno.NOTSUP  # no listening socket is ever granted
 
     def sock_recv(self, fd: int, ri_data: int, ri_len: int, ri_flags: int, ro_len: int,
                   ro_flags: int) -> int:
-        entry = self._local(fd, Rights.FD_READ)
-        self._socket(fd)
+        entry = self._socket(fd, Rights.FD_READ)
         buffers = self._buffers(ri_data, ri_len)
-        import socket as _socket
-
-        sock = _socket.socket(fileno=os.dup(entry.host_fd))
+        sock = socket.socket(fileno=os.dup(entry.host_fd))
         try:
             count, _, msg_flags, _ = sock.recvmsg_into(buffers, 0, _recv_flags(ri_flags))
         finally:
             sock.close()
+        self.s.io[0] += count
         self.mem.set_u32(ro_len, count)
-        self.mem.pack(_U16, ro_flags, 1 if msg_flags & _socket.MSG_TRUNC else 0)
+        self.mem.pack(_U16, ro_flags, Roflags.RECV_DATA_TRUNCATED if msg_flags & socket.MSG_TRUNC else 0)
         return Errno.SUCCESS
 
     def sock_send(self, fd: int, si_data: int, si_len: int, si_flags: int, so_len: int) -> int:
-        entry = self._local(fd, Rights.FD_WRITE)
-        self._socket(fd)
+        entry = self._socket(fd, Rights.FD_WRITE)
         count = os.writev(entry.host_fd, self._buffers(si_data, si_len))
+        self.s.io[1] += count
         self.mem.set_u32(so_len, count)
         return Errno.SUCCESS
 
     def sock_shutdown(self, fd: int, how: int) -> int:
         entry = self._socket(fd)
-        if not how or how & ~(Sdflags.RD | Sdflags.WR):
+        mode = _SHUTDOWN.get(how)
+        if mode is None:
             return Errno.INVAL
-        import socket as _socket
-
-        mode = {1: _socket.SHUT_RD, 2: _socket.SHUT_WR, 3: _socket.SHUT_RDWR}[how]
-        sock = _socket.socket(fileno=os.dup(entry.host_fd))
+        sock = socket.socket(fileno=os.dup(entry.host_fd))
         try:
             sock.shutdown(mode)
         finally:
@@ -699,22 +748,41 @@ class WasiHost:
 _U16 = struct.Struct("<H")
 
 
-def _recv_flags(ri_flags: int) -> int:
-    import socket as _socket
+_SHUTDOWN = {Sdflags.RD: socket.SHUT_RD, Sdflags.WR: socket.SHUT_WR,
+             Sdflags.RD | Sdflags.WR: socket.SHUT_RDWR}
+_ALL_SUBCLOCKFLAGS = int(Subclockflags.ABSTIME)
+_ALL_FSTFLAGS = int(Fstflags.ATIM | Fstflags.ATIM_NOW | Fstflags.MTIM | Fstflags.MTIM_NOW)
+_FIONREAD = struct.Struct("i")
 
+
+def _recv_flags(ri_flags: int) -> int:
     flags = 0
-    if ri_flags & 1:
-        flags |= _socket.MSG_PEEK
-    if ri_flags & 2:
-        flags |= _socket.MSG_WAITALL
+    if ri_flags & Riflags.RECV_PEEK:
+        flags |= socket.MSG_PEEK
+    if ri_flags & Riflags.RECV_WAITALL:
+        flags |= socket.MSG_WAITALL
     return flags
 
 
-def _bytes_left(host_fd: int, tag: int) -> int:
-    if tag != Eventtype.FD_READ:
-        return 0
+def _is_socket(host_fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(host_fd).st_mode)
+    except OSError:
+        return False
+
+
+def _bytes_left(host_fd: int) -> int:
+    """Bytes between a file's position and its end."""
     try:
         return max(0, os.fstat(host_fd).st_size - os.lseek(host_fd, 0, os.SEEK_CUR))
+    except OSError:
+        return 0
+
+
+def _bytes_queued(host_fd: int) -> int:
+    """Bytes waiting in a pipe, terminal or socket (FIONREAD), 0 when unknown."""
+    try:
+        return _FIONREAD.unpack(fcntl.ioctl(host_fd, termios.FIONREAD, bytes(_FIONREAD.size)))[0]
     except OSError:
         return 0
 
@@ -731,8 +799,19 @@ def _whole_dirents(data: bytes) -> tuple[int, int]:
     return offset, cookie
 
 
+def _require(entry: Descriptor, rights: int) -> None:
+    """Refuse a directory call its rights do not allow.
+
+    A read-only preopen lacks every mutating right, so changing its tree is
+    ENOTCAPABLE ("Capabilities insufficient"), as fd_fdstat_get reports;
+    wasmtime says EPERM there.
+    """
+    if rights & ~entry.rights_base:
+        raise WasiError(Errno.NOTCAPABLE)
+
+
 def _check_fstflags(fstflags: int) -> None:
-    if fstflags & ~0xF:
+    if fstflags & ~_ALL_FSTFLAGS:
         raise WasiError(Errno.INVAL)
     if (fstflags & Fstflags.ATIM and fstflags & Fstflags.ATIM_NOW) or (
             fstflags & Fstflags.MTIM and fstflags & Fstflags.MTIM_NOW):

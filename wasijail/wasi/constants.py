@@ -170,16 +170,20 @@ FILE_READONLY_RIGHTS = (
     Rights.FD_READ | Rights.FD_SEEK | Rights.FD_FDSTAT_SET_FLAGS | Rights.FD_SYNC
     | Rights.FD_TELL | Rights.FD_ADVISE | Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRITE
 )
-STDIO_RIGHTS = (
-    Rights.FD_READ | Rights.FD_WRITE | Rights.FD_FDSTAT_SET_FLAGS | Rights.FD_FILESTAT_GET
-    | Rights.POLL_FD_READWRITE
-)
+# stdio are streams, one direction each (as wasmtime reports them): no seek,
+# no tell, so wasi-libc's isatty() depends on the filetype alone.
+STDIN_RIGHTS = Rights.FD_READ | Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRITE
+STDOUT_RIGHTS = Rights.FD_WRITE | Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRITE
 # A guest asking for any of these on path_open wants the file open for reading
 # or for writing; the broker opens the host file accordingly (as wasmtime does).
 READ_INTENT = Rights.FD_READ | Rights.FD_READDIR
 WRITE_INTENT = (
     Rights.FD_DATASYNC | Rights.FD_WRITE | Rights.FD_ALLOCATE | Rights.FD_FILESTAT_SET_SIZE
 )
+# The rights an open mode grants or withholds (wasi-libc asks for all others
+# whatever the mode). One missing because of the mode is answered as the kernel
+# answers the call (EBADF for a write to a read-only file), not ENOTCAPABLE.
+ACCESS_MODE_RIGHTS = READ_INTENT | WRITE_INTENT
 
 
 class Filetype(IntEnum):
