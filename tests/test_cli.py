@@ -193,3 +193,39 @@ def test_policy_file_preopens_and_flag_override(tmp_path):
     env = wasijail("run", "--policy", policy, "--env", "WHO=flag", program("env.wasm"))
     assert "env:WHO=flag" in text(env.stdout).splitlines()
     shutil.rmtree(data)
+
+
+# --- policy show and limit flags -----------------------------------------------------
+
+
+def test_policy_show_applies_flags_over_the_file(tmp_path):
+    policy = tmp_path / "p.toml"
+    policy.write_text('[limits]\ntimeout = "10s"\nmemory = "64MiB"\n')
+    proc = wasijail("policy", "show", "--policy", policy, "--timeout", "3s", "-W", "fuel=500",
+                    f"--dir={tmp_path}::/t::ro", "--env", "A=1")
+    out = text(proc.stdout)
+    assert proc.returncode == 0, text(proc.stderr)
+    assert 'timeout = "3s"' in out and 'memory = "64MiB"' in out and "fuel = 500" in out
+    assert f'host = "{tmp_path}"\nguest = "/t"\nmode = "ro"' in out
+    # what it prints is itself a policy file that loads to the same settings
+    shown = tmp_path / "shown.toml"
+    shown.write_text(out)
+    again = wasijail("policy", "show", "--policy", shown)
+    assert text(again.stdout).split("\n", 2)[2] == out.split("\n", 2)[2]
+
+
+def test_bad_limit_flag_names_the_flag():
+    err = assert_one_line_error(wasijail("policy", "show", "--memory", "lots"))
+    assert err.startswith("wasijail: error: --memory: ")
+
+
+def test_fuel_flag_and_limit_report():
+    proc = wasijail("run", "--fuel", "1000", program("spin.wasm"))
+    assert proc.returncode == 134
+    assert text(proc.stderr) == "wasijail: resource limit: fuel: all fuel consumed\n"
+
+
+def test_wasmtime_timeout_spelling():
+    proc = wasijail("run", "-W", "timeout=200ms", program("spin.wasm"))
+    assert proc.returncode == 134
+    assert text(proc.stderr).endswith("wasm trap: interrupt (timed out after 0.2 s)\n")

@@ -15,7 +15,6 @@ from pathlib import Path
 from .results import STATUS_ERROR, STATUS_USAGE, OutcomeKind, RunResult, WasijailError
 
 PROG = "wasijail"
-SUBCOMMANDS = ("run",)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,8 +22,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(STATUS_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _run_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} run", description="Run a WASI module under a sandbox policy.")
+# Each limit's flag; the policy key is the same name with underscores.
+LIMIT_FLAGS = (
+    ("memory", "SIZE", "cap on linear memory (memory.grow returns -1 past it)"),
+    ("table-elements", "N", "cap on table elements"),
+    ("timeout", "DURATION", "wall-clock deadline; the child is killed at it"),
+    ("cpu-time", "DURATION", "CPU time before the module is interrupted"),
+    ("fuel", "N", "wasm fuel units (0: unlimited)"),
+    ("output", "SIZE", "cap per captured output stream"),
+    ("open-files", "N", "WASI descriptors open at once"),
+    ("file-size", "SIZE", "largest file the module may write"),
+    ("module-size", "SIZE", "largest module accepted"),
+    ("compile-timeout", "DURATION", "deadline for compiling the module"),
+)
+
+
+def add_policy_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that fill a Policy: shared by `run`, `policy show` and `batch`."""
     p.add_argument("--policy", metavar="FILE", help="policy file (TOML); default: the built-in safe default")
     p.add_argument("--dir", action="append", default=[], metavar="HOST[::GUEST[::ro]]",
                    help="preopen HOST under the name GUEST (default: HOST as written); ::ro makes it read-only")
@@ -32,9 +46,19 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="legacy form of --dir, guest name first")
     p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="set NAME for the module, or copy it from the host when no value is given")
-    p.add_argument("--invoke", metavar="NAME", help="call this export instead of _start and print its results")
     p.add_argument("-W", dest="wasm_options", action="append", default=[], metavar="OPT=VAL",
-                   help="wasmtime-style limits: timeout=, max-memory-size=, fuel=")
+                   help="wasmtime's spelling of limits: timeout=, max-memory-size=, fuel=, ...")
+    group = p.add_argument_group("limits (override the policy file)")
+    for flag, metavar, text in LIMIT_FLAGS:
+        group.add_argument(f"--{flag}", dest=f"limit_{flag.replace('-', '_')}", metavar=metavar, help=text)
+    p.add_argument("--require", action="append", default=[], metavar="LAYER",
+                   help="refuse to run unless this sandbox layer is available (see `wasijail doctor`)")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} run", description="Run a WASI module under a sandbox policy.")
+    add_policy_flags(p)
+    p.add_argument("--invoke", metavar="NAME", help="call this export instead of _start and print its results")
     p.add_argument("module", metavar="MODULE", help="a .wasm or .wat file")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the module")
     return p
@@ -42,9 +66,10 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def _main_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="A WASI runtime for untrusted WebAssembly, with an OS-level sandbox.",
-                usage=f"{PROG} [run] [OPTIONS] MODULE [ARGS...]")
+                usage=f"{PROG} [run] [OPTIONS] MODULE [ARGS...]\n       {PROG} COMMAND ...")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", help="run a module (the default command)", add_help=False)
+    for name, (_, text) in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return p
 
 
@@ -63,6 +88,12 @@ def build_policy(ns: argparse.Namespace):
         policy = policy.with_env(name, value)
     for text in ns.wasm_options:
         policy = policy.with_limits("-W", **parse_wasmtime_w_flag(text))
+    for flag, _, _ in LIMIT_FLAGS:
+        value = getattr(ns, f"limit_{flag.replace('-', '_')}")
+        if value is not None:
+            policy = policy.with_limits(f"--{flag}", **{flag.replace("-", "_"): value})
+    if ns.require:
+        policy = policy.with_require(*ns.require)
     return policy
 
 
@@ -94,8 +125,14 @@ def _report(result: RunResult, module: str) -> None:
     elif outcome.kind is OutcomeKind.TIMEOUT:
         sys.stderr.write(f"Error: failed to run main module `{module}`\n\nCaused by:\n"
                          f"    wasm trap: interrupt ({outcome.detail})\n")
+    elif outcome.kind is OutcomeKind.LIMIT:
+        sys.stderr.write(f"{PROG}: resource limit: {outcome.detail}\n")
+    elif outcome.kind is OutcomeKind.VIOLATION:
+        sys.stderr.write(f"{PROG}: sandbox violation: {outcome.detail}\n")
+    elif outcome.kind is OutcomeKind.CRASH:
+        sys.stderr.write(f"{PROG}: crash: {outcome.detail}\n")
     else:
-        sys.stderr.write(f"{PROG}: {outcome.kind.value}: {outcome.detail}\n")
+        sys.stderr.write(f"{PROG}: error: {outcome.detail}\n")
 
 
 def run_command(argv: list[str]) -> int:
@@ -129,17 +166,41 @@ def run_command(argv: list[str]) -> int:
     return result.returncode
 
 
+def policy_command(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} policy", description="Show the effective policy after flags are applied.")
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = sub.add_parser("show", help="print the effective policy as TOML")
+    add_policy_flags(show)
+    show.error = p.error  # type: ignore[method-assign]
+    ns = p.parse_args(argv)
+    from .policy import PolicyError
+
+    try:
+        sys.stdout.write(build_policy(ns).to_toml())
+    except PolicyError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    return 0
+
+
+COMMANDS = {
+    "run": (run_command, "run a module (the default command)"),
+    "policy": (policy_command, "show the effective policy (`policy show [--policy F] [flags]`)"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv and argv[0] == "run":
-            return run_command(argv[1:])
-        if argv and not argv[0].startswith("-"):
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]][0](argv[1:])
+        if argv and argv[0] in ("-h", "--help"):
+            _main_parser().print_help()
+            return 0
+        if argv:
             return run_command(argv)  # `wasijail demo.wasm`, like `wasmtime demo.wasm`
-        if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
-            return run_command(argv)  # flags before the module: still a run
-        _main_parser().print_help(sys.stderr if not argv else sys.stdout)
-        return STATUS_USAGE if not argv else 0
+        _main_parser().print_help(sys.stderr)
+        return STATUS_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
