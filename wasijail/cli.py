@@ -183,9 +183,68 @@ def policy_command(argv: list[str]) -> int:
     return 0
 
 
+def _is_interrupt(exc: BaseException) -> bool:
+    """A KeyboardInterrupt, alone or inside the exception groups trio's nurseries make."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(KeyboardInterrupt) is not None
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def batch_command(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} batch", description="Run every job of a JSON Lines manifest, resumably.")
+    add_policy_flags(p)
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="jobs running at once (default: the number of cores)")
+    p.add_argument("--results", default="results.jsonl", metavar="FILE",
+                   help="results file, one JSON object per finished job (default: results.jsonl);"
+                        " jobs already in it are skipped")
+    p.add_argument("--output-dir", metavar="DIR", help="write each job's stdout/stderr here instead of inline")
+    p.add_argument("--allow-failures", action="store_true", help="exit 0 even when jobs did not exit 0")
+    p.add_argument("manifest", metavar="MANIFEST", help="JSON Lines file, one job per line")
+    ns = p.parse_args(argv)
+    if ns.jobs < 1:
+        p.error("--jobs must be at least 1")
+    import trio
+
+    from .batch import Progress, failures, finished_ids, format_summary, load_manifest, run_batch
+    from .policy import PolicyError
+
+    try:
+        policy = build_policy(ns)
+        jobs = load_manifest(Path(ns.manifest))
+    except (PolicyError, WasijailError) as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    results = Path(ns.results)
+    skipped = len({j.id for j in jobs} & finished_ids(results))
+    progress = Progress(len(jobs), skipped)
+    try:
+        # Ctrl-C lands at a checkpoint, like a cancellation: every running
+        # child is killed and reaped, and no result line is cut in half.
+        summary = trio.run(lambda: run_batch(
+            jobs, policy=policy, results=results, parallel=ns.jobs,
+            output_dir=Path(ns.output_dir) if ns.output_dir else None, on_result=progress.update),
+            restrict_keyboard_interrupt_to_checkpoints=True)
+    except OSError as exc:
+        progress.close()
+        sys.stderr.write(f"{PROG}: error: {exc.filename or ns.results}: {exc.strerror}\n")
+        return STATUS_ERROR
+    except BaseException as exc:
+        if not _is_interrupt(exc):
+            raise
+        progress.close()
+        sys.stderr.write(f"{PROG}: interrupted: finished jobs are in {results}; rerun to resume\n")
+        return 130
+    progress.close()
+    sys.stderr.write(format_summary(summary))
+    failed = failures(results, {job.id for job in jobs})  # this run's and earlier runs' jobs
+    return 0 if ns.allow_failures or failed == 0 else STATUS_ERROR
+
+
 COMMANDS = {
     "run": (run_command, "run a module (the default command)"),
     "policy": (policy_command, "show the effective policy (`policy show [--policy F] [flags]`)"),
+    "batch": (batch_command, "run the jobs of a JSON Lines manifest (`batch MANIFEST [flags]`)"),
 }
 
 
