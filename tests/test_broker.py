@@ -197,7 +197,7 @@ async def test_tutorial_copy_through_supervisor(tmp_path, resolver):
     (src / "in.txt").write_bytes(b"data" * 5000)
     policy = Policy().with_preopen(src, "/in").with_preopen(dst, "/out")
     async with open_supervisor(resolver=resolver) as supervisor:
-        result = await supervisor.run(RunSpec(program("demo.wasm"), ("/in/in.txt", "/out/copy.txt"), policy))
+        result = await supervisor.run_spec(RunSpec(program("demo.wasm"), ("/in/in.txt", "/out/copy.txt"), policy))
     assert result.returncode == 0
     assert (dst / "copy.txt").read_bytes() == b"data" * 5000
     assert result.usage.brokered_calls >= 2
@@ -212,6 +212,6 @@ async def test_escape_through_supervisor(tmp_path, resolver):
     async with open_supervisor(resolver=resolver) as supervisor:
         for target in ("/box/link", "/box/../secret.txt"):
             with open(os.devnull, "wb") as null:
-                result = await supervisor.run(
+                result = await supervisor.run_spec(
                     RunSpec(program("openpath.wasm"), (target, "r"), policy), stdout=null.fileno())
             assert result.returncode == 1

@@ -224,7 +224,8 @@ class BatchSummary:
 
 async def run_batch(jobs: list[Job], *, policy: Policy, results: Path, parallel: int,
                     output_dir: Path | None = None,
-                    on_result: Callable[[Job, RunResult], None] | None = None) -> BatchSummary:
+                    on_result: Callable[[Job, RunResult], None] | None = None,
+                    cache=None) -> BatchSummary:
     """Run every job not already in `results`, appending one line per finished job."""
     summary = BatchSummary(total=len(jobs))
     done = finished_ids(results)
@@ -239,7 +240,7 @@ async def run_batch(jobs: list[Job], *, policy: Policy, results: Path, parallel:
         for job in todo:
             send.send_nowait(job)
         send.close()
-        async with open_supervisor(max_parallel=parallel) as supervisor:
+        async with open_supervisor(max_parallel=parallel, cache=cache) as supervisor:
 
             async def worker() -> None:
                 async for job in receive:

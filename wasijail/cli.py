@@ -55,9 +55,21 @@ def add_policy_flags(p: argparse.ArgumentParser) -> None:
                    help="refuse to run unless this sandbox layer is available (see `wasijail doctor`)")
 
 
+def add_cache_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-cache", action="store_true", help="compile the module even if a compiled copy is cached")
+    p.add_argument("--cache-dir", metavar="DIR", help="compiled-module cache (default: ~/.cache/wasijail)")
+
+
+def open_cache(ns: argparse.Namespace):
+    from .cache import ModuleCache
+
+    return None if getattr(ns, "no_cache", False) else ModuleCache(ns.cache_dir)
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=f"{PROG} run", description="Run a WASI module under a sandbox policy.")
     add_policy_flags(p)
+    add_cache_flags(p)
     p.add_argument("--invoke", metavar="NAME", help="call this export instead of _start and print its results")
     p.add_argument("module", metavar="MODULE", help="a .wasm or .wat file")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the module")
@@ -154,7 +166,7 @@ def run_command(argv: list[str]) -> int:
     spec = RunSpec(module=Path(ns.module), args=tuple(args), policy=policy, invoke=ns.invoke,
                    invoke_args=invoke_args, argv0=os.path.basename(ns.module))
     async def main() -> RunResult:
-        async with open_supervisor() as supervisor:
+        async with open_supervisor(cache=open_cache(ns), max_parallel=1) as supervisor:
             return await supervisor.run_spec(spec)
 
     try:
@@ -200,6 +212,7 @@ def batch_command(argv: list[str]) -> int:
                         " jobs already in it are skipped")
     p.add_argument("--output-dir", metavar="DIR", help="write each job's stdout/stderr here instead of inline")
     p.add_argument("--allow-failures", action="store_true", help="exit 0 even when jobs did not exit 0")
+    add_cache_flags(p)
     p.add_argument("manifest", metavar="MANIFEST", help="JSON Lines file, one job per line")
     ns = p.parse_args(argv)
     if ns.jobs < 1:
@@ -223,7 +236,8 @@ def batch_command(argv: list[str]) -> int:
         # child is killed and reaped, and no result line is cut in half.
         summary = trio.run(lambda: run_batch(
             jobs, policy=policy, results=results, parallel=ns.jobs,
-            output_dir=Path(ns.output_dir) if ns.output_dir else None, on_result=progress.update),
+            output_dir=Path(ns.output_dir) if ns.output_dir else None, on_result=progress.update,
+            cache=open_cache(ns)),
             restrict_keyboard_interrupt_to_checkpoints=True)
     except OSError as exc:
         progress.close()
@@ -241,10 +255,32 @@ def batch_command(argv: list[str]) -> int:
     return 0 if ns.allow_failures or failed == 0 else STATUS_ERROR
 
 
+def cache_command(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} cache", description="Inspect or empty the compiled-module cache.")
+    p.add_argument("action", choices=("info", "clear"))
+    p.add_argument("--cache-dir", metavar="DIR", help="the cache folder (default: ~/.cache/wasijail)")
+    ns = p.parse_args(argv)
+    from .cache import ModuleCache
+
+    cache = ModuleCache(ns.cache_dir)
+    try:
+        if ns.action == "clear":
+            print(f"removed {cache.clear()} compiled modules from {cache.path}")
+        else:
+            info = cache.info()
+            print(f"path:     {info.path}\nentries:  {info.entries}\n"
+                  f"size:     {info.size} bytes\nmax size: {info.max_size} bytes")
+    except OSError as exc:
+        sys.stderr.write(f"{PROG}: error: {cache.path}: {exc.strerror}\n")
+        return STATUS_ERROR
+    return 0
+
+
 COMMANDS = {
     "run": (run_command, "run a module (the default command)"),
     "policy": (policy_command, "show the effective policy (`policy show [--policy F] [flags]`)"),
     "batch": (batch_command, "run the jobs of a JSON Lines manifest (`batch MANIFEST [flags]`)"),
+    "cache": (cache_command, "inspect or empty the compiled-module cache (`cache info|clear`)"),
 }
 
 

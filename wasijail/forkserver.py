@@ -36,7 +36,7 @@ def _die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int]) -> None:
+def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], violation_fd: int) -> None:
     """Runs in the forked child; never returns."""
     status = EXIT_SETUP_FAILED
     try:
@@ -52,6 +52,7 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int]) -> No
             open_files=spawn.open_files if spawn.open_files >= 0 else None,
             cpu_time=spawn.cpu_time or None,
             required=require,
+            violation_fd=violation_fd,  # a refused syscall is named here before the child dies
         )
         try:
             lockdown(config)
@@ -94,11 +95,11 @@ def _handle_request(control: socket.socket) -> bool:
     if not data:
         return False  # the supervisor is gone
     spawn = protocol.decode_control(data, protocol.CONTROL_TO_SERVER)
-    if len(fds) != 4:
+    if len(fds) != 5:
         for fd in fds:
             os.close(fd)
-        raise protocol.ProtocolError(f"Spawn carries {len(fds)} fds, not 4")
-    broker_fd, *stdio = fds
+        raise protocol.ProtocolError(f"Spawn carries {len(fds)} fds, not 5")
+    broker_fd, *stdio, violation_fd = fds
     try:
         pid = os.fork()
     except OSError as exc:
@@ -106,7 +107,7 @@ def _handle_request(control: socket.socket) -> bool:
         pid = -1
     if pid == 0:
         control.close()
-        _become_child(spawn, broker_fd, stdio)
+        _become_child(spawn, broker_fd, stdio, violation_fd)
     for fd in fds:
         os.close(fd)
     if pid > 0:

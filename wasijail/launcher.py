@@ -85,15 +85,16 @@ class Launcher:
         self._sock = trio.socket.from_stdlib_socket(ours)
         nursery.start_soon(self._read_loop)
 
-    async def spawn(self, broker_fd: int, stdio: tuple[int, int, int], *, file_size: int = -1,
-                    open_files: int = -1, cpu_time: float = 0.0, require: tuple[str, ...] = ()) -> Child:
+    async def spawn(self, broker_fd: int, stdio: tuple[int, int, int], violation_fd: int, *,
+                    file_size: int = -1, open_files: int = -1, cpu_time: float = 0.0,
+                    require: tuple[str, ...] = ()) -> Child:
         if self._gone or self._sock is None:
             raise ForkServerGone("the fork server is not running")
         run_id = next(self._ids)
         done, slot = trio.Event(), []
         self._spawned[run_id] = (done, slot)
         message = protocol.Spawn(run_id, file_size, open_files, cpu_time, ",".join(require).encode())
-        fds = array.array("i", (broker_fd, *stdio))
+        fds = array.array("i", (broker_fd, *stdio, violation_fd))
         await self._sock.sendmsg([message.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         await done.wait()
         del self._spawned[run_id]
@@ -105,6 +106,8 @@ class Launcher:
         return Child(self, reply.pid, pidfd)
 
     async def _wait(self, pid: int) -> "protocol.Exited | None":
+        if self._gone and pid not in self._exits:
+            return self._statuses.pop(pid, None)  # nobody is left to report it
         event = self._exits.setdefault(pid, trio.Event())
         await event.wait()
         del self._exits[pid]

@@ -31,8 +31,10 @@ from .wasi import PATH_MAX, Fdflags, Fstflags, Lookupflags, Oflags
 MAX_MESSAGE = 64 * 1024
 # The most a single readdir reply carries; the child asks again for more.
 READDIR_CHUNK = 32 * 1024
-# A request may carry at most this many descriptors (only `Start` carries any).
-MAX_FDS = 4
+# The most descriptors one message carries (`Spawn`: broker, stdio, violation pipe).
+MAX_FDS = 6
+# The largest compiled artifact the supervisor will take into its cache.
+MAX_ARTIFACT = 1 << 31
 
 _HEADER = struct.Struct("<H")
 _BLOB_LEN = struct.Struct("<I")
@@ -335,11 +337,19 @@ class Outcome(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Compiled(Message):
-    """The module compiled: the compile deadline no longer applies."""
+    """The module compiled: the compile deadline no longer applies.
+
+    Answered with an errno-only Reply; the child runs no guest code before
+    that, so an artifact it wrote is taken before the guest could touch it.
+    """
 
     OP = Op.COMPILED
     FIXED = struct.Struct("<Q")
     artifact_size: int  # bytes of serialized module written to the artifact fd (0: none)
+
+    def validate(self) -> None:
+        if self.artifact_size > MAX_ARTIFACT:
+            raise ProtocolError(f"Compiled.artifact_size: {self.artifact_size} exceeds {MAX_ARTIFACT}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,13 +459,19 @@ def decode_reply(cls: type[Message], data: bytes) -> Message:
 # --- the start of a run (parent -> child, once) ----------------------------
 
 
+class ArtifactMode(IntEnum):
+    NONE = 0  # compile, keep nothing
+    LOAD = 1  # a third fd holds a verified artifact: deserialize it instead of compiling
+    PRODUCE = 2  # a third fd is a sink: write the serialized module there after compiling
+
+
 @dataclass(frozen=True, slots=True)
 class Start(Message):
-    """Sent with two fds: the encoded `Setup` and the module file."""
+    """Sent with the encoded `Setup` and the module file as fds, plus an artifact fd per `artifact`."""
 
     OP = Op.START
-    FIXED = struct.Struct("<I")
-    setup_size: int
+    FIXED = struct.Struct("<B")
+    artifact: int
 
 
 class _Writer:
@@ -605,7 +621,7 @@ RECV_CMSG_SPACE = _CMSG_SPACE
 
 @dataclass(frozen=True, slots=True)
 class Spawn(Message):
-    """Fork a child. Sent with four fds: broker socket, stdin, stdout, stderr."""
+    """Fork a child. Sent with five fds: broker socket, stdin, stdout, stderr, violation pipe."""
 
     OP = Op.START  # the control channel has its own numbering space
     FIXED = struct.Struct("<Qqqd")

@@ -29,6 +29,7 @@ from . import protocol
 from .broker.handlers import Broker
 from .broker.resolve import Resolver
 from .broker.session import BrokerSession
+from .cache import ModuleCache, engine_fingerprint
 from .launcher import Launcher
 from .policy import Policy
 from .protocol import Outcome as WireOutcome
@@ -180,8 +181,9 @@ class Supervisor:
     """
 
     def __init__(self, launcher: Launcher, *, resolver: Resolver | None = None,
-                 max_parallel: int | None = None) -> None:
+                 max_parallel: int | None = None, cache: ModuleCache | None = None) -> None:
         self.launcher = launcher
+        self.cache = cache
         self.resolver = resolver or Resolver()
         self.max_parallel = max_parallel or os.cpu_count() or 1
         self._limiter = trio.CapacityLimiter(self.max_parallel)
@@ -244,23 +246,33 @@ class Supervisor:
             closing.extend(plumbing.child_ends)
             streams = plumbing.streams
             started = time.monotonic()
+            violations, violation_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            closing += [violations, violation_end]
             child = await self.launcher.spawn(
-                child_sock.fileno(), plumbing.child_fds,
+                child_sock.fileno(), plumbing.child_fds, violation_end,
                 file_size=limits.file_size if limits.file_size is not None else -1,
                 cpu_time=limits.cpu_time or 0.0,
                 require=spec.policy.sandbox.require,
             )
             self.live_children += 1
+            os.close(violation_end)
+            closing.remove(violation_end)
             for fd in plumbing.child_ends:
                 os.close(fd)
                 closing.remove(fd)
             child_sock.close()
-            protocol.send(parent_sock, protocol.Start(0), (setup_fd, module_fd))
+            cached = await self._cached_artifact(spec, module_fd)
+            start_fds = (setup_fd, module_fd) if cached.fd < 0 else (setup_fd, module_fd, cached.fd)
+            protocol.send(parent_sock, protocol.Start(cached.mode), start_fds)
             for fd in (setup_fd, module_fd):
                 os.close(fd)
                 closing.remove(fd)
+            if cached.fd >= 0:
+                closing.append(cached.fd)
             session = BrokerSession(broker, trio.socket.from_stdlib_socket(parent_sock), child.kill)
-            ending = _Ending(session, child)
+            if cached.mode == protocol.ArtifactMode.PRODUCE:
+                session.artifact_sink = cached.fd
+            ending = _Ending(session, child, violations)
             handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
             task_status.started(handle)
             try:
@@ -271,6 +283,8 @@ class Supervisor:
                     with trio.CancelScope(shield=True):
                         await child.wait()
                 self.live_children -= 1
+            if session.artifact is not None and self.cache is not None and cached.key:
+                await trio.to_thread.run_sync(self.cache.store, cached.key, session.artifact)
             result = ending.result(time.monotonic() - started, plumbing)
             handle._finish(result)
             return result
@@ -288,6 +302,21 @@ class Supervisor:
             if child is not None:
                 child.close()
 
+    async def _cached_artifact(self, spec: RunSpec, module_fd: int) -> "_CachedArtifact":
+        """Look the module up in the cache: an artifact to load, or a sink for one to store."""
+        if self.cache is None:
+            return _CachedArtifact(protocol.ArtifactMode.NONE, -1, "")
+        limits = spec.policy.limits
+        fingerprint = engine_fingerprint(fuel=bool(limits.fuel), epochs=bool(limits.cpu_time))
+        module = _pread_all(module_fd)
+        key = ModuleCache.key(module, fingerprint)
+        artifact = await trio.to_thread.run_sync(self.cache.load, key)
+        fd = os.memfd_create("wasijail-artifact", os.MFD_CLOEXEC)
+        if artifact is None:
+            return _CachedArtifact(protocol.ArtifactMode.PRODUCE, fd, key)
+        _write_all(fd, artifact)
+        return _CachedArtifact(protocol.ArtifactMode.LOAD, fd, key)
+
     async def _supervise(self, spec, child, session, plumbing, ending) -> None:
         limits = spec.policy.limits
         timeout = limits.timeout if limits.timeout is not None else math.inf
@@ -303,6 +332,28 @@ class Supervisor:
                 session.compiled.set()  # ends the compile deadline watch
         if deadline.cancelled_caught:
             ending.timed_out = limits.timeout
+
+
+@dataclass(frozen=True)
+class _CachedArtifact:
+    mode: int
+    fd: int  # -1: none
+    key: str
+
+
+def _pread_all(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
 
 
 async def _compile_deadline(session: BrokerSession, child, ending: "_Ending", seconds: float) -> None:
@@ -415,15 +466,22 @@ class _Plumbing:
 
 
 @asynccontextmanager
-async def open_supervisor(*, resolver: Resolver | None = None,
-                          max_parallel: int | None = None) -> AsyncIterator[Supervisor]:
-    """Start a fork server and yield a Supervisor that runs modules through it."""
+async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int | None = None,
+                          cache: ModuleCache | str | os.PathLike | None = None) -> AsyncIterator[Supervisor]:
+    """Start a fork server and yield a Supervisor that runs modules through it.
+
+    max_parallel: children running at once (default: the number of cores).
+    cache: a ModuleCache, or a folder for one, to keep compiled modules between
+    runs; None compiles every module every time.
+    """
+    if cache is not None and not isinstance(cache, ModuleCache):
+        cache = ModuleCache(cache)
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         launcher = Launcher()
         await launcher.start(nursery)
         try:
-            yield Supervisor(launcher, resolver=resolver, max_parallel=max_parallel)
+            yield Supervisor(launcher, resolver=resolver, max_parallel=max_parallel, cache=cache)
         except BaseException as exc:
             # Re-raised below, outside the nursery, so callers see their own
             # exception rather than an ExceptionGroup around it.
@@ -438,8 +496,9 @@ async def open_supervisor(*, resolver: Resolver | None = None,
 class _Ending:
     """Turns what happened to one child into its RunResult."""
 
-    def __init__(self, session: BrokerSession, child) -> None:
+    def __init__(self, session: BrokerSession, child, violations: int) -> None:
         self.session = session
+        self.violations = violations  # the pipe a seccomp refusal is named on
         self.broker = session.broker
         self.child = child
         self.timed_out: float | None = None
@@ -471,8 +530,7 @@ class _Ending:
         if status is not None and status < 0:
             sig = -status
             if sig == signal.SIGSYS:
-                detail = "sandbox violation (killed by seccomp)"
-                return Outcome(OutcomeKind.VIOLATION, detail, signal=sig), STATUS_VIOLATION
+                return Outcome(OutcomeKind.VIOLATION, self._violation(), signal=sig), STATUS_VIOLATION
             if sig == signal.SIGXCPU:
                 return Outcome(OutcomeKind.LIMIT, "cpu_time: RLIMIT_CPU reached", signal=sig), STATUS_LIMIT
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
@@ -487,3 +545,13 @@ class _Ending:
         if reported.outcome == WireOutcome.LIMIT:
             return Outcome(OutcomeKind.LIMIT, message), STATUS_LIMIT
         return Outcome(OutcomeKind.ERROR, message), STATUS_ERROR
+
+    def _violation(self) -> str:
+        """"sandbox violation: execve", from what the child's SIGSYS handler wrote."""
+        try:
+            data = os.read(self.violations, 4096)
+        except BlockingIOError:
+            data = b""
+        from .child.sandbox import describe_violation  # needs pyseccomp: load it only now
+
+        return describe_violation(data)

@@ -107,6 +107,8 @@ class Broker:
             code = Errno.NOTCAPABLE
         except OSError as exc:
             code = errno_from_host(exc.errno)
+        except OverflowError:  # a guest number too large for the host call
+            code = Errno.OVERFLOW
         make = self._error_replies.get(type(request), protocol.Reply)
         return make(int(code)), []
 

@@ -27,6 +27,8 @@ class BrokerSession:
         self.reported: protocol.Result | None = None
         self.violation: str | None = None
         self.compiled = trio.Event()  # set when the child says its module compiled
+        self.artifact_sink = -1  # the memfd the child writes its artifact to, if it should
+        self.artifact: bytes | None = None  # what it wrote, copied before any guest code ran
 
     async def serve(self) -> None:
         while True:
@@ -50,11 +52,14 @@ class BrokerSession:
                     self.reported = request
                     continue
                 if isinstance(request, protocol.Compiled):
-                    if self.compiled.is_set() or request.artifact_size:
+                    if self.compiled.is_set() or (request.artifact_size and self.artifact_sink < 0):
                         raise protocol.ProtocolError("unexpected compile notice")
+                    if request.artifact_size:
+                        self.artifact = _read_artifact(self.artifact_sink, request.artifact_size)
                     self.compiled.set()
-                    continue
-                reply, reply_fds = self.broker.dispatch(request)
+                    reply, reply_fds = protocol.Reply(0), []
+                else:
+                    reply, reply_fds = self.broker.dispatch(request)
             except protocol.ProtocolError as exc:
                 self.violation = f"malformed broker request: {exc}"
                 self.kill()
@@ -66,6 +71,13 @@ class BrokerSession:
             finally:
                 for fd in reply_fds:
                     os.close(fd)
+
+
+def _read_artifact(fd: int, size: int) -> bytes:
+    data = os.pread(fd, size, 0)
+    if len(data) != size:
+        raise protocol.ProtocolError(f"artifact of {len(data)} bytes, announced {size}")
+    return data
 
 
 def _rights(fds: list[int]):

@@ -75,3 +75,6 @@ def define_wasi(linker: wasmtime.Linker, state: WasiState, *, fast: bool | None 
 
 
 WASI_MODULES = frozenset(s.module for s in SNAPSHOTS)
+
+if FAST:  # at import, so in the fork server: children inherit the callbacks ready-made
+    fastcall.prepare({sig for snapshot in SNAPSHOTS for sig in snapshot.functions.values()})

@@ -26,9 +26,10 @@ look as expected):
 * Guest memory is still touched only through `GuestMemory`, whose bounds
   checks are unchanged: this module sees integers, never guest pointers.
 
-Lifetime: wasmtime owns each definition and calls `_finalize(env)` when the
-last instance using it is gone; until then `_LIVE[env]` keeps the ctypes
-thunk alive (a freed thunk would be a jump into freed memory).
+Lifetime: the ctypes thunks (one per signature) live as long as the process
+(a freed thunk would be a jump into freed memory); a definition's method
+stays in `_METHODS[env]` until wasmtime calls `_finalize(env)`, when the last
+instance using the definition is gone.
 """
 
 from __future__ import annotations
@@ -133,96 +134,123 @@ class _SlotCountError(Exception):
     pass
 
 
-# -- callbacks, one generated body per signature --------------------------------------------
+# -- callbacks: one generated body and one ctypes thunk per signature -------------------------
+#
+# The thunks are made once per process (bindings.py prepares every WASI
+# signature at import, so the fork server makes them and each child inherits
+# them: making ~90 thunks and compiling ~17 bodies in every child cost about
+# 2 ms a run). A definition is a thunk plus an `env` number; the callback
+# finds the host method in _METHODS[env].
 
-_FACTORIES: dict[tuple[tuple[str, ...], int], Callable] = {}
+_METHODS: dict[int, Callable] = {}
+_ENV_IDS = itertools.count(1)
+_BODIES: dict[tuple[tuple[str, ...], int], Callable] = {}
+_THUNKS: dict[tuple[tuple[str, ...], int], object] = {}
 
 
-def _factory(params: tuple[str, ...], nresults: int) -> Callable:
-    key = (params, nresults)
-    factory = _FACTORIES.get(key)
-    if factory is not None:
-        return factory
-    if nresults not in (0, 1):
+def _signature(params, results) -> tuple[tuple[str, ...], int]:
+    params = tuple(params)
+    if len(results) not in (0, 1):
         raise ValueError("WASI functions return one errno or nothing")
+    for kind in params:
+        if kind not in ("i32", "i64"):
+            raise ValueError(f"unsupported parameter type {kind!r}")
+    return params, len(results)
+
+
+def raw_callback(params, results) -> Callable:
+    """The Python body of the raw callback for a signature: (env, caller, args, n) -> trap or 0."""
+    key = _signature(params, results)
+    body = _BODIES.get(key)
+    if body is not None:
+        return body
+    params, nresults = key
     args = []
     for k, kind in enumerate(params):
         word = SLOT_WORDS * k
-        if kind == "i32":
-            args.append(f"a[{word}]")
-        elif kind == "i64":
-            args.append(f"(a[{word}] | a[{word + 1}] << 32)")
-        else:
-            raise ValueError(f"unsupported parameter type {kind!r}")
-    call = f"method({', '.join(args)})"
+        args.append(f"a[{word}]" if kind == "i32" else f"(a[{word}] | a[{word + 1}] << 32)")
+    call = f"methods[env]({', '.join(args)})"
     slots = max(len(params), nresults)
     if nresults:  # errno-returning: errno exceptions are answers, the rest unwinds
-        body = ("            try:\n"
-                f"                a[0] = {call}\n"
-                "            except catch as exc:\n"
-                "                a[0] = errno_of(exc)\n")
+        body_src = ("            try:\n"
+                    f"                a[0] = {call}\n"
+                    "            except catch as exc:\n"
+                    "                a[0] = errno_of(exc)\n")
     else:  # proc_exit: everything it raises unwinds (ProcExit carries the status)
-        body = f"            {call}\n"
+        body_src = f"            {call}\n"
     source = (
-        "def make(method, catch, errno_of, carry, SlotCountError):\n"
+        "def make(methods, catch, errno_of, carry, SlotCountError):\n"
         "    def call(env, caller, a, n):\n"
         "        try:\n"
         f"            if n != {slots}:\n"
         f"                raise SlotCountError(f'{{n}} value slots, expected {slots}')\n"
-        f"{body}"
+        f"{body_src}"
         "            return 0\n"
         "        except BaseException as exc:\n"
         "            return carry(exc)\n"
         "    return call\n"
     )
     namespace: dict = {}
-    exec(compile(source, f"<fastcall {''.join('I' if p == 'i64' else 'i' for p in params)}>", "exec"),
-         namespace)
-    factory = namespace["make"]
-    _FACTORIES[key] = factory
-    return factory
+    name = "".join("I" if p == "i64" else "i" for p in params) + ("_i" if nresults else "_")
+    exec(compile(source, f"<fastcall {name}>", "exec"), namespace)
+    body = namespace["make"](_METHODS, ERRNO_EXCEPTIONS, errno_of, _carry, _SlotCountError)
+    _BODIES[key] = body
+    return body
 
 
-def make_callback(method: Callable, params: tuple[str, ...], results: tuple[str, ...]) -> Callable:
-    """The Python function for `method`'s raw callback (before ctypes wraps it); for tests, too."""
-    return _factory(tuple(params), len(results))(method, ERRNO_EXCEPTIONS, errno_of, _carry,
-                                                 _SlotCountError)
+def _thunk(params, results):
+    key = _signature(params, results)
+    thunk = _THUNKS.get(key)
+    if thunk is None:
+        thunk = _THUNKS[key] = ctypes.cast(CALLBACK(raw_callback(params, results)), _CALLBACK_TYPE)
+    return thunk
 
 
-# -- registration ----------------------------------------------------------------------------
+def prepare(signatures) -> None:
+    """Make the bodies and thunks for these (params, results) now (in the fork server)."""
+    for params, results in signatures:
+        _thunk(params, results)
 
-_LIVE: dict[int, object] = {}
-_ENV_IDS = itertools.count(1)
+
+def register(method: Callable) -> int:
+    """A new env number for `method` (released by wasmtime's finalizer, or unregister)."""
+    env = next(_ENV_IDS)
+    _METHODS[env] = method
+    return env
+
+
+def unregister(env: int) -> None:
+    _METHODS.pop(env, None)
 
 
 @FINALIZER
-def _finalize(env):  # called by wasmtime when a definition is dropped
-    _LIVE.pop(env or 0, None)
+def _finalize(env):  # called by wasmtime when the last user of a definition is gone
+    _METHODS.pop(env or 0, None)
 
 
 _CALLBACK_TYPE = getattr(ffi, "wasmtime_func_unchecked_callback_t", None)
 
 
+# -- registration ----------------------------------------------------------------------------
+
 def define(linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.FuncType,
            method: Callable, params: tuple[str, ...], results: tuple[str, ...]) -> None:
     """Define `module.name` in `linker` as a raw callback into `method`."""
-    thunk = CALLBACK(make_callback(method, params, results))
-    env = next(_ENV_IDS)
-    _LIVE[env] = thunk
+    thunk = _thunk(params, results)
+    env = register(method)
     module_bytes, name_bytes = module.encode(), name.encode()
     try:
         error = ffi.wasmtime_linker_define_func_unchecked(
             linker.ptr(), ctypes.create_string_buffer(module_bytes), len(module_bytes),
-            ctypes.create_string_buffer(name_bytes), len(name_bytes), ty.ptr(),
-            ctypes.cast(thunk, _CALLBACK_TYPE), env, _finalize)
+            ctypes.create_string_buffer(name_bytes), len(name_bytes), ty.ptr(), thunk, env, _finalize)
     except BaseException:
-        _LIVE.pop(env, None)
+        unregister(env)
         raise
     if error:
-        _LIVE.pop(env, None)  # not defined (wasmtime may or may not have called _finalize)
+        unregister(env)  # not defined (wasmtime may or may not have called _finalize)
         raise wasmtime.WasmtimeError._from_ptr(error)
 
 
 def live_definitions() -> int:
     """How many raw callbacks wasmtime still holds (for tests)."""
-    return len(_LIVE)
+    return len(_METHODS)

@@ -87,15 +87,44 @@ def check_imports(module: wasmtime.Module) -> None:
                               " (only WASI imports are provided)")
 
 
-def run(setup: Setup, data: bytes, broker: BrokerClient, counters: list[int] | None = None) -> Result:
+class Artifact:
+    """What the supervisor's cache asks of this run: a module to load, or one to hand back."""
+
+    def __init__(self, mode: int, fd: int) -> None:
+        self.mode, self.fd = mode, fd
+
+    def load(self, engine: wasmtime.Engine) -> wasmtime.Module | None:
+        if self.mode != protocol.ArtifactMode.LOAD:
+            return None
+        data = _read_all(self.fd)
+        try:
+            return wasmtime.Module.deserialize(engine, data)
+        except wasmtime.WasmtimeError:
+            return None  # not loadable by this engine after all: compile instead
+
+    def produce(self, module: wasmtime.Module) -> int:
+        if self.mode != protocol.ArtifactMode.PRODUCE:
+            return 0
+        view = memoryview(module.serialize())
+        size = len(view)
+        while view:
+            view = view[os.write(self.fd, view):]
+        os.close(self.fd)  # nothing written after this point can reach the cache
+        return size
+
+
+def run(setup: Setup, data: bytes, broker: BrokerClient, counters: list[int] | None = None,
+        artifact: Artifact | None = None) -> Result:
     cpu_limit = setup.cpu_time_ms / 1000 if setup.cpu_time_ms > 0 else None
     engine = make_engine(fuel=setup.fuel > 0, epochs=cpu_limit is not None)
+    artifact = artifact or Artifact(protocol.ArtifactMode.NONE, -1)
     try:
-        module = load_module(engine, setup, data)
+        module = artifact.load(engine) or load_module(engine, setup, data)
         check_imports(module)
     except ModuleError as exc:
         return Result(Outcome.ERROR, 1, 0, 0, str(exc).encode())
-    broker.send(protocol.Compiled(0))
+    # Wait for the supervisor to take the artifact before any guest code runs.
+    broker.call_errno(protocol.Compiled(artifact.produce(module)))
     store = wasmtime.Store(engine)
     store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit)
     if setup.fuel > 0:
@@ -216,13 +245,13 @@ def child_main(sock_fd: int) -> None:
     broker = BrokerClient(sock)
     data, fds = protocol.receive(sock)
     start = protocol.decode_reply(protocol.Start, data)
-    setup_fd, module_fd = fds
+    setup_fd, module_fd, *artifact_fd = fds
     setup = Setup.decode(_read_all(setup_fd))
     module_bytes = _read_all(module_fd)
-    del start
+    artifact = Artifact(start.artifact, artifact_fd[0] if artifact_fd else -1)
     counters: list[int] = [0, 0]
     try:
-        result = run(setup, module_bytes, broker, counters)
+        result = run(setup, module_bytes, broker, counters, artifact)
     except Exception as exc:  # a bug in wasijail, not in the guest: say so
         result = Result(Outcome.ERROR, 1, 0, 0, f"internal error in the child: {type(exc).__name__}: {exc}".encode())
     broker.report(dataclasses.replace(result, bytes_read=counters[0], bytes_written=counters[1]))

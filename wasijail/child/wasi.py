@@ -79,7 +79,6 @@ _SETTABLE_FDFLAGS = int(Fdflags.APPEND | Fdflags.NONBLOCK)
 _ALL_FDFLAGS = int(Fdflags.APPEND | Fdflags.DSYNC | Fdflags.NONBLOCK | Fdflags.RSYNC | Fdflags.SYNC)
 _ALL_OFLAGS = int(Oflags.CREAT | Oflags.DIRECTORY | Oflags.EXCL | Oflags.TRUNC)
 _LOOKUPFLAGS = int(Lookupflags.SYMLINK_FOLLOW)
-_ALL_SDFLAGS = int(Sdflags.RD | Sdflags.WR)
 _I64_SIGN = 1 << 63
 _MAX_IOVS = 1024  # IOV_MAX: more is EINVAL, as the kernel would say
 
@@ -477,8 +476,8 @@ class WasiHost:
         table.entries[to] = source
         if target.is_remote:
             self.s.broker.call_errno(protocol.DirClose(target.handle))
-        elif target.host_fd != source.host_fd and target.host_fd > 2:
-            close_quietly(target.host_fd)
+        elif not target.stdio and target.host_fd != source.host_fd:
+            close_quietly(target.host_fd)  # the host's stdio stays open, as in fd_close
         return Errno.SUCCESS
 
     def fd_seek(self, fd: int, offset: int, whence: int, result: int) -> int:

@@ -1,0 +1,110 @@
+"""The compiled-module cache: hits skip compilation, and only our own entries are ever loaded."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import wasmtime
+
+from wasijail import OutcomeKind, Policy, open_supervisor
+from wasijail.cache import ModuleCache, engine_fingerprint
+
+from helpers import program, text, wasijail
+
+
+@pytest.fixture(scope="module")
+def large_module(tmp_path_factory):
+    """A module that takes over a second to compile here (40,000 small functions)."""
+    functions = ["(func $f0 (param i32) (result i32) (local.get 0))"]
+    functions += [f"(func $f{i} (param i32) (result i32) (i32.add (i32.mul (local.get 0) (i32.const {i}))"
+                  f" (call $f{i - 1} (i32.const 1))))" for i in range(1, 40000)]
+    path = tmp_path_factory.mktemp("large") / "large.wasm"
+    path.write_bytes(wasmtime.wat2wasm(
+        f'(module (memory (export "memory") 1) {"".join(functions)} (func (export "_start")))'))
+    return path
+
+
+async def test_second_run_is_at_least_10x_faster(tmp_path, large_module):
+    async with open_supervisor(cache=tmp_path / "cache") as sup:
+        started = time.monotonic()
+        first = await sup.run(large_module)
+        cold = time.monotonic() - started
+        started = time.monotonic()
+        second = await sup.run(large_module)
+        warm = time.monotonic() - started
+        assert first.returncode == second.returncode == 0
+        assert sup.cache.info().entries == 1
+    assert cold >= 10 * warm, (cold, warm)
+
+
+async def test_tampered_entry_is_refused_and_replaced(tmp_path):
+    cache = ModuleCache(tmp_path / "cache")
+    async with open_supervisor(cache=cache) as sup:
+        assert (await sup.run(program("demo_p1.wasm"), capture_stdout=True)).stdout == b"hello world\n"
+        (entry,) = (tmp_path / "cache").glob("*.cwasm")
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+        result = await sup.run(program("demo_p1.wasm"), capture_stdout=True)
+        assert result.stdout == b"hello world\n"
+        assert cache.refused == 1
+        assert entry.read_bytes() != bytes(data)  # compiled again and stored anew
+        # and the fresh entry is accepted
+        await sup.run(program("demo_p1.wasm"), capture_stdout=True)
+        assert cache.refused == 1
+
+
+async def test_entry_not_stored_by_the_supervisor_is_refused(tmp_path):
+    cache = ModuleCache(tmp_path / "cache")
+    module = program("demo_p1.wasm")
+    engine = wasmtime.Engine()
+    key = ModuleCache.key(module.read_bytes(), engine_fingerprint(fuel=False, epochs=False))
+    cache._ensure()
+    # A well-formed artifact, but written by someone without the cache's key.
+    artifact = wasmtime.Module(engine, module.read_bytes()).serialize()
+    (tmp_path / "cache" / f"{key}.cwasm").write_bytes(artifact + b"\0" * 32)
+    async with open_supervisor(cache=cache) as sup:
+        # Policy(): no fuel and no CPU limit, the settings the key above was made for
+        result = await sup.run(module, policy=Policy(), capture_stdout=True)
+    assert result.stdout == b"hello world\n"
+    assert cache.refused == 1
+
+
+def test_cache_key_covers_engine_settings():
+    data = program("demo_p1.wasm").read_bytes()
+    keys = {ModuleCache.key(data, engine_fingerprint(fuel=f, epochs=e)) for f in (0, 1) for e in (0, 1)}
+    assert len(keys) == 4
+
+
+async def test_size_cap_evicts_least_recently_used(tmp_path):
+    cache = ModuleCache(tmp_path / "cache", max_size=1)
+    async with open_supervisor(cache=cache) as sup:
+        await sup.run(program("exit7.wasm"))
+        await sup.run(program("demo_p1.wasm"), capture_stdout=True)
+    assert cache.info().entries == 0  # each entry alone exceeds a 1-byte cap
+    roomy = ModuleCache(tmp_path / "cache2", max_size=10 << 20)
+    async with open_supervisor(cache=roomy) as sup:
+        await sup.run(program("exit7.wasm"))
+        await sup.run(program("demo_p1.wasm"), capture_stdout=True)
+    assert roomy.info().entries == 2
+
+
+async def test_results_are_the_same_with_and_without_cache(tmp_path):
+    async with open_supervisor(cache=tmp_path / "cache") as sup:
+        runs = [await sup.run(program("trap.wasm"), capture_stderr=True) for _ in range(2)]
+    assert [r.outcome.kind for r in runs] == [OutcomeKind.TRAP, OutcomeKind.TRAP]
+    assert runs[0].outcome.detail == runs[1].outcome.detail
+
+
+def test_cli_cache_info_clear_and_no_cache(tmp_path):
+    cache_dir = tmp_path / "c"
+    run = wasijail("run", "--cache-dir", cache_dir, program("demo_p1.wasm"))
+    assert run.stdout == b"hello world\n"
+    info = wasijail("cache", "info", "--cache-dir", cache_dir)
+    assert "entries:  1\n" in text(info.stdout)
+    wasijail("run", "--no-cache", "--cache-dir", tmp_path / "unused", program("demo_p1.wasm"))
+    assert not (tmp_path / "unused").exists()
+    cleared = wasijail("cache", "clear", "--cache-dir", cache_dir)
+    assert text(cleared.stdout) == f"removed 1 compiled modules from {cache_dir}\n"
+    assert "entries:  0\n" in text(wasijail("cache", "info", "--cache-dir", cache_dir).stdout)
