@@ -229,3 +229,29 @@ def test_wasmtime_timeout_spelling():
     proc = wasijail("run", "-W", "timeout=200ms", program("spin.wasm"))
     assert proc.returncode == 134
     assert text(proc.stderr).endswith("wasm trap: interrupt (timed out after 0.2 s)\n")
+
+
+# --- doctor and required layers -------------------------------------------------------
+
+
+def test_doctor_lists_every_layer():
+    from wasijail.doctor import LAYER_NAMES
+
+    proc = wasijail("doctor")
+    lines = text(proc.stdout).splitlines()
+    assert proc.returncode == 0
+    assert [line.split()[0] for line in lines] == list(LAYER_NAMES)
+    assert all(line.split()[1] in ("available", "missing") for line in lines)
+
+
+def test_required_layer_missing_on_this_host_refuses_to_run():
+    from wasijail.doctor import probe_layers
+
+    layers = {layer.name: layer for layer in probe_layers()}
+    for name in ("cgroup", "openat2", "seccomp", "landlock"):
+        proc = wasijail("run", "--require", name, program("demo_p1.wasm"))
+        if layers[name].available:
+            assert (proc.returncode, proc.stdout) == (0, b"hello world\n"), name
+        else:
+            err = assert_one_line_error(proc)
+            assert f"sandbox layer {name}" in err

@@ -30,6 +30,7 @@ SAMPLES = [
     protocol.DirSync(5),
     protocol.Result(0, 3, 10, 20, b"bye"),
     protocol.Compiled(0),
+    protocol.SandboxReport(b"userns: not permitted"),
 ]
 
 

@@ -174,6 +174,8 @@ def run_command(argv: list[str]) -> int:
     except WasijailError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return STATUS_ERROR
+    for missing in result.sandbox_missing:
+        sys.stderr.write(f"{PROG}: warning: ran without sandbox layer {missing}\n")
     _report(result, os.path.basename(ns.module))
     return result.returncode
 
@@ -276,10 +278,22 @@ def cache_command(argv: list[str]) -> int:
     return 0
 
 
+def doctor_command(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} doctor",
+                description="Show which sandbox layers this host provides, and why any is missing.")
+    p.parse_args(argv)
+    from .doctor import format_report, probe_layers
+
+    report = format_report(probe_layers())
+    sys.stdout.write(report if report.endswith("\n") else report + "\n")
+    return 0
+
+
 COMMANDS = {
     "run": (run_command, "run a module (the default command)"),
     "policy": (policy_command, "show the effective policy (`policy show [--policy F] [flags]`)"),
     "batch": (batch_command, "run the jobs of a JSON Lines manifest (`batch MANIFEST [flags]`)"),
+    "doctor": (doctor_command, "show which sandbox layers this host provides"),
     "cache": (cache_command, "inspect or empty the compiled-module cache (`cache info|clear`)"),
 }
 

@@ -54,12 +54,15 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], viola
             required=require,
             violation_fd=violation_fd,  # a refused syscall is named here before the child dies
         )
+        sock = socket.socket(fileno=broker_fd)
         try:
-            lockdown(config)
+            report = lockdown(config)
         except LockdownError as exc:
-            sock = socket.socket(fileno=broker_fd)
             protocol.send(sock, protocol.Result(protocol.Outcome.ERROR, 1, 0, 0, str(exc).encode()))
             os._exit(1)
+        missing = "\n".join(f"{name}: {why}" for name, why in report.not_applied.items())
+        protocol.send(sock, protocol.SandboxReport(missing.encode()))
+        sock.detach()
         runner.child_main(broker_fd)  # exits the process
     except BaseException:
         pass

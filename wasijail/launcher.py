@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+from typing import Sequence
 
 import trio
 
@@ -64,7 +65,9 @@ class Child:
 class Launcher:
     """Owns one fork server process for the supervisor's lifetime."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: Sequence[str] | None = None) -> None:
+        # The fork server's command line; the control socket's fd is appended.
+        self._command = list(command or (sys.executable, "-m", "wasijail.forkserver"))
         self._process: trio.Process | None = None
         self._sock: trio.socket.SocketType | None = None
         self._ids = itertools.count(1)
@@ -77,7 +80,7 @@ class Launcher:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "wasijail.forkserver", str(theirs.fileno())],
+                [*self._command, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_server_env(),
             )
         finally:

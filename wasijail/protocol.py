@@ -64,6 +64,7 @@ class Op(IntEnum):
     DIR_CLOSE = 23
     DIR_SYNC = 24
     COMPILED = 30
+    SANDBOX_REPORT = 31
 
 
 def _check_path(name: str, value: bytes) -> None:
@@ -370,13 +371,28 @@ class Result(Message):
             raise ProtocolError(f"Result.outcome: unknown value {self.outcome}")
 
 
+@dataclass(frozen=True, slots=True)
+class SandboxReport(Message):
+    """Sent by the child once, after lockdown and before any untrusted byte is read:
+    the layers it could not apply, one "name: reason" line each (empty: all applied)."""
+
+    OP = Op.SANDBOX_REPORT
+    FIXED = struct.Struct("<x")
+    BLOBS = ("missing",)
+    missing: bytes
+
+    def validate(self) -> None:
+        if len(self.missing) > 4096:
+            raise ProtocolError("SandboxReport.missing: longer than 4096 bytes")
+
+
 REQUESTS: dict[int, type[Message]] = {
     cls.OP: cls
     for cls in (
         PathOpen, PathFilestatGet, PathFilestatSetTimes, PathCreateDirectory,
         PathRemoveDirectory, PathUnlinkFile, PathRename, PathLink, PathSymlink,
         PathReadlink, FdReaddir, DirFilestatGet, DirFilestatSetTimes, DirClose,
-        DirSync, Result, Compiled,
+        DirSync, Result, Compiled, SandboxReport,
     )
 }
 

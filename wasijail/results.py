@@ -51,6 +51,9 @@ class RunResult:
     stdout: bytes | None = None
     stderr: bytes | None = None
     usage: Usage = field(default_factory=Usage)
+    # Sandbox layers this host could not apply to the child ("userns: reason"):
+    # the run was confined by the others only.
+    sandbox_missing: tuple[str, ...] = ()
 
 
 class WasijailError(Exception):

@@ -136,6 +136,8 @@ def _setup_fd(spec: RunSpec) -> int:
     return fd
 
 
+# Layers the supervisor provides, as opposed to the child's lockdown.
+PARENT_LAYERS = frozenset({"openat2", "cgroup"})
 PIPE = subprocess.PIPE  # as stdin/stdout/stderr: hand the other end to the caller as a trio stream
 
 
@@ -188,6 +190,7 @@ class Supervisor:
         self.max_parallel = max_parallel or os.cpu_count() or 1
         self._limiter = trio.CapacityLimiter(self.max_parallel)
         self.live_children = 0  # children running right now (for tests and progress)
+        self._parent_layers: dict = {}  # doctor's probe of PARENT_LAYERS, made once on demand
 
     async def run(self, module: str | os.PathLike, args: Sequence[str] = (), *,
                   policy: Policy | None = None, stdin=b"", stdout=None, stderr=None,
@@ -227,9 +230,25 @@ class Supervisor:
             return await self._run(spec, stdin, stdout, stderr, capture_stdout, capture_stderr,
                                    task_status)
 
+    def _check_parent_layers(self, required: tuple[str, ...]) -> None:
+        """Layers the parent provides (openat2, cgroup) must exist when the policy requires them."""
+        for name in required:
+            if name not in PARENT_LAYERS:
+                continue  # the child checks its own layers during lockdown
+            if name not in self._parent_layers:
+                from .doctor import probe_layers
+
+                self._parent_layers.update({layer.name: layer for layer in probe_layers()
+                                            if layer.name in PARENT_LAYERS})
+            layer = self._parent_layers[name]
+            if not layer.available:
+                raise WasijailError(f"the policy requires sandbox layer {name}, which this host lacks:"
+                                    f" {layer.detail}")
+
     async def _run(self, spec, stdin, stdout, stderr, capture_stdout, capture_stderr,
                    task_status) -> RunResult:
         limits = spec.policy.limits
+        self._check_parent_layers(spec.policy.sandbox.require)
         module_fd = _open_module(spec)
         closing: list[int] = [module_fd]  # fds to close when the run ends, whatever happens
         streams: list = []
@@ -517,7 +536,7 @@ class _Ending:
         captured = plumbing.captured
         out = bytes(captured["stdout"]) if "stdout" in captured else None
         err = bytes(captured["stderr"]) if "stderr" in captured else None
-        return RunResult(status, outcome, out, err, usage)
+        return RunResult(status, outcome, out, err, usage, self.session.sandbox_missing or ())
 
     def _outcome(self, reported) -> tuple[Outcome, int]:
         status = self.child.returncode

@@ -27,6 +27,7 @@ class BrokerSession:
         self.reported: protocol.Result | None = None
         self.violation: str | None = None
         self.compiled = trio.Event()  # set when the child says its module compiled
+        self.sandbox_missing: tuple[str, ...] | None = None  # layers the child could not apply
         self.artifact_sink = -1  # the memfd the child writes its artifact to, if it should
         self.artifact: bytes | None = None  # what it wrote, copied before any guest code ran
 
@@ -50,6 +51,12 @@ class BrokerSession:
                     if self.reported is not None:
                         raise protocol.ProtocolError("a second result")
                     self.reported = request
+                    continue
+                if isinstance(request, protocol.SandboxReport):
+                    if self.sandbox_missing is not None or self.compiled.is_set():
+                        raise protocol.ProtocolError("unexpected sandbox report")
+                    text = request.missing.decode("utf-8", "replace")
+                    self.sandbox_missing = tuple(line for line in text.split("\n") if line)
                     continue
                 if isinstance(request, protocol.Compiled):
                     if self.compiled.is_set() or (request.artifact_size and self.artifact_sink < 0):

@@ -1,0 +1,42 @@
+"""What a child tells its broker session besides requests: its sandbox report and its result."""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+
+from wasijail import protocol
+from wasijail.broker.handlers import Broker
+from wasijail.broker.session import BrokerSession
+
+
+async def _serve(*messages: protocol.Message) -> BrokerSession:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    kills = []
+    session = BrokerSession(Broker([]), trio.socket.from_stdlib_socket(ours), lambda: kills.append(1))
+    for message in messages:
+        theirs.send(message.encode())
+    theirs.shutdown(socket.SHUT_WR)
+    await session.serve()
+    ours.close()
+    theirs.close()
+    return session
+
+
+async def test_missing_layers_are_recorded():
+    session = await _serve(protocol.SandboxReport(b"userns: not permitted\nnetns: not permitted"),
+                           protocol.Result(0, 0, 0, 0, b""))
+    assert session.sandbox_missing == ("userns: not permitted", "netns: not permitted")
+    assert session.reported.outcome == protocol.Outcome.EXIT
+    assert session.violation is None
+
+
+async def test_a_second_report_or_a_late_one_is_a_violation():
+    twice = await _serve(protocol.SandboxReport(b""), protocol.SandboxReport(b""))
+    assert twice.violation == "malformed broker request: unexpected sandbox report"
+
+
+async def test_a_second_result_is_a_violation():
+    session = await _serve(protocol.Result(0, 0, 0, 0, b""), protocol.Result(0, 1, 0, 0, b""))
+    assert session.violation == "malformed broker request: a second result"
