@@ -255,3 +255,30 @@ def test_required_layer_missing_on_this_host_refuses_to_run():
         else:
             err = assert_one_line_error(proc)
             assert f"sandbox layer {name}" in err
+
+
+# --- the rest of the bad inputs, as the CLI reports them --------------------------------
+
+
+def test_component_instead_of_module(tmp_path):
+    (tmp_path / "c.wasm").write_bytes(b"\0asm\x0d\x00\x01\x00")
+    err = assert_one_line_error(wasijail(tmp_path / "c.wasm"))
+    assert err == ("wasijail: error: a WebAssembly component, not a core module:"
+                   " wasijail runs WASI preview1 modules")
+
+
+def test_start_with_parameters():
+    err = assert_one_line_error(wasijail(program("start_params.wasm")))
+    assert err == "wasijail: error: `_start` must take no parameters and return nothing"
+
+
+def test_no_memory_export():
+    err = assert_one_line_error(wasijail(program("nomem.wasm")))
+    assert err == "wasijail: error: the module calls WASI but exports no `memory`"
+
+
+def test_trap_in_start_section():
+    proc = wasijail(program("start_trap.wasm"))
+    assert proc.returncode == 134
+    assert "wasm trap: wasm `unreachable` instruction executed" in text(proc.stderr)
+    assert "Traceback" not in text(proc.stderr)
