@@ -36,7 +36,8 @@ def _die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], violation_fd: int) -> None:
+def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], violation_fd: int,
+                  cgroup_fd: int) -> None:
     """Runs in the forked child; never returns."""
     status = EXIT_SETUP_FAILED
     try:
@@ -45,6 +46,9 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], viola
         _die_with_parent()
         for target, fd in zip((0, 1, 2), stdio):
             os.dup2(fd, target)
+        if cgroup_fd >= 0:
+            os.write(cgroup_fd, b"0")  # join this child's memory cgroup ("0": the writer itself)
+            os.close(cgroup_fd)
         require = frozenset(filter(None, spawn.require.decode().split(",")))
         config = LockdownConfig(
             keep_fds=(0, 1, 2, broker_fd),
@@ -98,11 +102,12 @@ def _handle_request(control: socket.socket) -> bool:
     if not data:
         return False  # the supervisor is gone
     spawn = protocol.decode_control(data, protocol.CONTROL_TO_SERVER)
-    if len(fds) != 5:
+    if len(fds) not in (5, 6):
         for fd in fds:
             os.close(fd)
-        raise protocol.ProtocolError(f"Spawn carries {len(fds)} fds, not 5")
-    broker_fd, *stdio, violation_fd = fds
+        raise protocol.ProtocolError(f"Spawn carries {len(fds)} fds, not 5 or 6")
+    broker_fd, stdio, violation_fd = fds[0], fds[1:4], fds[4]
+    cgroup_fd = fds[5] if len(fds) == 6 else -1
     try:
         pid = os.fork()
     except OSError as exc:
@@ -110,7 +115,7 @@ def _handle_request(control: socket.socket) -> bool:
         pid = -1
     if pid == 0:
         control.close()
-        _become_child(spawn, broker_fd, stdio, violation_fd)
+        _become_child(spawn, broker_fd, stdio, violation_fd, cgroup_fd)
     for fd in fds:
         os.close(fd)
     if pid > 0:

@@ -30,6 +30,7 @@ from .broker.handlers import Broker
 from .broker.resolve import Resolver
 from .broker.session import BrokerSession
 from .cache import ModuleCache, engine_fingerprint
+from .cgroup import PROCESS_OVERHEAD, CgroupPool, Leaf
 from .launcher import Launcher
 from .policy import Policy
 from .protocol import Outcome as WireOutcome
@@ -183,9 +184,11 @@ class Supervisor:
     """
 
     def __init__(self, launcher: Launcher, *, resolver: Resolver | None = None,
-                 max_parallel: int | None = None, cache: ModuleCache | None = None) -> None:
+                 max_parallel: int | None = None, cache: ModuleCache | None = None,
+                 cgroups: CgroupPool | None = None) -> None:
         self.launcher = launcher
         self.cache = cache
+        self.cgroups = cgroups  # per-child memory caps, where the host offers cgroup v2
         self.resolver = resolver or Resolver()
         self.max_parallel = max_parallel or os.cpu_count() or 1
         self._limiter = trio.CapacityLimiter(self.max_parallel)
@@ -241,7 +244,9 @@ class Supervisor:
                 self._parent_layers.update({layer.name: layer for layer in probe_layers()
                                             if layer.name in PARENT_LAYERS})
             layer = self._parent_layers[name]
-            if not layer.available:
+            if name == "cgroup" and self.cgroups is not None:
+                continue  # this supervisor holds a working memory cgroup
+            if not layer.available or (name == "cgroup" and self.cgroups is None):
                 raise WasijailError(f"the policy requires sandbox layer {name}, which this host lacks:"
                                     f" {layer.detail}")
 
@@ -253,6 +258,7 @@ class Supervisor:
         closing: list[int] = [module_fd]  # fds to close when the run ends, whatever happens
         streams: list = []
         child = None
+        leaf = None
         broker = None
         parent_sock = child_sock = None
         try:
@@ -267,12 +273,17 @@ class Supervisor:
             started = time.monotonic()
             violations, violation_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             closing += [violations, violation_end]
+            if self.cgroups is not None and limits.memory is not None:
+                leaf = self.cgroups.leaf(limits.memory + PROCESS_OVERHEAD)
             child = await self.launcher.spawn(
                 child_sock.fileno(), plumbing.child_fds, violation_end,
                 file_size=limits.file_size if limits.file_size is not None else -1,
                 cpu_time=limits.cpu_time or 0.0,
                 require=spec.policy.sandbox.require,
+                cgroup_procs=leaf.procs_fd if leaf is not None else -1,
             )
+            if leaf is not None:
+                leaf.close_fd()
             self.live_children += 1
             os.close(violation_end)
             closing.remove(violation_end)
@@ -291,7 +302,7 @@ class Supervisor:
             session = BrokerSession(broker, trio.socket.from_stdlib_socket(parent_sock), child.kill)
             if cached.mode == protocol.ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
-            ending = _Ending(session, child, violations)
+            ending = _Ending(session, child, violations, leaf)
             handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
             task_status.started(handle)
             try:
@@ -308,6 +319,8 @@ class Supervisor:
             handle._finish(result)
             return result
         finally:
+            if leaf is not None:
+                leaf.remove()
             for fd in closing:
                 os.close(fd)
             for stream in streams:
@@ -486,7 +499,8 @@ class _Plumbing:
 
 @asynccontextmanager
 async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int | None = None,
-                          cache: ModuleCache | str | os.PathLike | None = None) -> AsyncIterator[Supervisor]:
+                          cache: ModuleCache | str | os.PathLike | None = None,
+                          cgroups: CgroupPool | None = None) -> AsyncIterator[Supervisor]:
     """Start a fork server and yield a Supervisor that runs modules through it.
 
     max_parallel: children running at once (default: the number of cores).
@@ -495,18 +509,23 @@ async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int
     """
     if cache is not None and not isinstance(cache, ModuleCache):
         cache = ModuleCache(cache)
+    if cgroups is None:
+        cgroups = CgroupPool.open()  # None where the host has no delegated cgroup v2 memory
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         launcher = Launcher()
         await launcher.start(nursery)
         try:
-            yield Supervisor(launcher, resolver=resolver, max_parallel=max_parallel, cache=cache)
+            yield Supervisor(launcher, resolver=resolver, max_parallel=max_parallel, cache=cache,
+                             cgroups=cgroups)
         except BaseException as exc:
             # Re-raised below, outside the nursery, so callers see their own
             # exception rather than an ExceptionGroup around it.
             body_error = exc
         finally:
             await launcher.aclose()
+            if cgroups is not None:
+                cgroups.close()
             nursery.cancel_scope.cancel()
     if body_error is not None:
         raise body_error
@@ -515,8 +534,9 @@ async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int
 class _Ending:
     """Turns what happened to one child into its RunResult."""
 
-    def __init__(self, session: BrokerSession, child, violations: int) -> None:
+    def __init__(self, session: BrokerSession, child, violations: int, leaf: Leaf | None) -> None:
         self.session = session
+        self.leaf = leaf  # the child's memory cgroup, if it had one
         self.violations = violations  # the pipe a seccomp refusal is named on
         self.broker = session.broker
         self.child = child
@@ -550,6 +570,9 @@ class _Ending:
             sig = -status
             if sig == signal.SIGSYS:
                 return Outcome(OutcomeKind.VIOLATION, self._violation(), signal=sig), STATUS_VIOLATION
+            if sig == signal.SIGKILL and self.leaf is not None and self.leaf.oom_killed():
+                detail = f"memory: the child process passed its cgroup cap of {self.leaf.memory_max} bytes"
+                return Outcome(OutcomeKind.LIMIT, detail, signal=sig), STATUS_LIMIT
             if sig == signal.SIGXCPU:
                 return Outcome(OutcomeKind.LIMIT, "cpu_time: RLIMIT_CPU reached", signal=sig), STATUS_LIMIT
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import wasmtime
 
-from ..wasi import SNAPSHOTS
+from ..wasi import SNAPSHOTS, Snapshot
 from . import fastcall
 from .fastcall import ERRNO_EXCEPTIONS, errno_of
 from .wasi import WasiHost, WasiState
@@ -57,24 +57,41 @@ def _unsigned_exit(method):
 def define_wasi(linker: wasmtime.Linker, state: WasiState, *, fast: bool | None = None) -> None:
     """Define every function of every snapshot (preview1 and preview0)."""
     fast = FAST if fast is None else fast
-    types: dict[tuple, wasmtime.FuncType] = {}
-    for snapshot in SNAPSHOTS:
+    for snapshot, imports in _imports():
         host = WasiHost(state, snapshot)
-        for name, (params, results) in snapshot.functions.items():
-            ty = types.get((params, results))
-            if ty is None:
-                ty = types[(params, results)] = wasmtime.FuncType(
-                    [_VALTYPES[p]() for p in params], [_VALTYPES[r]() for r in results])
-            method = getattr(host, name)
+        for imp in imports:
+            method = getattr(host, imp.name)
             if fast:
-                fastcall.define(linker, snapshot.module, name, ty, method, params, results)
-            elif name == "proc_exit":
-                linker.define_func(snapshot.module, name, ty, _unsigned_exit(method))
+                imp.define(linker, method)
+            elif imp.name == "proc_exit":
+                linker.define_func(snapshot.module, imp.name, imp.ty, _unsigned_exit(method))
             else:
-                linker.define_func(snapshot.module, name, ty, _wrap(method, params))
+                linker.define_func(snapshot.module, imp.name, imp.ty, _wrap(method, imp.params))
 
 
 WASI_MODULES = frozenset(s.module for s in SNAPSHOTS)
 
-if FAST:  # at import, so in the fork server: children inherit the callbacks ready-made
-    fastcall.prepare({sig for snapshot in SNAPSHOTS for sig in snapshot.functions.values()})
+_IMPORTS: list | None = None
+
+
+def _imports() -> list[tuple[Snapshot, list[fastcall.Import]]]:
+    """Every WASI function as a fastcall.Import (names, FuncType, thunk), made once per process."""
+    global _IMPORTS
+    if _IMPORTS is None:
+        types: dict[tuple, wasmtime.FuncType] = {}
+        _IMPORTS = []
+        for snapshot in SNAPSHOTS:
+            imports = []
+            for name, (params, results) in snapshot.functions.items():
+                ty = types.get((params, results))
+                if ty is None:
+                    ty = types[(params, results)] = wasmtime.FuncType(
+                        [_VALTYPES[p]() for p in params], [_VALTYPES[r]() for r in results])
+                imports.append(fastcall.Import(snapshot.module, name, params, results, ty))
+            _IMPORTS.append((snapshot, imports))
+    return _IMPORTS
+
+
+# At import, so in the fork server: every child inherits the imports ready-made
+# (making them in each child cost about 2 ms a run).
+_imports()

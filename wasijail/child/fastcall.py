@@ -233,22 +233,42 @@ _CALLBACK_TYPE = getattr(ffi, "wasmtime_func_unchecked_callback_t", None)
 
 # -- registration ----------------------------------------------------------------------------
 
+_VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
+
+
+class Import:
+    """One host function, ready to define in any linker: names, type and thunk made once."""
+
+    __slots__ = ("module", "name", "params", "results", "ty", "_module_buf", "_name_buf", "_thunk")
+
+    def __init__(self, module: str, name: str, params, results, ty: wasmtime.FuncType | None = None):
+        self.module, self.name = module, name
+        self.params, self.results = tuple(params), tuple(results)
+        self.ty = ty if ty is not None else wasmtime.FuncType(
+            [_VALTYPES[p]() for p in self.params], [_VALTYPES[r]() for r in self.results])
+        self._module_buf = ctypes.create_string_buffer(module.encode())
+        self._name_buf = ctypes.create_string_buffer(name.encode())
+        self._thunk = _thunk(self.params, self.results)
+
+    def define(self, linker: wasmtime.Linker, method: Callable) -> None:
+        """Define this import in `linker` as a raw callback into `method`."""
+        env = register(method)
+        try:
+            error = ffi.wasmtime_linker_define_func_unchecked(
+                linker.ptr(), self._module_buf, len(self._module_buf) - 1, self._name_buf,
+                len(self._name_buf) - 1, self.ty.ptr(), self._thunk, env, _finalize)
+        except BaseException:
+            unregister(env)
+            raise
+        if error:
+            unregister(env)  # not defined (wasmtime may or may not have called _finalize)
+            raise wasmtime.WasmtimeError._from_ptr(error)
+
+
 def define(linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.FuncType,
            method: Callable, params: tuple[str, ...], results: tuple[str, ...]) -> None:
-    """Define `module.name` in `linker` as a raw callback into `method`."""
-    thunk = _thunk(params, results)
-    env = register(method)
-    module_bytes, name_bytes = module.encode(), name.encode()
-    try:
-        error = ffi.wasmtime_linker_define_func_unchecked(
-            linker.ptr(), ctypes.create_string_buffer(module_bytes), len(module_bytes),
-            ctypes.create_string_buffer(name_bytes), len(name_bytes), ty.ptr(), thunk, env, _finalize)
-    except BaseException:
-        unregister(env)
-        raise
-    if error:
-        unregister(env)  # not defined (wasmtime may or may not have called _finalize)
-        raise wasmtime.WasmtimeError._from_ptr(error)
+    """Define `module.name` in `linker` as a raw callback into `method` (one-off Import)."""
+    Import(module, name, params, results, ty).define(linker, method)
 
 
 def live_definitions() -> int:
