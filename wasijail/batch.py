@@ -216,6 +216,7 @@ class BatchSummary:
     outcomes: Counter = field(default_factory=Counter)
     failed: int = 0  # jobs that did not exit 0
     wall_time: float = 0.0
+    workers: Counter = field(default_factory=Counter)  # jobs per worker (--cluster only)
 
     @property
     def done(self) -> int:
@@ -313,5 +314,8 @@ def format_summary(summary: BatchSummary) -> str:
     rows += [("not exit 0", str(summary.failed)), ("wall time", f"{summary.wall_time:.2f} s")]
     if summary.done and summary.wall_time > 0:
         rows.append(("rate", f"{summary.done / summary.wall_time:.1f} jobs/s"))
+    if summary.workers:
+        rows.append(("workers", str(len(summary.workers))))
+        rows += [(f"  {worker}", str(count)) for worker, count in sorted(summary.workers.items())]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n"

@@ -16,7 +16,6 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 DEFAULT_MAX_BYTES = 1 << 30
@@ -32,6 +31,8 @@ def default_cache_dir() -> Path:
 
 def engine_fingerprint(*, fuel: bool, epochs: bool) -> str:
     """What, besides the module, decides the compiled code (keep in step with runner.make_engine)."""
+    from importlib import metadata  # only when a cache is in use: it is slow to import
+
     version = metadata.version("wasmtime")
     return f"wasmtime-{version};features=bulk,multivalue,reftypes,simd,tailcall,exceptions;" \
            f"fuel={int(fuel)};epochs={int(epochs)}"

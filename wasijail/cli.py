@@ -149,8 +149,21 @@ def _report(result: RunResult, module: str) -> None:
 
 def run_command(argv: list[str]) -> int:
     ns = _run_parser().parse_args(argv)
+    from .serverproc import start_server
+
+    # Start the fork server first: its imports overlap with ours (trio, the supervisor).
+    server = start_server()
+    try:
+        return _run(ns, server)
+    finally:
+        if server.popen.poll() is None and server.sock.fileno() >= 0:
+            server.abandon()
+
+
+def _run(ns: argparse.Namespace, server) -> int:
     import trio
 
+    from .launcher import Launcher
     from .policy import PolicyError
     from .supervisor import RunSpec, open_supervisor
 
@@ -166,7 +179,8 @@ def run_command(argv: list[str]) -> int:
     spec = RunSpec(module=Path(ns.module), args=tuple(args), policy=policy, invoke=ns.invoke,
                    invoke_args=invoke_args, argv0=os.path.basename(ns.module))
     async def main() -> RunResult:
-        async with open_supervisor(cache=open_cache(ns), max_parallel=1) as supervisor:
+        async with open_supervisor(cache=open_cache(ns), max_parallel=1,
+                                   launcher=Launcher(server=server)) as supervisor:
             return await supervisor.run_spec(spec)
 
     try:

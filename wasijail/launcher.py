@@ -12,14 +12,13 @@ import itertools
 import os
 import signal
 import socket
-import subprocess
-import sys
 from typing import Sequence
 
 import trio
 
 from . import protocol
 from .results import WasijailError
+from .serverproc import ServerProcess, start_server
 
 
 class ForkServerGone(WasijailError):
@@ -65,10 +64,11 @@ class Child:
 class Launcher:
     """Owns one fork server process for the supervisor's lifetime."""
 
-    def __init__(self, command: Sequence[str] | None = None) -> None:
-        # The fork server's command line; the control socket's fd is appended.
-        self._command = list(command or (sys.executable, "-m", "wasijail.forkserver"))
-        self._process: trio.Process | None = None
+    def __init__(self, command: Sequence[str] | None = None, *, server: ServerProcess | None = None) -> None:
+        # The fork server's command line (the control socket's fd is appended),
+        # or a server already started with serverproc.start_server().
+        self._command = command
+        self._server = server
         self._sock: trio.socket.SocketType | None = None
         self._ids = itertools.count(1)
         self._spawned: dict[int, tuple[trio.Event, list]] = {}
@@ -77,15 +77,9 @@ class Launcher:
         self._gone = False
 
     async def start(self, nursery: trio.Nursery) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self._process = await trio.lowlevel.open_process(
-                [*self._command, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_server_env(),
-            )
-        finally:
-            theirs.close()
-        self._sock = trio.socket.from_stdlib_socket(ours)
+        if self._server is None:
+            self._server = start_server(self._command)
+        self._sock = trio.socket.from_stdlib_socket(self._server.sock)
         nursery.start_soon(self._read_loop)
 
     async def spawn(self, broker_fd: int, stdio: tuple[int, int, int], violation_fd: int, *,
@@ -151,16 +145,12 @@ class Launcher:
                 self._sock.shutdown(socket.SHUT_WR)  # the server sees EOF and exits
             except OSError:
                 pass
-        if self._process is not None:
+        if self._server is not None:
+            popen = self._server.popen
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(5):
-                    await self._process.wait()
-                if self._process.returncode is None:
-                    self._process.kill()
-                    await self._process.wait()
-
-
-def _server_env() -> dict[str, str]:
-    # The fork server (and so every child) needs only what locates Python and this package.
-    keep = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH")
-    return {k: os.environ[k] for k in keep if k in os.environ}
+                    while popen.poll() is None:
+                        await trio.sleep(0.005)
+                if popen.poll() is None:
+                    popen.kill()
+                    await trio.to_thread.run_sync(popen.wait)

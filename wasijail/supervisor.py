@@ -500,7 +500,8 @@ class _Plumbing:
 @asynccontextmanager
 async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int | None = None,
                           cache: ModuleCache | str | os.PathLike | None = None,
-                          cgroups: CgroupPool | None = None) -> AsyncIterator[Supervisor]:
+                          cgroups: CgroupPool | None = None,
+                          launcher: Launcher | None = None) -> AsyncIterator[Supervisor]:
     """Start a fork server and yield a Supervisor that runs modules through it.
 
     max_parallel: children running at once (default: the number of cores).
@@ -513,7 +514,7 @@ async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int
         cgroups = CgroupPool.open()  # None where the host has no delegated cgroup v2 memory
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        launcher = Launcher()
+        launcher = launcher or Launcher()
         await launcher.start(nursery)
         try:
             yield Supervisor(launcher, resolver=resolver, max_parallel=max_parallel, cache=cache,

@@ -57,41 +57,34 @@ def _unsigned_exit(method):
 def define_wasi(linker: wasmtime.Linker, state: WasiState, *, fast: bool | None = None) -> None:
     """Define every function of every snapshot (preview1 and preview0)."""
     fast = FAST if fast is None else fast
-    for snapshot, imports in _imports():
+    types: dict[tuple, wasmtime.FuncType] = {}  # per linker: a FuncType must not meet two engines
+    for snapshot, imports in _IMPORTS:
         host = WasiHost(state, snapshot)
         for imp in imports:
+            ty = types.get((imp.params, imp.results))
+            if ty is None:
+                ty = types[(imp.params, imp.results)] = wasmtime.FuncType(
+                    [_VALTYPES[p]() for p in imp.params], [_VALTYPES[r]() for r in imp.results])
             method = getattr(host, imp.name)
             if fast:
-                imp.define(linker, method)
+                imp.define(linker, ty, method)
             elif imp.name == "proc_exit":
-                linker.define_func(snapshot.module, imp.name, imp.ty, _unsigned_exit(method))
+                linker.define_func(snapshot.module, imp.name, ty, _unsigned_exit(method))
             else:
-                linker.define_func(snapshot.module, imp.name, imp.ty, _wrap(method, imp.params))
+                linker.define_func(snapshot.module, imp.name, ty, _wrap(method, imp.params))
 
 
 WASI_MODULES = frozenset(s.module for s in SNAPSHOTS)
 
-_IMPORTS: list | None = None
-
-
-def _imports() -> list[tuple[Snapshot, list[fastcall.Import]]]:
-    """Every WASI function as a fastcall.Import (names, FuncType, thunk), made once per process."""
-    global _IMPORTS
-    if _IMPORTS is None:
-        types: dict[tuple, wasmtime.FuncType] = {}
-        _IMPORTS = []
-        for snapshot in SNAPSHOTS:
-            imports = []
-            for name, (params, results) in snapshot.functions.items():
-                ty = types.get((params, results))
-                if ty is None:
-                    ty = types[(params, results)] = wasmtime.FuncType(
-                        [_VALTYPES[p]() for p in params], [_VALTYPES[r]() for r in results])
-                imports.append(fastcall.Import(snapshot.module, name, params, results, ty))
-            _IMPORTS.append((snapshot, imports))
-    return _IMPORTS
-
-
-# At import, so in the fork server: every child inherits the imports ready-made
-# (making them in each child cost about 2 ms a run).
-_imports()
+# Every WASI function as a fastcall.Import, with its callback made here, at
+# import, so in the fork server: children inherit them ready-made (making them
+# in each child cost about 2 ms a run).
+_IMPORTS: list[tuple[Snapshot, list[fastcall.Import]]] = [
+    (snapshot, [fastcall.Import(snapshot.module, name, params, results)
+                for name, (params, results) in snapshot.functions.items()])
+    for snapshot in SNAPSHOTS
+]
+if FAST:
+    for _, _imports in _IMPORTS:
+        for _imp in _imports:
+            _imp.prepare()

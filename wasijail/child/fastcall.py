@@ -233,30 +233,36 @@ _CALLBACK_TYPE = getattr(ffi, "wasmtime_func_unchecked_callback_t", None)
 
 # -- registration ----------------------------------------------------------------------------
 
-_VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
-
-
 class Import:
-    """One host function, ready to define in any linker: names, type and thunk made once."""
+    """One host function, ready to define in any linker: names and thunk made once.
 
-    __slots__ = ("module", "name", "params", "results", "ty", "_module_buf", "_name_buf", "_thunk")
+    The FuncType is not kept: wasmtime's C API ties a wasm_functype_t to the
+    first engine it is used with (and aborts the process if it meets another),
+    so types are made per linker.
+    """
 
-    def __init__(self, module: str, name: str, params, results, ty: wasmtime.FuncType | None = None):
+    __slots__ = ("module", "name", "params", "results", "_module_buf", "_name_buf", "_thunk")
+
+    def __init__(self, module: str, name: str, params, results):
         self.module, self.name = module, name
         self.params, self.results = tuple(params), tuple(results)
-        self.ty = ty if ty is not None else wasmtime.FuncType(
-            [_VALTYPES[p]() for p in self.params], [_VALTYPES[r]() for r in self.results])
         self._module_buf = ctypes.create_string_buffer(module.encode())
         self._name_buf = ctypes.create_string_buffer(name.encode())
-        self._thunk = _thunk(self.params, self.results)
+        self._thunk = None
 
-    def define(self, linker: wasmtime.Linker, method: Callable) -> None:
-        """Define this import in `linker` as a raw callback into `method`."""
+    def prepare(self) -> None:
+        """Make the callback now (bindings.py does it at import, in the fork server)."""
+        if self._thunk is None:
+            self._thunk = _thunk(self.params, self.results)
+
+    def define(self, linker: wasmtime.Linker, ty: wasmtime.FuncType, method: Callable) -> None:
+        """Define this import in `linker`, with type `ty`, as a raw callback into `method`."""
+        self.prepare()
         env = register(method)
         try:
             error = ffi.wasmtime_linker_define_func_unchecked(
                 linker.ptr(), self._module_buf, len(self._module_buf) - 1, self._name_buf,
-                len(self._name_buf) - 1, self.ty.ptr(), self._thunk, env, _finalize)
+                len(self._name_buf) - 1, ty.ptr(), self._thunk, env, _finalize)
         except BaseException:
             unregister(env)
             raise
@@ -267,8 +273,8 @@ class Import:
 
 def define(linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.FuncType,
            method: Callable, params: tuple[str, ...], results: tuple[str, ...]) -> None:
-    """Define `module.name` in `linker` as a raw callback into `method` (one-off Import)."""
-    Import(module, name, params, results, ty).define(linker, method)
+    """Define `module.name` in `linker` as a raw callback into `method` (a one-off Import)."""
+    Import(module, name, params, results).define(linker, ty, method)
 
 
 def live_definitions() -> int:

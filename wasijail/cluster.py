@@ -1,0 +1,679 @@
+"""`wasijail batch --cluster`: the same manifest on a Dask distributed cluster.
+
+Two halves, one module:
+
+* The worker side is a Dask preload (`dask worker tcp://HOST:PORT --preload
+  wasijail.cluster`). `dask_setup(worker)` gives each worker process one
+  `WorkerRuntime` for its lifetime: a thread running `trio.run` that holds one
+  supervisor (and so one fork server) and one compiled-module cache in the
+  worker's local folder, and the worker's `wasijail doctor` report, probed
+  once. Each task hands its job to that thread with `trio.from_thread`, so
+  every job still runs in its own locked-down child.
+
+* The client side (`open_cluster`, `run_cluster_batch`) reads the manifest
+  as the local batch does, sends every distinct module once (scattered under
+  its SHA-256), submits one task per job and writes each result through
+  `batch.result_record`, so results.jsonl has the same format and resumes the
+  same way. Only the client writes it: a job a dead worker was running is run
+  again elsewhere, and its line is still written once.
+
+Dask is an optional extra (`pip install 'wasijail[cluster]'`): it is imported
+only by the functions here that need it, never by the local batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .batch import BatchSummary, Job, _repair_torn_tail, finished_ids, job_policy, result_record
+from .doctor import Layer, format_report
+from .policy import Policy, PolicyError
+from .results import Outcome, OutcomeKind, RunResult, WasijailError
+
+INSTALL_HINT = "pip install 'wasijail[cluster]'"
+PRELOAD = "wasijail.cluster"
+# Stdin files up to this size travel inside the task; larger ones are scattered like modules.
+INLINE_STDIN = 256 * 1024
+# How often dask may re-run a job's task that raised (a worker's fork server died under it);
+# a worker that dies is handled by the scheduler itself (distributed.scheduler.allowed-failures).
+TASK_RETRIES = 2
+# A job whose module data was lost with a dead worker is submitted again, at most this often.
+RESUBMITS = 3
+
+log = logging.getLogger(__name__)
+
+
+class ClusterError(WasijailError):
+    """The cluster cannot be used: dask missing, bad address, scheduler unreachable."""
+
+
+class WorkerUnavailable(Exception):
+    """Raised in a task when its worker cannot run jobs right now; dask retries the task."""
+
+
+def import_distributed():
+    """The `distributed` package, or a ClusterError that says how to install it."""
+    try:
+        import distributed
+    except ImportError:
+        raise ClusterError(f"--cluster needs Dask distributed, which is not installed: {INSTALL_HINT}") from None
+    return distributed
+
+
+# -- worker side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a worker needs to run one job; the module bytes and stdin travel beside it."""
+
+    job_id: str
+    sha: str  # SHA-256 of the module's bytes, hex
+    suffix: str  # ".wat" or ".wasm": the child parses text only for .wat
+    args: tuple[str, ...]
+    policy: Policy  # the job's policy, its environment already resolved on the client
+    argv0: str
+    cached: bool = True  # use the worker's compiled-module cache
+
+
+def _probe_layers() -> list[Layer]:
+    """`wasijail doctor`'s probe, run in a fresh process as the fork server is.
+
+    A dask worker process has threads; the namespace probe forks, which is
+    only safe from a process that has none.
+    """
+    code = ("import json\nfrom wasijail.doctor import probe_layers\n"
+            "print(json.dumps([list(layer) for layer in probe_layers()]))")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        return [Layer(str(n), bool(a), str(d)) for n, a, d in json.loads(proc.stdout)]
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError) as exc:
+        why = f"the doctor probe failed: {exc}"
+        from .doctor import LAYER_NAMES
+
+        return [Layer(name, False, why) for name in LAYER_NAMES]
+
+
+class _CountingCache:
+    """Counts the artifacts stored per cache key (so tests can see one compile per worker)."""
+
+    def __init__(self, cache) -> None:
+        self.cache = cache
+        self.stored: Counter = Counter()
+
+    def install(self) -> None:
+        store = self.cache.store
+
+        def counting_store(key: str, artifact: bytes) -> None:
+            self.stored[key] += 1
+            store(key, artifact)
+
+        self.cache.store = counting_store
+
+
+class WorkerRuntime:
+    """One worker process's supervisor, fork server and module cache, kept for its lifetime."""
+
+    def __init__(self, address: str, folder: Path, nthreads: int) -> None:
+        from .cache import ModuleCache
+
+        self.address = address
+        self.folder = folder
+        self.modules = folder / "modules"
+        self.modules.mkdir(parents=True, exist_ok=True)
+        self.cache = ModuleCache(folder / "cache")
+        self._counting = _CountingCache(self.cache)
+        self._counting.install()
+        self.nthreads = max(1, nthreads)
+        self.layers = {layer.name: layer for layer in _probe_layers()}
+        self.report = format_report(list(self.layers.values()))
+        self.jobs = 0
+        self._written: set[str] = set()
+        self._first_runs: dict[tuple, Any] = {}  # key -> trio.Lock while a module's first run compiles it
+        self._tried: set[tuple] = set()
+        self._supervisors: dict[bool, tuple] = {}  # cached? -> (Supervisor, CancelScope)
+        self._token = None
+        self._failed: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="wasijail-supervisor", daemon=True)
+        self._thread.start()
+        self._ready.wait(120)
+        if self._failed is not None or self._token is None:
+            raise WasijailError(f"worker {address}: could not start the wasijail supervisor: {self._failed}")
+
+    # The trio thread.
+
+    def _serve(self) -> None:
+        import trio
+
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # reported to whoever waits for the start
+            self._failed = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        import trio
+
+        self._stop = trio.Event()
+        self._start_lock = trio.Lock()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._supervisor(True)  # the fork server is up before the first task arrives
+            self._token = trio.lowlevel.current_trio_token()
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _hold(self, cached: bool, task_status) -> None:
+        import trio
+
+        from .supervisor import PARENT_LAYERS, open_supervisor
+
+        with trio.CancelScope() as scope:
+            async with open_supervisor(max_parallel=self.nthreads,
+                                       cache=self.cache if cached else None) as supervisor:
+                # The parent's own layers were probed already (in a process without threads).
+                supervisor._parent_layers.update(
+                    {name: layer for name, layer in self.layers.items() if name in PARENT_LAYERS})
+                task_status.started((supervisor, scope))
+                await trio.sleep_forever()
+
+    async def _supervisor(self, cached: bool):
+        async with self._start_lock:
+            held = self._supervisors.get(cached)
+            if held is None or _fork_server_gone(held[0]):
+                if held is not None:
+                    held[1].cancel()  # a dead fork server: start a new one
+                held = await self._nursery.start(self._hold, cached)
+                self._supervisors[cached] = held
+        return held[0]
+
+    def _refusal(self, policy: Policy) -> str | None:
+        for name in policy.sandbox.require:
+            layer = self.layers.get(name)
+            if layer is not None and not layer.available:
+                return (f"worker {self.address} refuses the job: the policy requires sandbox layer {name},"
+                        f" which this worker lacks: {layer.detail}")
+        return None
+
+    def _module_file(self, task: Task, module: bytes) -> Path:
+        path = self.modules / f"{task.sha}{task.suffix}"
+        if path.name not in self._written:
+            if hashlib.sha256(module).hexdigest() != task.sha:
+                raise WasijailError(f"{task.argv0}: the module's bytes do not match their hash")
+            if not path.exists():
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+                tmp.write_bytes(module)
+                os.replace(tmp, path)
+            self._written.add(path.name)
+        return path
+
+    async def _run(self, task: Task, module: bytes, stdin: bytes) -> RunResult:
+        from .launcher import ForkServerGone
+        from .supervisor import RunSpec
+
+        refusal = self._refusal(task.policy)
+        if refusal is not None:
+            return RunResult(1, Outcome(OutcomeKind.ERROR, refusal), b"", b"")
+        try:
+            path = self._module_file(task, module)
+        except WasijailError as exc:
+            return RunResult(1, Outcome(OutcomeKind.ERROR, str(exc)), b"", b"")
+        supervisor = await self._supervisor(task.cached)
+        spec = RunSpec(path, task.args, task.policy, argv0=task.argv0)
+        try:
+            limits = task.policy.limits
+            first = (task.sha, task.suffix, bool(limits.fuel), bool(limits.cpu_time))
+            if task.cached and first not in self._tried:
+                # The first run of a module on this worker compiles it alone; the others wait
+                # and load its artifact, so a module compiles once per worker.
+                import trio
+
+                lock = self._first_runs.setdefault(first, trio.Lock())
+                async with lock:
+                    result = await self._run_spec(supervisor, spec, stdin)
+                    self._tried.add(first)
+                    self._first_runs.pop(first, None)
+            else:
+                result = await self._run_spec(supervisor, spec, stdin)
+        except ForkServerGone as exc:
+            raise WorkerUnavailable(f"worker {self.address}: {exc}") from None
+        if _fork_server_gone(supervisor):  # the child died with the fork server: not the job's doing
+            raise WorkerUnavailable(f"worker {self.address}: the fork server died during the job")
+        self.jobs += 1
+        return result
+
+    @staticmethod
+    async def _run_spec(supervisor, spec, stdin: bytes) -> RunResult:
+        from .launcher import ForkServerGone
+
+        try:
+            return await supervisor.run_spec(spec, stdin=stdin, capture_stdout=True, capture_stderr=True)
+        except ForkServerGone:
+            raise
+        except (WasijailError, PolicyError) as exc:  # as batch.run_job: the job fails alone
+            return RunResult(1, Outcome(OutcomeKind.ERROR, str(exc)), b"", b"")
+        except OSError as exc:
+            return RunResult(1, Outcome(OutcomeKind.ERROR, f"{exc.filename}: {exc.strerror}"), b"", b"")
+
+    # Any thread.
+
+    def run(self, task: Task, module: bytes, stdin: bytes) -> RunResult:
+        import trio
+
+        return trio.from_thread.run(self._run, task, module, stdin, trio_token=self._token)
+
+    def stats(self) -> dict:
+        return {"jobs": self.jobs, "compiled": dict(self._counting.stored), "report": self.report}
+
+    def close(self) -> None:
+        import trio
+
+        if self._token is not None and self._thread.is_alive():
+            try:
+                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass
+        self._thread.join(30)
+
+
+def _fork_server_gone(supervisor) -> bool:
+    return bool(getattr(supervisor.launcher, "_gone", False))
+
+
+_runtimes: dict[str, WorkerRuntime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def _runtime(worker) -> WorkerRuntime:
+    """This worker's runtime; started here when the worker was not given the preload."""
+    runtime = _runtimes.get(worker.id)
+    if runtime is None:
+        with _runtimes_lock:
+            runtime = _runtimes.get(worker.id)
+            if runtime is None:
+                folder = Path(worker.local_directory) / "wasijail"
+                runtime = WorkerRuntime(worker.address, folder, worker.state.nthreads)
+                _runtimes[worker.id] = runtime
+    return runtime
+
+
+def dask_setup(worker) -> None:
+    """Dask preload hook: start this worker's supervisor, fork server and cache."""
+    _runtime(worker)
+
+
+def dask_teardown(worker) -> None:
+    runtime = _runtimes.pop(worker.id, None)
+    if runtime is not None:
+        runtime.close()
+
+
+def run_task(task: Task, module: bytes, stdin: bytes) -> tuple[RunResult, str]:
+    """A job, run on whichever worker dask chose: the result and that worker's address."""
+    from distributed import get_worker
+
+    runtime = _runtime(get_worker())
+    return runtime.run(task, module, stdin), runtime.address
+
+
+def worker_report(dask_worker) -> str:
+    """`wasijail doctor` as this worker sees it (for client.run)."""
+    return _runtime(dask_worker).report
+
+
+def worker_stats(dask_worker) -> dict:
+    """Jobs run and artifacts compiled by this worker (for client.run)."""
+    return _runtime(dask_worker).stats()
+
+
+# -- client side ---------------------------------------------------------------------------------
+
+_LOCAL = re.compile(r"local:(\d+)")
+_REMOTE = re.compile(r"(tcp|tls)://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
+
+
+def check_address(address: str) -> str | None:
+    """Why `address` is not a --cluster value, or None when it is."""
+    local = _LOCAL.fullmatch(address)
+    if local:
+        return None if int(local.group(1)) >= 1 else "local:N needs at least one worker"
+    remote = _REMOTE.fullmatch(address)
+    if remote and 0 < int(remote.group(3)) < 65536:
+        return None
+    return f"{address!r} is not tcp://HOST:PORT (a Dask scheduler) or local:N (N worker processes here)"
+
+
+@contextmanager
+def open_cluster(address: str, *, threads_per_worker: int | None = None,
+                 timeout: float = 10.0, verbose: bool = False) -> Iterator[Any]:
+    """A dask Client for `address`: a running scheduler (tcp://HOST:PORT) or local:N.
+
+    local:N starts a LocalCluster of N worker processes on this machine, each
+    with the wasijail preload and `threads_per_worker` jobs at once; it is shut
+    down when the context ends. A scheduler that cannot be reached, or has no
+    worker, within `timeout` seconds is a ClusterError.
+    """
+    problem = check_address(address)
+    if problem is not None:
+        raise ClusterError(problem)
+    distributed = import_distributed()
+    _quiet_dask(verbose)
+    local = _LOCAL.fullmatch(address)
+    cluster = None
+    try:
+        if local:
+            workers = int(local.group(1))
+            cluster = distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=threads_per_worker or max(1, (os.cpu_count() or 1) // workers),
+                processes=True, preload=[PRELOAD], dashboard_address=None,
+                silence_logs=logging.WARNING if verbose else logging.CRITICAL)
+            client = distributed.Client(cluster, timeout=timeout)
+        else:
+            try:
+                client = distributed.Client(address, timeout=timeout)
+            except (OSError, TimeoutError) as exc:
+                raise ClusterError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s"
+                                   f" ({_one_line(exc)})") from None
+    except BaseException:
+        if cluster is not None:
+            _close_quietly(cluster)
+        raise
+    try:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise ClusterError(f"the Dask scheduler at {address} has no workers (waited {timeout:g} s); start them "
+                               f"with: dask worker {address} --preload {PRELOAD}") from None
+        yield client
+    finally:
+        _close_quietly(client)
+        if cluster is not None:
+            _close_quietly(cluster)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _close_quietly(thing) -> None:
+    try:
+        thing.close()
+    except Exception:  # shutting down after an interrupt or a lost scheduler: nothing left to do
+        pass
+
+
+def _quiet_dask(verbose: bool) -> None:
+    """Dask logs to stderr; the batch prints one line per problem, so only errors pass (warnings with -v)."""
+    level = logging.WARNING if verbose else logging.CRITICAL
+    for name in ("distributed", "distributed.client", "distributed.nanny", "distributed.worker",
+                 "distributed.scheduler", "distributed.core", "distributed.comm", "tornado"):
+        logging.getLogger(name).setLevel(level)
+
+
+def worker_reports(client) -> dict[str, str]:
+    """Each worker's `wasijail doctor` report (probed once, when the worker started)."""
+    return dict(sorted(client.run(worker_report).items()))
+
+
+@dataclass
+class ClusterSummary(BatchSummary):
+    modules_sent: int = 0  # distinct modules scattered to the cluster
+    resubmitted: int = 0  # jobs submitted again after their module data was lost with a worker
+
+
+@dataclass
+class _Blob:
+    """A scattered payload (a module or a large stdin) and the jobs still to use it."""
+
+    key: str
+    future: Any = None
+    users: int = 0
+
+
+@dataclass
+class _Pending:
+    job: Job
+    task: Task
+    module_sha: str
+    module_path: Path
+    stdin: bytes | None  # inline stdin; None when it is a scattered blob
+    stdin_sha: str | None = None
+    attempts: int = 1
+
+
+def _module_digest(job: Job, policy: Policy, seen: dict[Path, str]) -> str:
+    """The SHA-256 of the job's module, checked as the supervisor checks it (same messages)."""
+    from .supervisor import RunSpec, _open_module
+
+    fd = _open_module(RunSpec(job.module, policy=policy))  # raises WasijailError, as a local run would
+    try:
+        digest = seen.get(job.module)
+        if digest is None:
+            sha = hashlib.sha256()
+            while chunk := os.read(fd, 1 << 20):
+                sha.update(chunk)
+            digest = seen[job.module] = sha.hexdigest()
+        return digest
+    finally:
+        os.close(fd)
+
+
+def _error(detail: str) -> RunResult:
+    return RunResult(1, Outcome(OutcomeKind.ERROR, detail), b"", b"")
+
+
+def _resolved(policy: Policy) -> Policy:
+    """The policy with the client's environment copied in, so `--env NAME` means this host's NAME."""
+    if not policy.inherit_env:
+        return policy
+    return dataclasses.replace(policy, env=tuple(policy.resolved_env(os.environ)), inherit_env=())
+
+
+def _failure(exc: BaseException) -> tuple[bool, str]:
+    """(submit again?, why) for a task that ended without a result."""
+    from distributed import KilledWorker
+
+    name = type(exc).__name__
+    if isinstance(exc, KilledWorker):
+        return False, f"cluster: the workers running this job died repeatedly ({_one_line(exc)})"
+    if isinstance(exc, WorkerUnavailable):
+        return False, f"cluster: {_one_line(exc)}"
+    if name in ("CancelledError", "FutureCancelledError", "FuturesCancelledError") or "lost" in str(exc).lower():
+        return True, f"cluster: the job's data was lost with a worker ({_one_line(exc) or name})"
+    return False, f"cluster: {name}: {_one_line(exc)}"
+
+
+def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
+                      output_dir: Path | None = None,
+                      on_result: Callable[[Job, RunResult], None] | None = None,
+                      cache: bool = True, window: int | None = None) -> ClusterSummary:
+    """Run every job not already in `results` on the cluster behind `client`.
+
+    Appends one line per finished job (`batch.result_record`, plus the
+    worker's address) as results arrive; the client is the only writer.
+    `window` bounds the jobs submitted at once (default: a few per worker
+    thread), so module data and results never pile up on the cluster.
+    """
+    from distributed import as_completed
+
+    summary = ClusterSummary(total=len(jobs))
+    done = finished_ids(results)
+    todo = [job for job in jobs if job.id not in done]
+    summary.skipped = len(jobs) - len(todo)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    _repair_torn_tail(results)
+    token = uuid.uuid4().hex[:12]
+    if window is None:
+        threads = sum(client.nthreads().values()) or 1
+        window = max(32, 8 * threads)
+
+    started = time.monotonic()
+    written: set[str] = set()
+    with results.open("a") as sink:
+
+        def record(job: Job, result: RunResult, worker: str | None) -> None:
+            if job.id in written:  # a task dask ran twice: its job is still written once
+                return
+            written.add(job.id)
+            line = result_record(job, result, output_dir)
+            if worker is not None:
+                line["worker"] = worker
+                summary.workers[worker] += 1
+            sink.write(json.dumps(line) + "\n")  # whole lines only, as in the local batch
+            sink.flush()
+            summary.outcomes[result.outcome.kind.value] += 1
+            if result.returncode != 0 or result.outcome.kind is not OutcomeKind.EXIT:
+                summary.failed += 1
+            if on_result is not None:
+                on_result(job, result)
+
+        # First pass, on this host: each job's policy and module, checked as a local run checks
+        # them; a job that cannot start fails here, alone, with the local batch's message.
+        digests: dict[Path, str] = {}
+        ready: list[tuple[Job, Policy, str]] = []
+        blobs: dict[str, _Blob] = {}
+        for job in todo:
+            try:
+                job_pol = _resolved(job_policy(policy, job))
+                if job.stdin is not None:
+                    job.stdin.open("rb").close()  # a missing stdin fails as a local run reports it
+                sha = _module_digest(job, job_pol, digests)
+            except (WasijailError, PolicyError) as exc:
+                record(job, _error(str(exc)), None)
+                continue
+            except OSError as exc:
+                record(job, _error(f"{exc.filename}: {exc.strerror}"), None)
+                continue
+            ready.append((job, job_pol, sha))
+            blob = blobs.setdefault(sha, _Blob(f"wasijail-module-{sha}"))
+            blob.users += 1
+
+        def blob_future(blob: _Blob, load: Callable[[], bytes]):
+            if blob.future is None or blob.future.status in ("lost", "cancelled", "error"):
+                data = load()
+                (blob.future,) = client.scatter({blob.key: data}, hash=False).values()
+                return True
+            return False
+
+        def release(blob: _Blob | None) -> None:
+            if blob is None:
+                return
+            blob.users -= 1
+            if blob.users <= 0:
+                blob.future = None  # dropping the last reference frees it on the cluster
+
+        def submit(p: _Pending) -> Any:
+            module_blob = blobs[p.module_sha]
+
+            def load_module() -> bytes:
+                data = p.module_path.read_bytes()
+                if hashlib.sha256(data).hexdigest() != p.module_sha:
+                    raise WasijailError(f"{p.module_path}: changed while the batch ran")
+                return data
+
+            if blob_future(module_blob, load_module):
+                summary.modules_sent += 1
+            stdin_arg: Any = p.stdin if p.stdin is not None else blobs[p.stdin_sha].future
+            return client.submit(run_task, p.task, module_blob.future, stdin_arg,
+                                 key=f"wasijail-job-{token}-{p.attempts}-{p.job.id}",
+                                 pure=False, retries=TASK_RETRIES)
+
+        def prepare(job: Job, job_pol: Policy, sha: str) -> _Pending | None:
+            try:
+                data = job.stdin.read_bytes() if job.stdin is not None else b""
+            except OSError as exc:
+                release(blobs[sha])
+                record(job, _error(f"{exc.filename}: {exc.strerror}"), None)
+                return None
+            task = Task(job.id, sha, ".wat" if job.module.suffix == ".wat" else ".wasm", job.args, job_pol,
+                        job.module.name, cache)
+            pending = _Pending(job, task, sha, job.module, data)
+            if len(data) > INLINE_STDIN:
+                stdin_sha = hashlib.sha256(data).hexdigest()
+                blob = blobs.setdefault(stdin_sha, _Blob(f"wasijail-stdin-{stdin_sha}"))
+                blob.users += 1
+                blob_future(blob, lambda: data)
+                pending.stdin, pending.stdin_sha = None, stdin_sha
+            return pending
+
+        in_flight: dict[Any, _Pending] = {}
+        queue = iter(ready)
+        completed = as_completed(with_results=True, raise_errors=False)
+
+        def top_up() -> None:
+            while len(in_flight) < window:
+                item = next(queue, None)
+                if item is None:
+                    return
+                pending = prepare(*item)
+                if pending is None:
+                    continue
+                try:
+                    future = submit(pending)
+                except WasijailError as exc:
+                    release(blobs[pending.module_sha])
+                    record(pending.job, _error(str(exc)), None)
+                    continue
+                in_flight[future] = pending
+                completed.add(future)
+
+        try:
+            top_up()
+            while in_flight:
+                for future, value in completed.next_batch(block=True):
+                    pending = in_flight.pop(future, None)
+                    if pending is None:
+                        continue
+                    if future.status == "finished":
+                        result, worker = value
+                        record(pending.job, result, worker)
+                    else:
+                        exc = value[1] if isinstance(value, tuple) else value
+                        again, why = _failure(exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
+                        if again and pending.attempts <= RESUBMITS:
+                            pending.attempts += 1
+                            summary.resubmitted += 1
+                            new = submit(pending)
+                            in_flight[new] = pending
+                            completed.add(new)
+                            continue
+                        record(pending.job, _error(why), None)
+                    release(blobs[pending.module_sha])
+                    if pending.stdin_sha is not None:
+                        release(blobs[pending.stdin_sha])
+                top_up()
+        except BaseException:
+            # Interrupted (Ctrl-C) or the scheduler went away: what finished is written; the rest
+            # is cancelled on the cluster and runs again on the next, resuming, run.
+            futures = list(in_flight)
+            in_flight.clear()
+            if futures:
+                try:
+                    client.cancel(futures, asynchronous=False)
+                except Exception:
+                    pass
+            raise
+    summary.wall_time = time.monotonic() - started
+    return summary
