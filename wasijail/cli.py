@@ -229,10 +229,18 @@ def batch_command(argv: list[str]) -> int:
     p.add_argument("--output-dir", metavar="DIR", help="write each job's stdout/stderr here instead of inline")
     p.add_argument("--allow-failures", action="store_true", help="exit 0 even when jobs did not exit 0")
     add_cache_flags(p)
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the jobs on a Dask cluster: tcp://HOST:PORT of a running scheduler (its workers"
+                        " started with --preload wasijail.cluster), or local:N to start N worker processes here"
+                        " (--jobs is then split between them); needs pip install 'wasijail[cluster]'")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="with --cluster: show each worker's `wasijail doctor` report and dask's warnings")
     p.add_argument("manifest", metavar="MANIFEST", help="JSON Lines file, one job per line")
     ns = p.parse_args(argv)
     if ns.jobs < 1:
         p.error("--jobs must be at least 1")
+    if ns.cluster is not None:
+        return _cluster_batch(p, ns)
     import trio
 
     from .batch import Progress, failures, finished_ids, format_summary, load_manifest, run_batch
@@ -268,6 +276,61 @@ def batch_command(argv: list[str]) -> int:
     progress.close()
     sys.stderr.write(format_summary(summary))
     failed = failures(results, {job.id for job in jobs})  # this run's and earlier runs' jobs
+    return 0 if ns.allow_failures or failed == 0 else STATUS_ERROR
+
+
+def _cluster_batch(p: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    """`batch --cluster`: the same manifest and results file, the jobs run by Dask workers."""
+    from .cluster import check_address
+
+    problem = check_address(ns.cluster)
+    if problem is not None:
+        p.error(f"--cluster: {problem}")
+    if ns.cache_dir is not None:
+        p.error("--cache-dir applies to the local batch; with --cluster each worker keeps its own cache")
+    from .batch import Progress, failures, finished_ids, format_summary, load_manifest
+    from .cluster import ClusterError, import_distributed, open_cluster, run_cluster_batch, worker_reports
+    from .policy import PolicyError
+
+    try:
+        import_distributed()
+        policy = build_policy(ns)
+        jobs = load_manifest(Path(ns.manifest))
+    except (PolicyError, WasijailError) as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    results = Path(ns.results)
+    progress = None
+    try:
+        workers = int(ns.cluster.split(":")[1]) if ns.cluster.startswith("local:") else 1
+        with open_cluster(ns.cluster, threads_per_worker=-(-ns.jobs // workers), verbose=ns.verbose) as client:
+            if ns.verbose:
+                for address, report in worker_reports(client).items():
+                    sys.stderr.write(f"worker {address}:\n{report}\n")
+            skipped = len({j.id for j in jobs} & finished_ids(results))
+            progress = Progress(len(jobs), skipped)
+            summary = run_cluster_batch(
+                jobs, policy=policy, results=results, client=client,
+                output_dir=Path(ns.output_dir) if ns.output_dir else None, on_result=progress.update,
+                cache=not ns.no_cache)
+    except ClusterError as exc:
+        if progress is not None:
+            progress.close()
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    except OSError as exc:
+        if progress is not None:
+            progress.close()
+        sys.stderr.write(f"{PROG}: error: {exc.filename or ns.results}: {exc.strerror}\n")
+        return STATUS_ERROR
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        sys.stderr.write(f"{PROG}: interrupted: finished jobs are in {results}; rerun to resume\n")
+        return 130
+    progress.close()
+    sys.stderr.write(format_summary(summary))
+    failed = failures(results, {job.id for job in jobs})
     return 0 if ns.allow_failures or failed == 0 else STATUS_ERROR
 
 

@@ -449,6 +449,7 @@ class _Blob:
     key: str
     future: Any = None
     users: int = 0
+    sent: int = 0
 
 
 @dataclass
@@ -573,7 +574,10 @@ def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
         def blob_future(blob: _Blob, load: Callable[[], bytes]):
             if blob.future is None or blob.future.status in ("lost", "cancelled", "error"):
                 data = load()
-                (blob.future,) = client.scatter({blob.key: data}, hash=False).values()
+                # A dask key is never reused: a released key may still be on its way out.
+                blob.sent += 1
+                key = f"{blob.key}-{token}-{blob.sent}"
+                (blob.future,) = client.scatter({key: data}, hash=False).values()
                 return True
             return False
 

@@ -154,7 +154,11 @@ class Broker:
         return self._parent(handle, path)
 
     def _is_symlink(self, handle: Handle, path: bytes) -> bool:
-        dirfd, name = self._parent(handle, path)
+        """Whether `path` names a symlink (not followed); False when it cannot be looked up."""
+        try:
+            dirfd, name = self._parent(handle, path)
+        except OSError:
+            return False
         try:
             return stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
         except OSError:

@@ -1,0 +1,435 @@
+"""`wasijail batch --cluster`: the same manifest on Dask distributed workers.
+
+One LocalCluster of two worker processes (each with the wasijail preload) is
+shared by the tests that use the API; the CLI tests start their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trio
+
+pytest.importorskip("distributed", reason="the cluster extra is not installed: pip install -e '.[cluster]'"
+                                          " (scripts/test installs it)")
+
+from wasijail.batch import load_manifest, run_batch  # noqa: E402
+from wasijail.cache import ModuleCache, engine_fingerprint  # noqa: E402
+from wasijail.cluster import (  # noqa: E402
+    ClusterError, open_cluster, run_cluster_batch, worker_reports, worker_stats)
+from wasijail.doctor import probe_layers  # noqa: E402
+from wasijail.policy import Policy  # noqa: E402
+
+from helpers import PROGRAMS, assert_one_line_error, text, wasijail  # noqa: E402
+
+# A module that rests 100 ms in poll_oneoff, then prints "rested" and exits 0:
+# long enough for a worker to be killed while it runs.
+NAP_WAT = """(module
+    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 200) "rested %s\\n")
+    (func (export "_start")
+        (i32.store (i32.const 16) (i32.const 1))
+        (i64.store (i32.const 24) (i64.const 100000000))
+        (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+        (i32.store (i32.const 300) (i32.const 200))
+        (i32.store (i32.const 304) (i32.const %d))
+        (drop (call $write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 400)))
+    )
+)
+"""
+
+
+def nap_module(folder: Path, tag: str) -> Path:
+    """A nap module of its own (a new module hash) that prints "rested TAG"."""
+    path = folder / f"nap-{tag}.wat"
+    path.write_text(NAP_WAT % (tag, len(f"rested {tag}\n")))
+    return path
+
+
+@pytest.fixture(scope="module")
+def client():
+    with open_cluster("local:2", threads_per_worker=2) as client:
+        yield client
+
+
+@pytest.fixture
+def cluster(client):
+    """The shared cluster, with both workers back (a test before may have killed some)."""
+    client.wait_for_workers(2, timeout=60)
+    yield client
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# The mixed manifest: every kind of ending, stdin, arguments, environment, preopens.
+def write_mixed(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    (folder / "data").mkdir()
+    (folder / "data" / "in.txt").write_text("copied through a preopen\n")
+    (folder / "out").mkdir()
+    (folder / "bytes.bin").write_bytes(b"\xff\xfe not utf-8\n")
+    kinds = [
+        {"module": str(PROGRAMS / "demo_p1.wasm")},
+        {"module": str(PROGRAMS / "exit7.wasm")},
+        {"module": str(PROGRAMS / "trap.wasm")},
+        {"module": str(PROGRAMS / "cat.wasm"), "stdin": "bytes.bin"},
+        {"module": str(PROGRAMS / "env.wasm"), "args": ["a b", "c"], "env": {"LANG": "C", "X": "1"}},
+        {"module": str(PROGRAMS / "demo.wasm"), "args": ["/data/in.txt", "/out/{id}.txt"],
+         "preopens": ["data::/data::ro", "out::/out"]},
+        {"module": str(PROGRAMS / "demo.wasm"), "args": ["/data/../etc/passwd", "/out/x"],
+         "preopens": ["data::/data::ro", "out::/out"]},
+        {"module": str(PROGRAMS / "demo.wasm"), "args": ["/data/in.txt", "/data/new.txt"],
+         "preopens": ["data::/data::ro"]},
+        {"module": "no-such-module.wasm"},
+        {"module": str(PROGRAMS / "demo_p1.wasm"), "preopens": ["no-such-dir::/x"]},
+        {"module": str(PROGRAMS / "cat.wasm"), "stdin": "no-such-input.txt"},
+        {"module": str(PROGRAMS / "spin.wasm"), "limits": {"timeout": "200ms"}},
+        {"module": str(PROGRAMS / "demo_wat.wasm"), "limits": {"fuel": 1_000_000}},
+    ]
+    manifest = folder / "jobs.jsonl"
+    with manifest.open("w") as f:
+        for i in range(count):
+            kind = kinds[i % len(kinds)]
+            job_id = f"job{i:03}"
+            entry = json.loads(json.dumps(kind).replace("{id}", job_id))
+            f.write(json.dumps({"id": job_id, **entry}) + "\n")
+    return manifest
+
+
+def comparable(record: dict, folder: Path) -> tuple:
+    """What must match between a local and a cluster run: all but timings and the worker."""
+    fields = [record.get(k) for k in ("outcome", "returncode", "detail", "signal", "stdout",
+                                      "stdout_base64", "stderr", "stderr_base64")]
+    if fields[2] is not None:
+        fields[2] = fields[2].replace(str(folder), "FOLDER")  # each run has its own folder
+    return tuple(fields)
+
+
+def test_200_mixed_jobs_give_the_local_batch_results(cluster, tmp_path):
+    local_manifest = write_mixed(tmp_path / "local", 200)
+    cluster_manifest = write_mixed(tmp_path / "cluster", 200)
+    local_results, cluster_results = tmp_path / "local.jsonl", tmp_path / "cluster.jsonl"
+    trio.run(lambda: run_batch(load_manifest(local_manifest), policy=Policy.default(),
+                               results=local_results, parallel=2))
+    summary = run_cluster_batch(load_manifest(cluster_manifest), policy=Policy.default(),
+                                results=cluster_results, client=cluster)
+    local = {r["id"]: r for r in read_lines(local_results)}
+    remote = read_lines(cluster_results)
+    assert len(remote) == 200 and len({r["id"] for r in remote}) == 200
+    assert ({r["id"]: comparable(r, tmp_path / "cluster") for r in remote}
+            == {k: comparable(v, tmp_path / "local") for k, v in local.items()})
+    # The same records, field for field, but for the worker that ran each job.
+    assert all(set(r) - {"worker"} == set(local[r["id"]]) for r in remote)
+    kinds = Counter(r["outcome"] for r in remote)
+    assert kinds == Counter({"exit": 124, "error": 45, "trap": 16, "timeout": 15}), kinds
+    assert summary.done == 200 and summary.skipped == 0
+    # Jobs that could not start (missing module or stdin) fail on the client, the rest on a worker.
+    assert sum(summary.workers.values()) == 200 - 15 - 15
+    assert sorted(summary.workers) == sorted(cluster.scheduler_info()["workers"])
+    assert all(r["worker"] in summary.workers for r in remote if "worker" in r)
+    # Each distinct module was sent once: demo_p1, exit7, trap, cat, env, demo, spin, demo_wat.
+    assert summary.modules_sent == 8
+    copied = sorted(p.name for p in (tmp_path / "cluster" / "out").iterdir())
+    assert copied == sorted(p.name for p in (tmp_path / "local" / "out").iterdir())
+    assert len(copied) == 15
+    assert (tmp_path / "cluster" / "out" / "job005.txt").read_text() == "copied through a preopen\n"
+    by_id = {r["id"]: r for r in remote}
+    assert by_id["job000"]["stdout"] == "hello world\n"
+    assert by_id["job003"]["stdout_base64"] == "//4gbm90IHV0Zi04Cg=="
+    assert by_id["job004"]["stdout"].startswith("argc=3\nargv[0]=env.wasm\nargv[1]=a b\nargv[2]=c\n")
+    assert "env:LANG=C\nenv:X=1\n" in by_id["job004"]["stdout"]
+    assert by_id["job006"]["stderr"] == "error opening input /data/../etc/passwd: Capabilities insufficient\n"
+    assert by_id["job007"]["stderr"] == "error opening output /data/new.txt: Capabilities insufficient\n"
+    assert by_id["job008"]["detail"].endswith("no-such-module.wasm: no such file")
+    assert by_id["job009"]["detail"] == f"preopen {tmp_path / 'cluster' / 'no-such-dir'}: no such directory"
+    assert by_id["job010"]["detail"] == f"{tmp_path / 'cluster' / 'no-such-input.txt'}: No such file or directory"
+    assert by_id["job011"]["outcome"] == "timeout" and by_id["job011"]["returncode"] == 134
+
+
+def _pids(client) -> dict[str, int]:
+    return client.run(os.getpid)
+
+
+def _kill_after(client, count: int, which: str):
+    """An on_result callback that SIGKILLs worker processes once `count` results are in."""
+    seen = []
+    killed: list[str] = []
+
+    def on_result(job, result):
+        seen.append(job.id)
+        if len(seen) == count:
+            pids = _pids(client)
+            victims = sorted(pids)[:1] if which == "one" else sorted(pids)
+            for address in victims:
+                os.kill(pids[address], signal.SIGKILL)
+                killed.append(address)
+
+    return on_result, killed
+
+
+def _nap_manifest(folder: Path, count: int, tag: str) -> Path:
+    module = nap_module(folder, tag)
+    manifest = folder / f"{tag}.jsonl"
+    with manifest.open("w") as f:
+        for i in range(count):
+            f.write(json.dumps({"id": f"{tag}{i:03}", "module": str(module)}) + "\n")
+    return manifest
+
+
+@pytest.mark.parametrize("which", ["one", "all"])
+def test_killed_worker_loses_no_job_and_duplicates_none(cluster, tmp_path, which):
+    manifest = _nap_manifest(tmp_path, 60, f"kill{which}")
+    results = tmp_path / "results.jsonl"
+    on_result, killed = _kill_after(cluster, 10, which)
+    summary = run_cluster_batch(load_manifest(manifest), policy=Policy.default(), results=results,
+                                client=cluster, on_result=on_result)
+    assert len(killed) == (1 if which == "one" else 2)
+    lines = read_lines(results)
+    assert sorted(r["id"] for r in lines) == [f"kill{which}{i:03}" for i in range(60)]  # once each
+    assert {(r["outcome"], r["returncode"], r["stdout"]) for r in lines} == {("exit", 0, f"rested kill{which}\n")}
+    assert summary.done == 60 and summary.failed == 0
+    assert set(killed) <= set(summary.workers)
+    if which == "all":
+        # The rest ran on the workers the nannies started in place of the killed ones.
+        assert len(summary.workers) > 2
+        # The module's only copies died with the workers: it was sent again, its jobs resubmitted.
+        assert summary.modules_sent == 2 and summary.resubmitted > 0
+    else:
+        assert summary.modules_sent == 1
+
+
+def test_a_module_compiles_once_per_worker(cluster, tmp_path):
+    manifest = _nap_manifest(tmp_path, 40, "once")
+    module = (tmp_path / "nap-once.wat").read_bytes()
+    summary = run_cluster_batch(load_manifest(manifest), policy=Policy.default(),
+                                results=tmp_path / "r.jsonl", client=cluster)
+    assert summary.done == 40 and summary.modules_sent == 1
+    assert len(summary.workers) == 2
+    limits = Policy.default().limits
+    key = ModuleCache.key(module, engine_fingerprint(fuel=bool(limits.fuel), epochs=bool(limits.cpu_time)))
+    stats = cluster.run(worker_stats)
+    assert {address: s["compiled"].get(key) for address, s in stats.items()} == {a: 1 for a in summary.workers}
+
+
+def test_resume_skips_finished_jobs(cluster, tmp_path):
+    manifest = _nap_manifest(tmp_path, 12, "resume")
+    results = tmp_path / "r.jsonl"
+    jobs = load_manifest(manifest)
+    first = run_cluster_batch(jobs[:5], policy=Policy.default(), results=results, client=cluster)
+    assert first.done == 5
+    with results.open("a") as f:
+        f.write('{"id": "resume005", "outc')  # a line torn by a kill
+    again = run_cluster_batch(jobs, policy=Policy.default(), results=results, client=cluster)
+    assert again.skipped == 5 and again.done == 7
+    assert sorted(r["id"] for r in read_lines(results)) == [f"resume{i:03}" for i in range(12)]
+
+
+def test_worker_lacking_a_required_layer_refuses_the_job(cluster, tmp_path):
+    missing = [layer for layer in probe_layers() if not layer.available]
+    if not missing:
+        pytest.skip("this host provides every sandbox layer: no worker can lack one")
+    layer = missing[0]
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"r{i}", "module": str(PROGRAMS / "demo_p1.wasm")}) + "\n"
+                                for i in range(4)))
+    results = tmp_path / "r.jsonl"
+    summary = run_cluster_batch(load_manifest(manifest), policy=Policy.default().with_require(layer.name),
+                                results=results, client=cluster)
+    assert summary.failed == 4
+    for record in read_lines(results):
+        assert (record["outcome"], record["returncode"]) == ("error", 1)
+        assert record["detail"] == (f"worker {record['worker']} refuses the job: the policy requires sandbox"
+                                    f" layer {layer.name}, which this worker lacks: {layer.detail}")
+    fine = run_cluster_batch(load_manifest(manifest), policy=Policy.default().with_require("seccomp"),
+                             results=tmp_path / "fine.jsonl", client=cluster)
+    assert fine.failed == 0 and fine.done == 4
+
+
+def test_worker_reports_are_doctor_reports(cluster):
+    reports = worker_reports(cluster)
+    assert sorted(reports) == sorted(cluster.scheduler_info()["workers"])
+    for report in reports.values():
+        assert [line.split()[0] for line in report.splitlines()] == [
+            "seccomp", "landlock", "userns", "mountns", "netns", "openat2", "cgroup"]
+
+
+def test_scheduler_without_workers_is_one_clear_error():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as empty:
+        with pytest.raises(ClusterError) as info:
+            with open_cluster(empty.scheduler_address, timeout=1):
+                pass
+    assert str(info.value) == (f"the Dask scheduler at {empty.scheduler_address} has no workers (waited 1 s);"
+                               f" start them with: dask worker {empty.scheduler_address} --preload wasijail.cluster")
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("address,message", [
+    ("localhost:8786", "--cluster: 'localhost:8786' is not tcp://HOST:PORT (a Dask scheduler) or local:N"),
+    ("local:0", "--cluster: local:N needs at least one worker"),
+    ("tcp://host", "is not tcp://HOST:PORT"),
+])
+def test_bad_cluster_address_is_a_usage_error(tmp_path, address, message):
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "module": str(PROGRAMS / "demo_p1.wasm")}) + "\n")
+    err = assert_one_line_error(wasijail("batch", "--cluster", address, manifest), status=2)
+    assert message in err
+
+
+def test_unreachable_scheduler_is_one_line_within_the_timeout(tmp_path):
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "module": str(PROGRAMS / "demo_p1.wasm")}) + "\n")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    err = assert_one_line_error(wasijail("batch", "--cluster", address, "--results", tmp_path / "r.jsonl",
+                                         manifest, timeout=60))
+    assert time.monotonic() - started < 30
+    assert err.startswith(f"wasijail: error: cannot reach the Dask scheduler at {address} within 10 s")
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_cache_dir_applies_to_the_local_batch_only(tmp_path):
+    err = assert_one_line_error(wasijail("batch", "--cluster", "local:1", "--cache-dir", tmp_path,
+                                         tmp_path / "jobs.jsonl"), status=2)
+    assert "--cache-dir applies to the local batch" in err
+
+
+def test_without_the_extra_cluster_says_how_to_install(tmp_path):
+    blocker = tmp_path / "block"
+    for name in ("dask", "distributed"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "module": str(PROGRAMS / "demo_p1.wasm")}) + "\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    err = assert_one_line_error(wasijail("batch", "--cluster", "local:1", manifest, env=env))
+    assert err == ("wasijail: error: --cluster needs Dask distributed, which is not installed:"
+                   " pip install 'wasijail[cluster]'")
+
+
+def test_local_batch_does_not_import_dask(tmp_path):
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "module": str(PROGRAMS / "demo_p1.wasm")}) + "\n")
+    code = ("import sys\nfrom wasijail.cli import main\n"
+            f"status = main(['batch', '--results', {str(tmp_path / 'r.jsonl')!r}, {str(manifest)!r}])\n"
+            "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert text(proc.stdout) == "0 []\n", text(proc.stderr)
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Processes whose working folder is `folder` (the CLI's workers, fork servers and children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/cwd") == str(folder):
+                    with open(f"/proc/{entry}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= count:
+            return
+        assert proc.poll() is None, text(proc.stderr.read())
+        time.sleep(0.05)
+    raise AssertionError("the cluster batch made no progress")
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
+def test_interrupted_cluster_batch_resumes(tmp_path, how):
+    manifest = _nap_manifest(tmp_path, 50, "cli")
+    results = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "wasijail", "batch", "--cluster", "local:2", "--results", str(results),
+               str(manifest)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    _wait_for_lines(results, 8, proc)
+    proc.send_signal(how)
+    proc.wait(timeout=60)
+    if how == signal.SIGINT:
+        assert proc.returncode == 130
+        assert text(proc.stderr.read()).splitlines()[-1] == (
+            f"wasijail: interrupted: finished jobs are in {results}; rerun to resume")
+    deadline = time.monotonic() + 30
+    while _processes_in(tmp_path) and time.monotonic() < deadline:  # workers notice their parent is gone
+        time.sleep(0.1)
+    assert _processes_in(tmp_path) == []
+    partial = read_lines(results)
+    assert 8 <= len(partial) < 50
+    rerun = subprocess.run(command, capture_output=True, cwd=tmp_path, timeout=180)
+    assert rerun.returncode == 0, text(rerun.stderr)
+    lines = read_lines(results)
+    assert sorted(r["id"] for r in lines) == [f"cli{i:03}" for i in range(50)]
+    assert {r["stdout"] for r in lines} == {"rested cli\n"}
+    err = text(rerun.stderr)
+    assert f"skipped (already done)   {len(partial)}\n" in err
+    assert "workers                  2\n" in err
+
+
+def test_dask_worker_with_the_preload(tmp_path):
+    """The README's way: `dask scheduler`, `dask worker ADDRESS --preload wasijail.cluster`, then --cluster."""
+    dask = Path(sys.executable).with_name("dask")
+    if not dask.exists():
+        dask = Path(shutil.which("dask") or "dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    processes = [subprocess.Popen([str(dask), "scheduler", "--port", str(port), "--no-dashboard"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)]
+    try:
+        processes.append(subprocess.Popen(
+            [str(dask), "worker", address, "--preload", "wasijail.cluster", "--nthreads", "2",
+             "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
+        manifest = tmp_path / "jobs.jsonl"
+        manifest.write_text("".join(
+            json.dumps({"id": f"w{i}", "module": str(PROGRAMS / "demo_p1.wasm")}) + "\n" for i in range(6)))
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler may not be listening yet
+            proc = wasijail("batch", "--cluster", address, "--verbose", "--results", tmp_path / "r.jsonl",
+                            manifest, timeout=120)
+            if proc.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        err = text(proc.stderr)
+        assert proc.returncode == 0, err
+        assert err.startswith("worker tcp://127.0.0.1:")
+        assert "\nseccomp      available  (" in err
+        assert {r["stdout"] for r in read_lines(tmp_path / "r.jsonl")} == {"hello world\n"}
+        assert "workers                  1\n" in err
+    finally:
+        for process in reversed(processes):
+            process.send_signal(signal.SIGINT)
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
