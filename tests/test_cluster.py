@@ -270,7 +270,7 @@ def test_worker_reports_are_doctor_reports(cluster):
 def test_scheduler_without_workers_is_one_clear_error():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as empty:
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as empty:
         with pytest.raises(ClusterError) as info:
             with open_cluster(empty.scheduler_address, timeout=1):
                 pass

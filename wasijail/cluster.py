@@ -385,7 +385,7 @@ def open_cluster(address: str, *, threads_per_worker: int | None = None,
             workers = int(local.group(1))
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=threads_per_worker or max(1, (os.cpu_count() or 1) // workers),
-                processes=True, preload=[PRELOAD], dashboard_address=None,
+                processes=True, preload=[PRELOAD], dashboard_address=":0",
                 silence_logs=logging.WARNING if verbose else logging.CRITICAL)
             client = distributed.Client(cluster, timeout=timeout)
         else:

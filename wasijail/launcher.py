@@ -76,6 +76,11 @@ class Launcher:
         self._statuses: dict[int, protocol.Exited] = {}
         self._gone = False
 
+    @property
+    def pid(self) -> int | None:
+        """The fork server's pid (the parent of every child), once started."""
+        return self._server.popen.pid if self._server is not None else None
+
     async def start(self, nursery: trio.Nursery) -> None:
         if self._server is None:
             self._server = start_server(self._command)
