@@ -147,6 +147,25 @@ _FSTFLAGS = int(Fstflags.ATIM | Fstflags.ATIM_NOW | Fstflags.MTIM | Fstflags.MTI
 
 
 @dataclass(frozen=True, slots=True)
+class _DirPathRequest(Message):
+    """A request that names only a path under a directory handle."""
+
+    FIXED = struct.Struct("<I")
+    BLOBS = ("path",)
+    PATHS = ("path",)
+    dir: int
+    path: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _DirRequest(Message):
+    """A request about a directory handle itself."""
+
+    FIXED = struct.Struct("<I")
+    dir: int
+
+
+@dataclass(frozen=True, slots=True)
 class PathOpen(Message):
     OP = Op.PATH_OPEN
     FIXED = struct.Struct("<IIHHQQ")
@@ -202,33 +221,18 @@ class PathFilestatSetTimes(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class PathCreateDirectory(Message):
+class PathCreateDirectory(_DirPathRequest):
     OP = Op.PATH_CREATE_DIRECTORY
-    FIXED = struct.Struct("<I")
-    BLOBS = ("path",)
-    PATHS = ("path",)
-    dir: int
-    path: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class PathRemoveDirectory(Message):
+class PathRemoveDirectory(_DirPathRequest):
     OP = Op.PATH_REMOVE_DIRECTORY
-    FIXED = struct.Struct("<I")
-    BLOBS = ("path",)
-    PATHS = ("path",)
-    dir: int
-    path: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class PathUnlinkFile(Message):
+class PathUnlinkFile(_DirPathRequest):
     OP = Op.PATH_UNLINK_FILE
-    FIXED = struct.Struct("<I")
-    BLOBS = ("path",)
-    PATHS = ("path",)
-    dir: int
-    path: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,13 +276,8 @@ class PathSymlink(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class PathReadlink(Message):
+class PathReadlink(_DirPathRequest):
     OP = Op.PATH_READLINK
-    FIXED = struct.Struct("<I")
-    BLOBS = ("path",)
-    PATHS = ("path",)
-    dir: int
-    path: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,10 +294,8 @@ class FdReaddir(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class DirFilestatGet(Message):
+class DirFilestatGet(_DirRequest):
     OP = Op.DIR_FILESTAT_GET
-    FIXED = struct.Struct("<I")
-    dir: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,17 +312,13 @@ class DirFilestatSetTimes(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class DirClose(Message):
+class DirClose(_DirRequest):
     OP = Op.DIR_CLOSE
-    FIXED = struct.Struct("<I")
-    dir: int
 
 
 @dataclass(frozen=True, slots=True)
-class DirSync(Message):
+class DirSync(_DirRequest):
     OP = Op.DIR_SYNC
-    FIXED = struct.Struct("<I")
-    dir: int
 
 
 class Outcome(IntEnum):

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 
 from .. import protocol
-from ..child.fdtable import filetype_of_mode
 from ..wasi import (
+    filetype_of_mode,
     DIRENT,
     READ_INTENT,
     WRITE_INTENT,

@@ -74,24 +74,6 @@ class FdTable:
         return entry
 
 
-def filetype_of_mode(mode: int) -> Filetype:
-    import stat
-
-    if stat.S_ISREG(mode):
-        return Filetype.REGULAR_FILE
-    if stat.S_ISDIR(mode):
-        return Filetype.DIRECTORY
-    if stat.S_ISCHR(mode):
-        return Filetype.CHARACTER_DEVICE
-    if stat.S_ISBLK(mode):
-        return Filetype.BLOCK_DEVICE
-    if stat.S_ISLNK(mode):
-        return Filetype.SYMBOLIC_LINK
-    if stat.S_ISSOCK(mode):
-        return Filetype.SOCKET_STREAM
-    return Filetype.UNKNOWN  # FIFOs too: WASI has no filetype for them
-
-
 def close_quietly(fd: int) -> None:
     try:
         os.close(fd)

@@ -22,6 +22,7 @@ import time
 
 from .. import protocol
 from ..wasi import (
+    filetype_of_mode,
     ACCESS_MODE_RIGHTS,
     DIRECTORY_READONLY_RIGHTS,
     DIRECTORY_RIGHTS,
@@ -57,7 +58,7 @@ from ..wasi import (
     Subclockflags,
 )
 from .broker_client import BrokerClient
-from .fdtable import Descriptor, FdTable, WasiError, close_quietly, filetype_of_mode
+from .fdtable import Descriptor, FdTable, WasiError, close_quietly
 from .memory import GuestMemory
 
 _CLOCKS = {

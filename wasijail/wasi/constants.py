@@ -8,6 +8,7 @@ WASI constant.
 from __future__ import annotations
 
 import errno as _host
+import stat as _stat
 from enum import IntEnum, IntFlag
 
 
@@ -195,6 +196,23 @@ class Filetype(IntEnum):
     SOCKET_DGRAM = 5
     SOCKET_STREAM = 6
     SYMBOLIC_LINK = 7
+
+
+def filetype_of_mode(mode: int) -> Filetype:
+    """The WASI filetype for a host `st_mode` (FIFOs are UNKNOWN: WASI has no type for them)."""
+    if _stat.S_ISREG(mode):
+        return Filetype.REGULAR_FILE
+    if _stat.S_ISDIR(mode):
+        return Filetype.DIRECTORY
+    if _stat.S_ISCHR(mode):
+        return Filetype.CHARACTER_DEVICE
+    if _stat.S_ISBLK(mode):
+        return Filetype.BLOCK_DEVICE
+    if _stat.S_ISLNK(mode):
+        return Filetype.SYMBOLIC_LINK
+    if _stat.S_ISSOCK(mode):
+        return Filetype.SOCKET_STREAM
+    return Filetype.UNKNOWN
 
 
 class Fdflags(IntFlag):
