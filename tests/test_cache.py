@@ -59,13 +59,13 @@ async def test_entry_not_stored_by_the_supervisor_is_refused(tmp_path):
     cache = ModuleCache(tmp_path / "cache")
     module = program("demo_p1.wasm")
     engine = wasmtime.Engine()
-    key = ModuleCache.key(module.read_bytes(), engine_fingerprint(fuel=False, epochs=False))
+    key = ModuleCache.key(module.read_bytes(), engine_fingerprint(fuel=False))
     cache._ensure()
     # A well-formed artifact, but written by someone without the cache's key.
     artifact = wasmtime.Module(engine, module.read_bytes()).serialize()
     (tmp_path / "cache" / f"{key}.cwasm").write_bytes(artifact + b"\0" * 32)
     async with open_supervisor(cache=cache) as sup:
-        # Policy(): no fuel and no CPU limit, the settings the key above was made for
+        # Policy(): no fuel, the setting the key above was made for
         result = await sup.run(module, policy=Policy(), capture_stdout=True)
     assert result.stdout == b"hello world\n"
     assert cache.refused == 1
@@ -73,8 +73,8 @@ async def test_entry_not_stored_by_the_supervisor_is_refused(tmp_path):
 
 def test_cache_key_covers_engine_settings():
     data = program("demo_p1.wasm").read_bytes()
-    keys = {ModuleCache.key(data, engine_fingerprint(fuel=f, epochs=e)) for f in (0, 1) for e in (0, 1)}
-    assert len(keys) == 4
+    keys = {ModuleCache.key(data, engine_fingerprint(fuel=f)) for f in (False, True)}
+    assert len(keys) == 2
 
 
 async def test_size_cap_evicts_least_recently_used(tmp_path):

@@ -29,13 +29,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "wasijail"
 
 
-def engine_fingerprint(*, fuel: bool, epochs: bool) -> str:
+def engine_fingerprint(*, fuel: bool) -> str:
     """What, besides the module, decides the compiled code (keep in step with runner.make_engine)."""
     from importlib import metadata  # only when a cache is in use: it is slow to import
 
     version = metadata.version("wasmtime")
     return f"wasmtime-{version};features=bulk,multivalue,reftypes,simd,tailcall,exceptions;" \
-           f"fuel={int(fuel)};epochs={int(epochs)}"
+           f"memory_may_move=0;fuel={int(fuel)}"
 
 
 @dataclass(frozen=True)

@@ -288,6 +288,8 @@ def _cluster_batch(p: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
         p.error(f"--cluster: {problem}")
     if ns.cache_dir is not None:
         p.error("--cache-dir applies to the local batch; with --cluster each worker keeps its own cache")
+    import logging
+
     from .batch import Progress, failures, finished_ids, format_summary, load_manifest
     from .cluster import ClusterError, import_distributed, open_cluster, run_cluster_batch, worker_reports
     from .policy import PolicyError
@@ -303,7 +305,9 @@ def _cluster_batch(p: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     progress = None
     try:
         workers = int(ns.cluster.split(":")[1]) if ns.cluster.startswith("local:") else 1
-        with open_cluster(ns.cluster, threads_per_worker=-(-ns.jobs // workers), verbose=ns.verbose) as client:
+        # Dask logs to stderr: the batch says what went wrong in one line, so only -v shows its warnings.
+        log_level = logging.WARNING if ns.verbose else logging.CRITICAL
+        with open_cluster(ns.cluster, threads_per_worker=-(-ns.jobs // workers), log_level=log_level) as client:
             if ns.verbose:
                 for address, report in worker_reports(client).items():
                     sys.stderr.write(f"worker {address}:\n{report}\n")
@@ -318,10 +322,12 @@ def _cluster_batch(p: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
             progress.close()
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return STATUS_ERROR
-    except OSError as exc:
+    except OSError as exc:  # the results file, or dask's connections (errors without an errno)
         if progress is not None:
             progress.close()
-        sys.stderr.write(f"{PROG}: error: {exc.filename or ns.results}: {exc.strerror}\n")
+        what = (f"{exc.filename or ns.results}: {exc.strerror}" if exc.strerror
+                else f"the Dask cluster failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        sys.stderr.write(f"{PROG}: error: {what}\n")
         return STATUS_ERROR
     except KeyboardInterrupt:
         if progress is not None:

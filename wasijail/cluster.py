@@ -25,19 +25,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
-import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -49,15 +50,12 @@ from .results import Outcome, OutcomeKind, RunResult, WasijailError
 INSTALL_HINT = "pip install 'wasijail[cluster]'"
 PRELOAD = "wasijail.cluster"
 # Stdin files up to this size travel inside the task; larger ones are scattered like modules.
-INLINE_STDIN = 256 * 1024
+INLINE_STDIN = 64 * 1024
 # How often dask may re-run a job's task that raised (a worker's fork server died under it);
 # a worker that dies is handled by the scheduler itself (distributed.scheduler.allowed-failures).
 TASK_RETRIES = 2
 # A job whose module data was lost with a dead worker is submitted again, at most this often.
 RESUBMITS = 3
-
-log = logging.getLogger(__name__)
-
 
 class ClusterError(WasijailError):
     """The cluster cannot be used: dask missing, bad address, scheduler unreachable."""
@@ -90,6 +88,7 @@ class Task:
     policy: Policy  # the job's policy, its environment already resolved on the client
     argv0: str
     cached: bool = True  # use the worker's compiled-module cache
+    stdin_sha: str | None = None  # a large stdin travels as scattered bytes under this hash
 
 
 def _probe_layers() -> list[Layer]:
@@ -111,36 +110,31 @@ def _probe_layers() -> list[Layer]:
         return [Layer(name, False, why) for name in LAYER_NAMES]
 
 
-class _CountingCache:
-    """Counts the artifacts stored per cache key (so tests can see one compile per worker)."""
+def _worker_cache(folder: Path):
+    """The worker's ModuleCache, counting the artifacts it stores (one per module compiled)."""
+    from .cache import ModuleCache
 
-    def __init__(self, cache) -> None:
-        self.cache = cache
-        self.stored: Counter = Counter()
+    class WorkerCache(ModuleCache):
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.stored: Counter = Counter()
 
-    def install(self) -> None:
-        store = self.cache.store
-
-        def counting_store(key: str, artifact: bytes) -> None:
+        def store(self, key: str, artifact: bytes) -> None:
             self.stored[key] += 1
-            store(key, artifact)
+            super().store(key, artifact)
 
-        self.cache.store = counting_store
+    return WorkerCache(folder)
 
 
 class WorkerRuntime:
     """One worker process's supervisor, fork server and module cache, kept for its lifetime."""
 
     def __init__(self, address: str, folder: Path, nthreads: int) -> None:
-        from .cache import ModuleCache
-
         self.address = address
         self.folder = folder
         self.modules = folder / "modules"
         self.modules.mkdir(parents=True, exist_ok=True)
-        self.cache = ModuleCache(folder / "cache")
-        self._counting = _CountingCache(self.cache)
-        self._counting.install()
+        self.cache = _worker_cache(folder / "cache")
         self.nthreads = max(1, nthreads)
         self.layers = {layer.name: layer for layer in _probe_layers()}
         self.report = format_report(list(self.layers.values()))
@@ -215,29 +209,28 @@ class WorkerRuntime:
                         f" which this worker lacks: {layer.detail}")
         return None
 
-    def _module_file(self, task: Task, module: bytes) -> Path:
+    def _module_file(self, task: Task, module: bytes) -> Path | str:
+        """The module's file in the worker's folder, written once (or why it cannot be run)."""
         path = self.modules / f"{task.sha}{task.suffix}"
         if path.name not in self._written:
             if hashlib.sha256(module).hexdigest() != task.sha:
-                raise WasijailError(f"{task.argv0}: the module's bytes do not match their hash")
+                return f"{task.argv0}: the module's bytes do not match their hash"
             if not path.exists():
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+                tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
                 tmp.write_bytes(module)
-                os.replace(tmp, path)
+                os.replace(tmp, path)  # other threads see the whole module or none
             self._written.add(path.name)
         return path
 
-    async def _run(self, task: Task, module: bytes, stdin: bytes) -> RunResult:
+    async def _run(self, task: Task, path: Path | str, stdin: bytes) -> RunResult:
         from .launcher import ForkServerGone
         from .supervisor import RunSpec
 
         refusal = self._refusal(task.policy)
         if refusal is not None:
             return RunResult(1, Outcome(OutcomeKind.ERROR, refusal), b"", b"")
-        try:
-            path = self._module_file(task, module)
-        except WasijailError as exc:
-            return RunResult(1, Outcome(OutcomeKind.ERROR, str(exc)), b"", b"")
+        if isinstance(path, str):
+            return RunResult(1, Outcome(OutcomeKind.ERROR, path), b"", b"")
         supervisor = await self._supervisor(task.cached)
         spec = RunSpec(path, task.args, task.policy, argv0=task.argv0)
         try:
@@ -277,13 +270,23 @@ class WorkerRuntime:
 
     # Any thread.
 
-    def run(self, task: Task, module: bytes, stdin: bytes) -> RunResult:
+    def run_many(self, jobs: list[tuple[Task, bytes, bytes]]) -> list[tuple[str, RunResult]]:
+        """Run the jobs one after the other (a dask thread is one job slot)."""
         import trio
 
-        return trio.from_thread.run(self._run, task, module, stdin, trio_token=self._token)
+        # The file work happens here, in the dask thread, so the trio thread never blocks on it.
+        files = [(task, self._module_file(task, module), stdin) for task, module, stdin in jobs]
+
+        async def run_all() -> list[tuple[str, RunResult]]:
+            return [(task.job_id, await self._run(task, path, stdin)) for task, path, stdin in files]
+
+        try:
+            return trio.from_thread.run(run_all, trio_token=self._token)
+        except (trio.RunFinishedError, trio.Cancelled):  # the worker is closing: its jobs run elsewhere
+            raise WorkerUnavailable(f"worker {self.address} is shutting down") from None
 
     def stats(self) -> dict:
-        return {"jobs": self.jobs, "compiled": dict(self._counting.stored), "report": self.report}
+        return {"jobs": self.jobs, "compiled": dict(self.cache.stored), "report": self.report}
 
     def close(self) -> None:
         import trio
@@ -319,6 +322,11 @@ def _runtime(worker) -> WorkerRuntime:
 
 def dask_setup(worker) -> None:
     """Dask preload hook: start this worker's supervisor, fork server and cache."""
+    if getattr(worker, "nanny", None) and threading.current_thread() is threading.main_thread():
+        # A terminal's Ctrl-C reaches the whole process group: the nanny (or the wasijail batch that
+        # started a local cluster) stops this worker in order, so the worker, and the fork server
+        # and children that inherit this, ignore it rather than die mid-job with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _runtime(worker)
 
 
@@ -326,14 +334,6 @@ def dask_teardown(worker) -> None:
     runtime = _runtimes.pop(worker.id, None)
     if runtime is not None:
         runtime.close()
-
-
-def run_task(task: Task, module: bytes, stdin: bytes) -> tuple[RunResult, str]:
-    """A job, run on whichever worker dask chose: the result and that worker's address."""
-    from distributed import get_worker
-
-    runtime = _runtime(get_worker())
-    return runtime.run(task, module, stdin), runtime.address
 
 
 def worker_report(dask_worker) -> str:
@@ -365,19 +365,21 @@ def check_address(address: str) -> str | None:
 
 @contextmanager
 def open_cluster(address: str, *, threads_per_worker: int | None = None,
-                 timeout: float = 10.0, verbose: bool = False) -> Iterator[Any]:
+                 timeout: float = 10.0, log_level: int | None = None) -> Iterator[Any]:
     """A dask Client for `address`: a running scheduler (tcp://HOST:PORT) or local:N.
 
     local:N starts a LocalCluster of N worker processes on this machine, each
     with the wasijail preload and `threads_per_worker` jobs at once; it is shut
     down when the context ends. A scheduler that cannot be reached, or has no
-    worker, within `timeout` seconds is a ClusterError.
+    worker, within `timeout` seconds is a ClusterError. `log_level`: the level
+    of dask's own log messages here (None: dask's default).
     """
     problem = check_address(address)
     if problem is not None:
         raise ClusterError(problem)
     distributed = import_distributed()
-    _quiet_dask(verbose)
+    if log_level is not None:
+        _set_dask_log_level(log_level)
     local = _LOCAL.fullmatch(address)
     cluster = None
     try:
@@ -386,7 +388,7 @@ def open_cluster(address: str, *, threads_per_worker: int | None = None,
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=threads_per_worker or max(1, (os.cpu_count() or 1) // workers),
                 processes=True, preload=[PRELOAD], dashboard_address=":0",
-                silence_logs=logging.WARNING if verbose else logging.CRITICAL)
+                silence_logs=logging.WARNING if log_level is None else log_level)
             client = distributed.Client(cluster, timeout=timeout)
         else:
             try:
@@ -423,9 +425,7 @@ def _close_quietly(thing) -> None:
         pass
 
 
-def _quiet_dask(verbose: bool) -> None:
-    """Dask logs to stderr; the batch prints one line per problem, so only errors pass (warnings with -v)."""
-    level = logging.WARNING if verbose else logging.CRITICAL
+def _set_dask_log_level(level: int) -> None:
     for name in ("distributed", "distributed.client", "distributed.nanny", "distributed.worker",
                  "distributed.scheduler", "distributed.core", "distributed.comm", "tornado"):
         logging.getLogger(name).setLevel(level)
@@ -438,13 +438,14 @@ def worker_reports(client) -> dict[str, str]:
 
 @dataclass
 class ClusterSummary(BatchSummary):
-    modules_sent: int = 0  # distinct modules scattered to the cluster
+    modules_sent: int = 0  # scatters of module bytes (one per distinct module, more only after a loss)
+    tasks: int = 0  # dask tasks submitted (each runs one or a few jobs)
     resubmitted: int = 0  # jobs submitted again after their module data was lost with a worker
 
 
 @dataclass
 class _Blob:
-    """A scattered payload (a module or a large stdin) and the jobs still to use it."""
+    """Scattered bytes (a module or a large stdin) and how many jobs still need them."""
 
     key: str
     future: Any = None
@@ -456,10 +457,8 @@ class _Blob:
 class _Pending:
     job: Job
     task: Task
-    module_sha: str
-    module_path: Path
-    stdin: bytes | None  # inline stdin; None when it is a scattered blob
-    stdin_sha: str | None = None
+    path: Path  # the module's file, read again only if its bytes must be sent again
+    stdin: bytes | None  # inline stdin, or None when it travels as a blob (task.stdin_sha)
     attempts: int = 1
 
 
@@ -499,22 +498,224 @@ def _failure(exc: BaseException) -> tuple[bool, str]:
     if isinstance(exc, KilledWorker):
         return False, f"cluster: the workers running this job died repeatedly ({_one_line(exc)})"
     if isinstance(exc, WorkerUnavailable):
-        return False, f"cluster: {_one_line(exc)}"
-    if name in ("CancelledError", "FutureCancelledError", "FuturesCancelledError") or "lost" in str(exc).lower():
-        return True, f"cluster: the job's data was lost with a worker ({_one_line(exc) or name})"
+        return True, f"cluster: {_one_line(exc)}"
+    if "Cancelled" in name or "lost" in str(exc).lower():
+        return True, f"cluster: the job's data was lost with its workers ({_one_line(exc) or name})"
     return False, f"cluster: {name}: {_one_line(exc)}"
+
+
+class _ClusterBatch:
+    """The client's side of one batch: prepare, submit in chunks, record, resubmit what was lost.
+
+    Jobs go out in tasks of one or more jobs. The first tasks carry one job
+    each; once results come back, a task carries as many jobs as take about
+    TASK_SECONDS (dask spends a few milliseconds of CPU on every task, a
+    hello-world module about fifteen), never so many that the last tasks
+    would leave workers idle.
+    """
+
+    TASK_SECONDS = 0.25
+    MAX_CHUNK = 32
+
+    def __init__(self, client, summary: ClusterSummary, record: Callable[[Job, RunResult, str | None], None],
+                 cache: bool, window: int | None) -> None:
+        self.client = client
+        self.summary = summary
+        self.record = record
+        self.cache = cache
+        self.token = uuid.uuid4().hex[:12]
+        self.threads = max(1, sum(client.nthreads().values()))
+        self.window = window or 2 * self.threads + 4  # tasks in flight: one running and one queued per thread
+        self.blobs: dict[str, _Blob] = {}
+        self.queue: deque[tuple[Job, Policy, str]] = deque()
+        self.retry: deque[_Pending] = deque()
+        self.in_flight: dict[Any, list[_Pending]] = {}
+        self.job_seconds: float | None = None  # running estimate of one job's wall time
+        self.numbers = itertools.count()
+
+    # Preparing, on this host: each job's policy and module are checked as a local run checks them, so a
+    # job that cannot start fails here, alone, with the local batch's message.
+
+    def add(self, job: Job, policy: Policy, digests: dict[Path, str]) -> None:
+        try:
+            job_pol = _resolved(job_policy(policy, job))
+            if job.stdin is not None:
+                job.stdin.open("rb").close()  # a missing stdin fails as a local run reports it
+            sha = _module_digest(job, job_pol, digests)
+        except (WasijailError, PolicyError) as exc:
+            self.record(job, _error(str(exc)), None)
+            return
+        except OSError as exc:
+            self.record(job, _error(f"{exc.filename}: {exc.strerror}"), None)
+            return
+        self.queue.append((job, job_pol, sha))
+        self._blob(f"module-{sha}").users += 1
+
+    def _blob(self, name: str) -> _Blob:
+        return self.blobs.setdefault(name, _Blob(f"wasijail-{name}"))
+
+    def _prepare(self, job: Job, job_pol: Policy, sha: str) -> _Pending | None:
+        try:
+            data = job.stdin.read_bytes() if job.stdin is not None else b""
+        except OSError as exc:
+            self._release(f"module-{sha}")
+            self.record(job, _error(f"{exc.filename}: {exc.strerror}"), None)
+            return None
+        stdin_sha = None
+        if len(data) > INLINE_STDIN:
+            stdin_sha = hashlib.sha256(data).hexdigest()
+            blob = self._blob(f"stdin-{stdin_sha}")
+            blob.users += 1
+            self._send(blob, lambda: data)
+            data = None
+        suffix = ".wat" if job.module.suffix == ".wat" else ".wasm"
+        task = Task(job.id, sha, suffix, job.args, job_pol, job.module.name, self.cache, stdin_sha)
+        return _Pending(job, task, job.module, data)
+
+    # Module bytes and large stdin: scattered once under their hash, dropped when no job needs them.
+
+    def _send(self, blob: _Blob, load: Callable[[], bytes]) -> bool:
+        if blob.future is not None and blob.future.status not in ("lost", "cancelled", "error"):
+            return False
+        data = load()
+        blob.sent += 1  # a dask key is never reused: a released key may still be on its way out
+        key = f"{blob.key}-{self.token}-{blob.sent}"
+        (blob.future,) = self.client.scatter({key: data}, hash=False).values()
+        return True
+
+    def _release(self, name: str | None) -> None:
+        if name is None:
+            return
+        blob = self.blobs[name]
+        blob.users -= 1
+        if blob.users <= 0:
+            blob.future = None  # the last reference: dask frees it on the cluster
+
+    def _module(self, pending: _Pending):
+        blob = self.blobs[f"module-{pending.task.sha}"]
+
+        def load() -> bytes:
+            try:
+                data = pending.path.read_bytes()
+            except OSError as exc:
+                raise WasijailError(f"{exc.filename}: {exc.strerror}") from None
+            if hashlib.sha256(data).hexdigest() != pending.task.sha:
+                raise WasijailError(f"{pending.path}: changed while the batch ran")
+            return data
+
+        if self._send(blob, load):
+            self.summary.modules_sent += 1
+        return blob.future
+
+    # Submitting.
+
+    def _chunk_size(self) -> int:
+        if self.job_seconds is None:
+            return 1
+        size = int(self.TASK_SECONDS / max(self.job_seconds, 1e-3))
+        balance = (len(self.queue) + len(self.retry)) // (4 * self.threads)  # keep the tail spread out
+        return max(1, min(size, balance, self.MAX_CHUNK))
+
+    def _finish(self, pending: _Pending, result: RunResult, worker: str | None) -> None:
+        self.record(pending.job, result, worker)
+        self._release(f"module-{pending.task.sha}")
+        if pending.task.stdin_sha is not None:
+            self._release(f"stdin-{pending.task.stdin_sha}")
+
+    def top_up(self, completed) -> None:
+        while len(self.in_flight) < self.window:
+            chunk: list[_Pending] = []
+            size = self._chunk_size()
+            while len(chunk) < size and (self.retry or self.queue):
+                pending = self.retry.popleft() if self.retry else self._prepare(*self.queue.popleft())
+                if pending is not None:
+                    chunk.append(pending)
+            if not chunk:
+                return
+            modules, stdins = {}, {}
+            for pending in list(chunk):
+                try:
+                    modules[pending.task.sha] = self._module(pending)
+                except WasijailError as exc:  # its module was removed or changed since the first pass
+                    chunk.remove(pending)
+                    self._finish(pending, _error(str(exc)), None)
+                    continue
+                if pending.task.stdin_sha is not None:
+                    stdins[pending.task.stdin_sha] = self.blobs[f"stdin-{pending.task.stdin_sha}"].future
+            if not chunk:
+                continue
+            items = [(p.task, p.stdin) for p in chunk]
+            future = self.client.submit(run_jobs, items, modules, stdins, pure=False, retries=TASK_RETRIES,
+                                        key=f"wasijail-jobs-{self.token}-{next(self.numbers)}")
+            self.summary.tasks += 1
+            self.in_flight[future] = chunk
+            completed.add(future)
+
+    def done(self, future, value) -> None:
+        chunk = self.in_flight.pop(future, None)
+        if chunk is None:
+            return
+        if future.status == "finished":
+            results, worker = value
+            by_id = dict(results)
+            for pending in chunk:
+                result = by_id[pending.job.id]
+                self._finish(pending, result, worker)
+                wall = result.usage.wall_time
+                if wall > 0:
+                    self.job_seconds = wall if self.job_seconds is None else 0.8 * self.job_seconds + 0.2 * wall
+            return
+        if self.client.status != "running":
+            # Cancelled because the scheduler is gone: not the jobs' failure; a rerun runs them.
+            raise ClusterError(self.lost())
+        exc = value[1] if isinstance(value, tuple) else value
+        again, why = _failure(exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
+        for pending in chunk:
+            if again and pending.attempts <= RESUBMITS:
+                pending.attempts += 1
+                self.summary.resubmitted += 1
+                self.retry.append(pending)
+            else:
+                self._finish(pending, _error(why), None)
+
+    def lost(self, exc: BaseException | None = None) -> str:
+        why = f" ({_one_line(exc)})" if exc is not None else ""
+        return f"lost the connection to the Dask scheduler{why}; finished jobs are in the results file: rerun to resume"
+
+    def cancel(self) -> None:
+        futures = list(self.in_flight)
+        self.in_flight.clear()
+        if futures:
+            try:
+                self.client.cancel(futures, asynchronous=False)
+            except Exception:  # the scheduler may be gone already
+                pass
+
+
+def run_jobs(items: list[tuple[Task, bytes | None]], modules: dict[str, bytes],
+             stdins: dict[str, bytes]) -> tuple[list[tuple[str, RunResult]], str]:
+    """A dask task: some jobs, one after the other, on whichever worker dask chose.
+
+    Returns each job's result and the address of the worker that ran them.
+    """
+    from distributed import get_worker
+
+    runtime = _runtime(get_worker())
+    jobs = [(task, modules[task.sha], stdin if stdin is not None else stdins[task.stdin_sha])
+            for task, stdin in items]
+    return runtime.run_many(jobs), runtime.address
 
 
 def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
                       output_dir: Path | None = None,
                       on_result: Callable[[Job, RunResult], None] | None = None,
                       cache: bool = True, window: int | None = None) -> ClusterSummary:
-    """Run every job not already in `results` on the cluster behind `client`.
+    """Run every job not already in `results` on the cluster behind `client` (a distributed.Client).
 
     Appends one line per finished job (`batch.result_record`, plus the
-    worker's address) as results arrive; the client is the only writer.
-    `window` bounds the jobs submitted at once (default: a few per worker
-    thread), so module data and results never pile up on the cluster.
+    address of the worker that ran it) as results arrive: the client is the
+    only writer, and a job whose task dask ran twice is still written once.
+    `cache`: workers keep compiled modules. `window`: tasks in flight at once.
     """
     from distributed import as_completed
 
@@ -525,17 +726,12 @@ def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     _repair_torn_tail(results)
-    token = uuid.uuid4().hex[:12]
-    if window is None:
-        threads = sum(client.nthreads().values()) or 1
-        window = max(32, 8 * threads)
-
     started = time.monotonic()
     written: set[str] = set()
     with results.open("a") as sink:
 
         def record(job: Job, result: RunResult, worker: str | None) -> None:
-            if job.id in written:  # a task dask ran twice: its job is still written once
+            if job.id in written:
                 return
             written.add(job.id)
             line = result_record(job, result, output_dir)
@@ -550,134 +746,26 @@ def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
             if on_result is not None:
                 on_result(job, result)
 
-        # First pass, on this host: each job's policy and module, checked as a local run checks
-        # them; a job that cannot start fails here, alone, with the local batch's message.
+        batch = _ClusterBatch(client, summary, record, cache, window)
         digests: dict[Path, str] = {}
-        ready: list[tuple[Job, Policy, str]] = []
-        blobs: dict[str, _Blob] = {}
         for job in todo:
-            try:
-                job_pol = _resolved(job_policy(policy, job))
-                if job.stdin is not None:
-                    job.stdin.open("rb").close()  # a missing stdin fails as a local run reports it
-                sha = _module_digest(job, job_pol, digests)
-            except (WasijailError, PolicyError) as exc:
-                record(job, _error(str(exc)), None)
-                continue
-            except OSError as exc:
-                record(job, _error(f"{exc.filename}: {exc.strerror}"), None)
-                continue
-            ready.append((job, job_pol, sha))
-            blob = blobs.setdefault(sha, _Blob(f"wasijail-module-{sha}"))
-            blob.users += 1
-
-        def blob_future(blob: _Blob, load: Callable[[], bytes]):
-            if blob.future is None or blob.future.status in ("lost", "cancelled", "error"):
-                data = load()
-                # A dask key is never reused: a released key may still be on its way out.
-                blob.sent += 1
-                key = f"{blob.key}-{token}-{blob.sent}"
-                (blob.future,) = client.scatter({key: data}, hash=False).values()
-                return True
-            return False
-
-        def release(blob: _Blob | None) -> None:
-            if blob is None:
-                return
-            blob.users -= 1
-            if blob.users <= 0:
-                blob.future = None  # dropping the last reference frees it on the cluster
-
-        def submit(p: _Pending) -> Any:
-            module_blob = blobs[p.module_sha]
-
-            def load_module() -> bytes:
-                data = p.module_path.read_bytes()
-                if hashlib.sha256(data).hexdigest() != p.module_sha:
-                    raise WasijailError(f"{p.module_path}: changed while the batch ran")
-                return data
-
-            if blob_future(module_blob, load_module):
-                summary.modules_sent += 1
-            stdin_arg: Any = p.stdin if p.stdin is not None else blobs[p.stdin_sha].future
-            return client.submit(run_task, p.task, module_blob.future, stdin_arg,
-                                 key=f"wasijail-job-{token}-{p.attempts}-{p.job.id}",
-                                 pure=False, retries=TASK_RETRIES)
-
-        def prepare(job: Job, job_pol: Policy, sha: str) -> _Pending | None:
-            try:
-                data = job.stdin.read_bytes() if job.stdin is not None else b""
-            except OSError as exc:
-                release(blobs[sha])
-                record(job, _error(f"{exc.filename}: {exc.strerror}"), None)
-                return None
-            task = Task(job.id, sha, ".wat" if job.module.suffix == ".wat" else ".wasm", job.args, job_pol,
-                        job.module.name, cache)
-            pending = _Pending(job, task, sha, job.module, data)
-            if len(data) > INLINE_STDIN:
-                stdin_sha = hashlib.sha256(data).hexdigest()
-                blob = blobs.setdefault(stdin_sha, _Blob(f"wasijail-stdin-{stdin_sha}"))
-                blob.users += 1
-                blob_future(blob, lambda: data)
-                pending.stdin, pending.stdin_sha = None, stdin_sha
-            return pending
-
-        in_flight: dict[Any, _Pending] = {}
-        queue = iter(ready)
+            batch.add(job, policy, digests)
         completed = as_completed(with_results=True, raise_errors=False)
-
-        def top_up() -> None:
-            while len(in_flight) < window:
-                item = next(queue, None)
-                if item is None:
-                    return
-                pending = prepare(*item)
-                if pending is None:
-                    continue
-                try:
-                    future = submit(pending)
-                except WasijailError as exc:
-                    release(blobs[pending.module_sha])
-                    record(pending.job, _error(str(exc)), None)
-                    continue
-                in_flight[future] = pending
-                completed.add(future)
-
         try:
-            top_up()
-            while in_flight:
+            batch.top_up(completed)
+            while batch.in_flight:
                 for future, value in completed.next_batch(block=True):
-                    pending = in_flight.pop(future, None)
-                    if pending is None:
-                        continue
-                    if future.status == "finished":
-                        result, worker = value
-                        record(pending.job, result, worker)
-                    else:
-                        exc = value[1] if isinstance(value, tuple) else value
-                        again, why = _failure(exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
-                        if again and pending.attempts <= RESUBMITS:
-                            pending.attempts += 1
-                            summary.resubmitted += 1
-                            new = submit(pending)
-                            in_flight[new] = pending
-                            completed.add(new)
-                            continue
-                        record(pending.job, _error(why), None)
-                    release(blobs[pending.module_sha])
-                    if pending.stdin_sha is not None:
-                        release(blobs[pending.stdin_sha])
-                top_up()
+                    batch.done(future, value)
+                batch.top_up(completed)
+        except (OSError, RuntimeError) as exc:
+            batch.cancel()
+            if client.status != "running" or isinstance(exc, OSError):  # dask's comm errors are OSErrors
+                raise ClusterError(batch.lost(exc)) from None
+            raise
         except BaseException:
-            # Interrupted (Ctrl-C) or the scheduler went away: what finished is written; the rest
-            # is cancelled on the cluster and runs again on the next, resuming, run.
-            futures = list(in_flight)
-            in_flight.clear()
-            if futures:
-                try:
-                    client.cancel(futures, asynchronous=False)
-                except Exception:
-                    pass
+            # Interrupted (Ctrl-C) or the scheduler went away: what finished is written; the rest is
+            # cancelled on the cluster and runs on the next, resuming, run.
+            batch.cancel()
             raise
     summary.wall_time = time.monotonic() - started
     return summary

@@ -302,7 +302,7 @@ class Supervisor:
             session = BrokerSession(broker, trio.socket.from_stdlib_socket(parent_sock), child.kill)
             if cached.mode == protocol.ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
-            ending = _Ending(session, child, violations, leaf)
+            ending = _Ending(session, child, violations, leaf, limits.cpu_time)
             handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
             task_status.started(handle)
             try:
@@ -339,7 +339,7 @@ class Supervisor:
         if self.cache is None:
             return _CachedArtifact(protocol.ArtifactMode.NONE, -1, "")
         limits = spec.policy.limits
-        fingerprint = engine_fingerprint(fuel=bool(limits.fuel), epochs=bool(limits.cpu_time))
+        fingerprint = engine_fingerprint(fuel=bool(limits.fuel))
         module = _pread_all(module_fd)
         key = ModuleCache.key(module, fingerprint)
         artifact = await trio.to_thread.run_sync(self.cache.load, key)
@@ -535,8 +535,10 @@ async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int
 class _Ending:
     """Turns what happened to one child into its RunResult."""
 
-    def __init__(self, session: BrokerSession, child, violations: int, leaf: Leaf | None) -> None:
+    def __init__(self, session: BrokerSession, child, violations: int, leaf: Leaf | None,
+                 cpu_time: float | None) -> None:
         self.session = session
+        self.cpu_time = cpu_time
         self.leaf = leaf  # the child's memory cgroup, if it had one
         self.violations = violations  # the pipe a seccomp refusal is named on
         self.broker = session.broker
@@ -574,8 +576,9 @@ class _Ending:
             if sig == signal.SIGKILL and self.leaf is not None and self.leaf.oom_killed():
                 detail = f"memory: the child process passed its cgroup cap of {self.leaf.memory_max} bytes"
                 return Outcome(OutcomeKind.LIMIT, detail, signal=sig), STATUS_LIMIT
-            if sig == signal.SIGXCPU:
-                return Outcome(OutcomeKind.LIMIT, "cpu_time: RLIMIT_CPU reached", signal=sig), STATUS_LIMIT
+            if sig == signal.SIGXCPU:  # the child's CPU watchdog, or RLIMIT_CPU behind it
+                detail = f"cpu_time: more than {self.cpu_time:g} s of CPU" if self.cpu_time else "cpu_time"
+                return Outcome(OutcomeKind.LIMIT, detail, signal=sig), STATUS_LIMIT
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
             return Outcome(OutcomeKind.CRASH, f"child killed by {name}", signal=sig), 128 + sig
         if reported is None:

@@ -41,11 +41,23 @@ class GuestMemory:
             self._length = length
         return self.view
 
+    def _covering(self, end: int) -> memoryview:
+        """A view reaching at least `end`, or the whole memory if it is shorter.
+
+        Memories never move (make_engine sets memory_may_move off) and never
+        shrink, so the cached view stays valid; only a longer access asks
+        wasmtime for the current length.
+        """
+        if end <= self._length:
+            return self.view
+        return self.refresh()
+
     def slice(self, ptr: int, size: int) -> memoryview:
-        view = self.refresh()
-        if ptr < 0 or size < 0 or ptr + size > len(view):
+        end = ptr + size
+        view = self._covering(end)
+        if ptr < 0 or size < 0 or end > len(view):
             raise Fault(f"{size} bytes at {ptr:#x} out of bounds")
-        return view[ptr:ptr + size]
+        return view[ptr:end]
 
     def read(self, ptr: int, size: int) -> bytes:
         return bytes(self.slice(ptr, size))
@@ -54,14 +66,16 @@ class GuestMemory:
         self.slice(ptr, len(data))[:] = data
 
     def unpack(self, layout: struct.Struct, ptr: int) -> tuple:
-        view = self.refresh()
-        if ptr < 0 or ptr + layout.size > len(view):
+        end = ptr + layout.size
+        view = self._covering(end)
+        if ptr < 0 or end > len(view):
             raise Fault(f"{layout.size} bytes at {ptr:#x} out of bounds")
         return layout.unpack_from(view, ptr)
 
     def pack(self, layout: struct.Struct, ptr: int, *values: int) -> None:
-        view = self.refresh()
-        if ptr < 0 or ptr + layout.size > len(view):
+        end = ptr + layout.size
+        view = self._covering(end)
+        if ptr < 0 or end > len(view):
             raise Fault(f"{layout.size} bytes at {ptr:#x} out of bounds")
         layout.pack_into(view, ptr, *values)
 

@@ -51,7 +51,7 @@ from ..wasi import (
     Oflags,
     Preopentype,
     Riflags,
-    Rights,
+    RightBits,
     Roflags,
     Sdflags,
     Snapshot,
@@ -282,14 +282,14 @@ class WasiHost:
     # -- descriptors --------------------------------------------------------------
 
     def fd_advise(self, fd: int, offset: int, length: int, advice: int) -> int:
-        entry = self._file(fd, Rights.FD_ADVISE, on_stdio=Errno.BADF)
+        entry = self._file(fd, RightBits.FD_ADVISE, on_stdio=Errno.BADF)
         if advice not in _ADVICE:
             return Errno.INVAL
         os.posix_fadvise(entry.host_fd, offset, length, _ADVICE[advice])
         return Errno.SUCCESS
 
     def fd_allocate(self, fd: int, offset: int, length: int) -> int:
-        entry = self._file(fd, Rights.FD_ALLOCATE, on_stdio=Errno.BADF)
+        entry = self._file(fd, RightBits.FD_ALLOCATE, on_stdio=Errno.BADF)
         self._check_file_size(offset + length)
         os.posix_fallocate(entry.host_fd, offset, length)
         return Errno.SUCCESS
@@ -305,7 +305,7 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_datasync(self, fd: int) -> int:
-        entry = self._file(fd, Rights.FD_DATASYNC, on_stdio=Errno.BADF)
+        entry = self._file(fd, RightBits.FD_DATASYNC, on_stdio=Errno.BADF)
         os.fdatasync(entry.host_fd)
         return Errno.SUCCESS
 
@@ -314,10 +314,10 @@ class WasiHost:
         if entry.is_remote:
             # A directory is flushed too (wasmtime answers EBADF): programs
             # fsync a directory after a rename for durability.
-            _require(entry, Rights.FD_SYNC)
+            _require(entry, RightBits.FD_SYNC)
             self._ask(protocol.DirSync(entry.handle))
         else:
-            os.fsync(self._file(fd, Rights.FD_SYNC, on_stdio=Errno.BADF).host_fd)
+            os.fsync(self._file(fd, RightBits.FD_SYNC, on_stdio=Errno.BADF).host_fd)
         return Errno.SUCCESS
 
     def fd_fdstat_get(self, fd: int, result: int) -> int:
@@ -328,7 +328,7 @@ class WasiHost:
 
     def fd_fdstat_set_flags(self, fd: int, flags: int) -> int:
         # Files only: O_NONBLOCK on stdio would change the host's shared stream.
-        entry = self._file(fd, Rights.FD_FDSTAT_SET_FLAGS, on_stdio=Errno.BADF)
+        entry = self._file(fd, RightBits.FD_FDSTAT_SET_FLAGS, on_stdio=Errno.BADF)
         # Only APPEND and NONBLOCK can change on an open file on Linux.
         if flags & ~_SETTABLE_FDFLAGS:
             return Errno.INVAL
@@ -353,7 +353,7 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_filestat_get(self, fd: int, result: int) -> int:
-        entry = self.s.fds.get(fd, Rights.FD_FILESTAT_GET)
+        entry = self.s.fds.get(fd, RightBits.FD_FILESTAT_GET)
         if entry.is_remote:
             reply, _ = self.s.broker.call(protocol.DirFilestatGet(entry.handle), protocol.StatReply)
             if reply.errno:
@@ -368,7 +368,7 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_filestat_set_size(self, fd: int, size: int) -> int:
-        entry = self._file(fd, Rights.FD_FILESTAT_SET_SIZE, on_stdio=Errno.BADF)
+        entry = self._file(fd, RightBits.FD_FILESTAT_SET_SIZE, on_stdio=Errno.BADF)
         self._check_file_size(size)
         os.ftruncate(entry.host_fd, size)
         return Errno.SUCCESS
@@ -377,15 +377,15 @@ class WasiHost:
         _check_fstflags(fstflags)
         entry = self.s.fds.get(fd)
         if entry.is_remote:
-            _require(entry, Rights.FD_FILESTAT_SET_TIMES)
+            _require(entry, RightBits.FD_FILESTAT_SET_TIMES)
             self._ask(protocol.DirFilestatSetTimes(entry.handle, atim, mtim, fstflags))
         else:
-            entry = self._file(fd, Rights.FD_FILESTAT_SET_TIMES, on_stdio=Errno.BADF)
+            entry = self._file(fd, RightBits.FD_FILESTAT_SET_TIMES, on_stdio=Errno.BADF)
             os.utime(entry.host_fd, ns=_utime_ns(os.fstat(entry.host_fd), atim, mtim, fstflags))
         return Errno.SUCCESS
 
     def fd_pread(self, fd: int, iovs: int, iovs_len: int, offset: int, nread: int) -> int:
-        entry = self._file(fd, Rights.FD_READ | Rights.FD_SEEK, on_stdio=Errno.SPIPE)
+        entry = self._file(fd, RightBits.FD_READ | RightBits.FD_SEEK, on_stdio=Errno.SPIPE)
         buffers = self._buffers(iovs, iovs_len)
         count = os.preadv(entry.host_fd, buffers, offset) if buffers else 0
         self.s.io[0] += count
@@ -393,16 +393,15 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_pwrite(self, fd: int, iovs: int, iovs_len: int, offset: int, nwritten: int) -> int:
-        entry = self._file(fd, Rights.FD_WRITE | Rights.FD_SEEK, on_stdio=Errno.SPIPE)
+        entry = self._file(fd, RightBits.FD_WRITE | RightBits.FD_SEEK, on_stdio=Errno.SPIPE)
         buffers = self._buffers(iovs, iovs_len)
-        self._check_file_size(offset + sum(len(b) for b in buffers))
         count = os.pwritev(entry.host_fd, buffers, offset) if buffers else 0
         self.s.io[1] += count
         self.mem.set_u32(nwritten, count)
         return Errno.SUCCESS
 
     def fd_read(self, fd: int, iovs: int, iovs_len: int, nread: int) -> int:
-        entry = self._file(fd, Rights.FD_READ)
+        entry = self._file(fd, RightBits.FD_READ)
         buffers = self._buffers(iovs, iovs_len)
         count = os.readv(entry.host_fd, buffers) if buffers else 0
         self.s.io[0] += count
@@ -410,11 +409,9 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_write(self, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
-        entry = self._file(fd, Rights.FD_WRITE)
+        entry = self._file(fd, RightBits.FD_WRITE)
         buffers = self._buffers(iovs, iovs_len)
-        if self.s.file_size >= 0 and entry.filetype == Filetype.REGULAR_FILE:
-            end = os.lseek(entry.host_fd, 0, os.SEEK_CUR) + sum(len(b) for b in buffers)
-            self._check_file_size(end)
+        # The file-size limit is RLIMIT_FSIZE (set in lockdown): the kernel answers EFBIG.
         count = os.writev(entry.host_fd, buffers) if buffers else 0
         self.s.io[1] += count
         self.mem.set_u32(nwritten, count)
@@ -441,7 +438,7 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_readdir(self, fd: int, buf: int, buf_len: int, cookie: int, bufused: int) -> int:
-        entry = self._dir(fd, Rights.FD_READDIR)
+        entry = self._dir(fd, RightBits.FD_READDIR)
         target = self.mem.slice(buf, buf_len)
         filled = 0
         while filled < buf_len:
@@ -485,13 +482,13 @@ class WasiHost:
         how = self.snapshot.whence.get(whence)
         if how is None:
             return Errno.INVAL
-        wanted = Rights.FD_TELL if (offset == 0 and how == os.SEEK_CUR) else Rights.FD_SEEK
+        wanted = RightBits.FD_TELL if (offset == 0 and how == os.SEEK_CUR) else RightBits.FD_SEEK
         entry = self._file(fd, wanted, on_stdio=Errno.SPIPE)
         self.mem.set_u64(result, os.lseek(entry.host_fd, _signed64(offset), how))
         return Errno.SUCCESS
 
     def fd_tell(self, fd: int, result: int) -> int:
-        entry = self._file(fd, Rights.FD_TELL, on_stdio=Errno.SPIPE)
+        entry = self._file(fd, RightBits.FD_TELL, on_stdio=Errno.SPIPE)
         self.mem.set_u64(result, os.lseek(entry.host_fd, 0, os.SEEK_CUR))
         return Errno.SUCCESS
 
@@ -499,11 +496,11 @@ class WasiHost:
 
     def path_open(self, fd: int, dirflags: int, path: int, path_len: int, oflags: int,
                   rights_base: int, rights_inheriting: int, fdflags: int, opened: int) -> int:
-        needed = Rights.PATH_OPEN
+        needed = RightBits.PATH_OPEN
         if oflags & Oflags.CREAT:
-            needed |= Rights.PATH_CREATE_FILE
+            needed |= RightBits.PATH_CREATE_FILE
         if oflags & Oflags.TRUNC:
-            needed |= Rights.PATH_FILESTAT_SET_SIZE
+            needed |= RightBits.PATH_FILESTAT_SET_SIZE
         entry = self.s.fds.get(fd)
         if not entry.is_remote:  # as wasmtime: under a file ENOTDIR, under stdio EBADF
             return Errno.BADF if entry.stdio else Errno.NOTDIR
@@ -552,7 +549,7 @@ class WasiHost:
         return Errno.SUCCESS
 
     def path_filestat_get(self, fd: int, flags: int, path: int, path_len: int, result: int) -> int:
-        parent = self._dir(fd, Rights.PATH_FILESTAT_GET)
+        parent = self._dir(fd, RightBits.PATH_FILESTAT_GET)
         name = self._path(path, path_len)
         if flags & ~_LOOKUPFLAGS:
             return Errno.INVAL
@@ -565,7 +562,7 @@ class WasiHost:
 
     def path_filestat_set_times(self, fd: int, flags: int, path: int, path_len: int,
                                 atim: int, mtim: int, fstflags: int) -> int:
-        parent = self._dir(fd, Rights.PATH_FILESTAT_SET_TIMES)
+        parent = self._dir(fd, RightBits.PATH_FILESTAT_SET_TIMES)
         name = self._path(path, path_len)
         _check_fstflags(fstflags)
         if flags & ~_LOOKUPFLAGS:
@@ -574,32 +571,32 @@ class WasiHost:
         return Errno.SUCCESS
 
     def path_create_directory(self, fd: int, path: int, path_len: int) -> int:
-        parent = self._dir(fd, Rights.PATH_CREATE_DIRECTORY)
+        parent = self._dir(fd, RightBits.PATH_CREATE_DIRECTORY)
         self._ask(protocol.PathCreateDirectory(parent.handle, self._path(path, path_len)))
         return Errno.SUCCESS
 
     def path_remove_directory(self, fd: int, path: int, path_len: int) -> int:
-        parent = self._dir(fd, Rights.PATH_REMOVE_DIRECTORY)
+        parent = self._dir(fd, RightBits.PATH_REMOVE_DIRECTORY)
         self._ask(protocol.PathRemoveDirectory(parent.handle, self._path(path, path_len)))
         return Errno.SUCCESS
 
     def path_unlink_file(self, fd: int, path: int, path_len: int) -> int:
-        parent = self._dir(fd, Rights.PATH_UNLINK_FILE)
+        parent = self._dir(fd, RightBits.PATH_UNLINK_FILE)
         self._ask(protocol.PathUnlinkFile(parent.handle, self._path(path, path_len)))
         return Errno.SUCCESS
 
     def path_rename(self, fd: int, old_path: int, old_len: int, new_fd: int, new_path: int,
                     new_len: int) -> int:
-        old_dir = self._dir(fd, Rights.PATH_RENAME_SOURCE)
-        new_dir = self._dir(new_fd, Rights.PATH_RENAME_TARGET)
+        old_dir = self._dir(fd, RightBits.PATH_RENAME_SOURCE)
+        new_dir = self._dir(new_fd, RightBits.PATH_RENAME_TARGET)
         self._ask(protocol.PathRename(old_dir.handle, new_dir.handle,
                                       self._path(old_path, old_len), self._path(new_path, new_len)))
         return Errno.SUCCESS
 
     def path_link(self, old_fd: int, old_flags: int, old_path: int, old_len: int, new_fd: int,
                   new_path: int, new_len: int) -> int:
-        old_dir = self._dir(old_fd, Rights.PATH_LINK_SOURCE)
-        new_dir = self._dir(new_fd, Rights.PATH_LINK_TARGET)
+        old_dir = self._dir(old_fd, RightBits.PATH_LINK_SOURCE)
+        new_dir = self._dir(new_fd, RightBits.PATH_LINK_TARGET)
         if old_flags & ~_LOOKUPFLAGS:
             return Errno.INVAL
         self._ask(protocol.PathLink(old_dir.handle, old_flags, new_dir.handle,
@@ -608,14 +605,14 @@ class WasiHost:
 
     def path_symlink(self, old_path: int, old_len: int, fd: int, new_path: int,
                      new_len: int) -> int:
-        parent = self._dir(fd, Rights.PATH_SYMLINK)
+        parent = self._dir(fd, RightBits.PATH_SYMLINK)
         self._ask(protocol.PathSymlink(parent.handle, self._path(old_path, old_len),
                                        self._path(new_path, new_len)))
         return Errno.SUCCESS
 
     def path_readlink(self, fd: int, path: int, path_len: int, buf: int, buf_len: int,
                       bufused: int) -> int:
-        parent = self._dir(fd, Rights.PATH_READLINK)
+        parent = self._dir(fd, RightBits.PATH_READLINK)
         reply, _ = self.s.broker.call(
             protocol.PathReadlink(parent.handle, self._path(path, path_len)), protocol.BytesReply)
         if reply.errno:
@@ -661,7 +658,7 @@ class WasiHost:
                 entry = self.s.fds.get(fd)
                 if entry.is_remote:
                     return Errno.BADF
-                if not entry.rights_base & Rights.POLL_FD_READWRITE:
+                if not entry.rights_base & RightBits.POLL_FD_READWRITE:
                     return Errno.NOTCAPABLE
                 if entry.filetype == Filetype.REGULAR_FILE:
                     # Always ready; at the end of the file a reader is told so.
@@ -713,7 +710,7 @@ class WasiHost:
 
     def sock_recv(self, fd: int, ri_data: int, ri_len: int, ri_flags: int, ro_len: int,
                   ro_flags: int) -> int:
-        entry = self._socket(fd, Rights.FD_READ)
+        entry = self._socket(fd, RightBits.FD_READ)
         buffers = self._buffers(ri_data, ri_len)
         sock = socket.socket(fileno=os.dup(entry.host_fd))
         try:
@@ -726,7 +723,7 @@ class WasiHost:
         return Errno.SUCCESS
 
     def sock_send(self, fd: int, si_data: int, si_len: int, si_flags: int, so_len: int) -> int:
-        entry = self._socket(fd, Rights.FD_WRITE)
+        entry = self._socket(fd, RightBits.FD_WRITE)
         count = os.writev(entry.host_fd, self._buffers(si_data, si_len))
         self.s.io[1] += count
         self.mem.set_u32(so_len, count)

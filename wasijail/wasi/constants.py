@@ -141,6 +141,13 @@ class Rights(IntFlag):
     SOCK_ACCEPT = 1 << 29  # preview1 only
 
 
+class RightBits:
+    """The Rights as plain ints, for the host's hot paths: IntFlag arithmetic costs ~30x more."""
+
+
+for _right in Rights:
+    setattr(RightBits, _right.name, int(_right))
+
 ALL_RIGHTS = Rights((1 << 30) - 1)
 
 # What each kind of descriptor can ever do; a guest asking for more simply
