@@ -53,11 +53,14 @@ async def test_fuel_runs_out(supervisor):
     assert result.returncode == STATUS_LIMIT
 
 
-async def test_cpu_time_limit_interrupts_a_busy_loop(supervisor):
-    result = await supervisor.run(program("spin.wasm"), policy=limited(cpu_time="500ms", timeout="20s"))
+@pytest.mark.parametrize("limit,seconds", [("500ms", 0.5), ("1s", 1.0)],
+                         ids=["watchdog-for-fractions", "rlimit-for-whole-seconds"])
+async def test_cpu_time_limit_stops_a_busy_loop(supervisor, limit, seconds):
+    result = await supervisor.run(program("spin.wasm"), policy=limited(cpu_time=limit, timeout="20s"))
     assert result.outcome.kind is OutcomeKind.LIMIT
-    assert result.outcome.detail == "cpu_time: more than 0.5 s of CPU"
-    assert 0.5 <= result.usage.cpu_time < 5
+    assert result.outcome.detail == f"cpu_time: more than {seconds:g} s of CPU"
+    assert result.returncode == STATUS_LIMIT
+    assert seconds <= result.usage.cpu_time < seconds + 2
 
 
 async def test_output_cap_stops_a_flood(supervisor):

@@ -132,7 +132,9 @@ def run(setup: Setup, data: bytes, broker: BrokerClient, counters: list[int] | N
     if setup.fuel > 0:
         store.set_fuel(setup.fuel)
     watchdog = None
-    if cpu_limit is not None:
+    if cpu_limit is not None and cpu_limit != int(cpu_limit):
+        # Whole seconds are exactly what RLIMIT_CPU (set in lockdown) enforces; only a
+        # fractional limit needs the watchdog's finer clock.
         watchdog = CpuWatchdog(cpu_limit)
         watchdog.start()
     state = WasiState(
