@@ -60,7 +60,7 @@ async def test_cpu_time_limit_stops_a_busy_loop(supervisor, limit, seconds):
     assert result.outcome.kind is OutcomeKind.LIMIT
     assert result.outcome.detail == f"cpu_time: more than {seconds:g} s of CPU"
     assert result.returncode == STATUS_LIMIT
-    assert seconds <= result.usage.cpu_time < seconds + 2
+    assert seconds * 0.9 <= result.usage.cpu_time < seconds + 2  # the kernel counts CPU in ticks
 
 
 async def test_output_cap_stops_a_flood(supervisor):
