@@ -14,7 +14,6 @@ import pytest
 
 from wasijail import protocol
 from wasijail.broker.handlers import Broker
-from wasijail.broker.resolve import Resolver, openat2_available
 from wasijail.policy import Policy
 from wasijail.supervisor import RunSpec, open_supervisor
 from wasijail.wasi import DIRENT, Errno, Fdflags, Filetype, Oflags, Rights
@@ -23,13 +22,6 @@ from helpers import program
 
 READ = int(Rights.FD_READ | Rights.FD_SEEK)
 WRITE = int(Rights.FD_WRITE)
-
-
-@pytest.fixture(params=["openat2", "fallback"])
-def resolver(request):
-    if request.param == "openat2" and not openat2_available():
-        pytest.skip("openat2 missing on this kernel")
-    return Resolver(use_openat2=request.param == "openat2")
 
 
 @pytest.fixture

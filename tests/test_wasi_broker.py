@@ -15,20 +15,12 @@ import pytest
 
 from wasijail import protocol
 from wasijail.broker.handlers import Broker
-from wasijail.broker.resolve import Resolver, openat2_available
 from wasijail.wasi import Errno, Fstflags, Lookupflags, Oflags, Rights
 
 READ = int(Rights.FD_READ)
 FOLLOW = int(Lookupflags.SYMLINK_FOLLOW)
 BOTH = int(Fstflags.ATIM | Fstflags.MTIM)
 T1, T2 = 1_234_567_890_123_456_789, 1_111_111_111_222_222_222
-
-
-@pytest.fixture(params=["openat2", "fallback"])
-def resolver(request):
-    if request.param == "openat2" and not openat2_available():
-        pytest.skip("openat2 missing on this kernel")
-    return Resolver(use_openat2=request.param == "openat2")
 
 
 @pytest.fixture
