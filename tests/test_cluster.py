@@ -1,7 +1,9 @@
 """`wasijail batch --cluster`: the same manifest on Dask distributed workers.
 
-One LocalCluster of two worker processes (each with the wasijail preload) is
-shared by the tests that use the API; the CLI tests start their own.
+The tests share one cluster started the README's way, as separate processes:
+`dask scheduler` and `dask worker ADDRESS --nworkers 2 --preload
+wasijail.cluster` (nannies restart a killed worker). The CLI tests of
+`--cluster local:2` start their own LocalCluster in the `wasijail` process.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import trio
 
 pytest.importorskip("distributed", reason="the cluster extra is not installed: pip install -e '.[cluster]'"
                                           " (scripts/test installs it)")
 
-from wasijail.batch import load_manifest, run_batch  # noqa: E402
+from wasijail.batch import load_manifest  # noqa: E402
 from wasijail.cache import ModuleCache, engine_fingerprint  # noqa: E402
 from wasijail.cluster import (  # noqa: E402
     ClusterError, open_cluster, run_cluster_batch, worker_reports, worker_stats)
@@ -58,10 +59,50 @@ def nap_module(folder: Path, tag: str) -> Path:
     return path
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dask() -> str:
+    beside = Path(sys.executable).with_name("dask")
+    return str(beside) if beside.exists() else (shutil.which("dask") or "dask")
+
+
 @pytest.fixture(scope="module")
-def client():
-    with open_cluster("local:2", threads_per_worker=2) as client:
-        yield client
+def client(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    log = (folder / "dask.log").open("wb")
+    processes = [subprocess.Popen([_dask(), "scheduler", "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+                                  stdout=log, stderr=log, cwd=folder)]
+    try:
+        processes.append(subprocess.Popen(
+            [_dask(), "worker", address, "--nworkers", "2", "--nthreads", "2", "--preload", "wasijail.cluster",
+             "--no-dashboard"], stdout=log, stderr=log, cwd=folder))
+        worker_pids: list[int] = []
+        with open_cluster(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            yield client
+            worker_pids = list(_pids(client).values())
+    finally:
+        for process in reversed(processes):
+            process.send_signal(signal.SIGINT)
+        # A worker the nanny restarted shortly before can take the nanny's 8 s grace time to close.
+        time.sleep(0.2)
+        for pid in worker_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
 
 
 @pytest.fixture
@@ -119,14 +160,21 @@ def comparable(record: dict, folder: Path) -> tuple:
     return tuple(fields)
 
 
-def test_200_mixed_jobs_give_the_local_batch_results(cluster, tmp_path):
+def test_200_mixed_jobs_through_local_2_give_the_local_batch_results(tmp_path):
+    """`wasijail batch --cluster local:2` and `wasijail batch --jobs 2` on the same 200 jobs."""
     local_manifest = write_mixed(tmp_path / "local", 200)
     cluster_manifest = write_mixed(tmp_path / "cluster", 200)
     local_results, cluster_results = tmp_path / "local.jsonl", tmp_path / "cluster.jsonl"
-    trio.run(lambda: run_batch(load_manifest(local_manifest), policy=Policy.default(),
-                               results=local_results, parallel=2))
-    summary = run_cluster_batch(load_manifest(cluster_manifest), policy=Policy.default(),
-                                results=cluster_results, client=cluster)
+    # --no-cache: two runs in one process that first use a ModuleCache at once can read its key file
+    # half written, and two first runs of one module store through the same .tmp<pid> file; the
+    # outcomes are the same without it.
+    local_run = wasijail("batch", "--jobs", "2", "--no-cache", "--allow-failures", "--results", local_results,
+                         local_manifest, timeout=180)
+    assert local_run.returncode == 0, text(local_run.stderr)
+    cluster_run = wasijail("batch", "--cluster", "local:2", "--allow-failures", "--results", cluster_results,
+                           cluster_manifest, timeout=180)
+    err = text(cluster_run.stderr)
+    assert cluster_run.returncode == 0, err
     local = {r["id"]: r for r in read_lines(local_results)}
     remote = read_lines(cluster_results)
     assert len(remote) == 200 and len({r["id"] for r in remote}) == 200
@@ -136,13 +184,14 @@ def test_200_mixed_jobs_give_the_local_batch_results(cluster, tmp_path):
     assert all(set(r) - {"worker"} == set(local[r["id"]]) for r in remote)
     kinds = Counter(r["outcome"] for r in remote)
     assert kinds == Counter({"exit": 124, "error": 45, "trap": 16, "timeout": 15}), kinds
-    assert summary.done == 200 and summary.skipped == 0
-    # Jobs that could not start (missing module or stdin) fail on the client, the rest on a worker.
-    assert sum(summary.workers.values()) == 200 - 15 - 15
-    assert sorted(summary.workers) == sorted(cluster.scheduler_info()["workers"])
-    assert all(r["worker"] in summary.workers for r in remote if "worker" in r)
-    # Each distinct module was sent once: demo_p1, exit7, trap, cat, env, demo, spin, demo_wat.
-    assert summary.modules_sent == 8
+    # Jobs that could not start (missing module or stdin) fail on the client, the rest on a worker;
+    # the summary counts each worker's jobs.
+    workers = Counter(r["worker"] for r in remote if "worker" in r)
+    assert len(workers) == 2 and sum(workers.values()) == 200 - 15 - 15
+    summary = err[err.index("\njobs "):]
+    assert "\nran                      200\n" in summary and "\nworkers                  2\n" in summary
+    for worker, count in workers.items():
+        assert f"\n  {worker}  {count}" in summary
     copied = sorted(p.name for p in (tmp_path / "cluster" / "out").iterdir())
     assert copied == sorted(p.name for p in (tmp_path / "local" / "out").iterdir())
     assert len(copied) == 15
@@ -167,16 +216,17 @@ def _pids(client) -> dict[str, int]:
 def _kill_after(client, count: int, which: str):
     """An on_result callback that SIGKILLs worker processes once `count` results are in."""
     seen = []
-    killed: list[str] = []
+    killed: dict[str, int] = {}  # address -> tasks it was running or holding when killed
 
     def on_result(job, result):
         seen.append(job.id)
         if len(seen) == count:
             pids = _pids(client)
+            busy = client.processing()
             victims = sorted(pids)[:1] if which == "one" else sorted(pids)
             for address in victims:
                 os.kill(pids[address], signal.SIGKILL)
-                killed.append(address)
+                killed[address] = len(busy.get(address, ()))
 
     return on_result, killed
 
@@ -198,6 +248,7 @@ def test_killed_worker_loses_no_job_and_duplicates_none(cluster, tmp_path, which
     summary = run_cluster_batch(load_manifest(manifest), policy=Policy.default(), results=results,
                                 client=cluster, on_result=on_result)
     assert len(killed) == (1 if which == "one" else 2)
+    assert all(killed.values()), killed  # each was killed in the middle of its jobs
     lines = read_lines(results)
     assert sorted(r["id"] for r in lines) == [f"kill{which}{i:03}" for i in range(60)]  # once each
     assert {(r["outcome"], r["returncode"], r["stdout"]) for r in lines} == {("exit", 0, f"rested kill{which}\n")}
@@ -220,9 +271,29 @@ def test_a_module_compiles_once_per_worker(cluster, tmp_path):
     assert summary.done == 40 and summary.modules_sent == 1
     assert len(summary.workers) == 2
     limits = Policy.default().limits
-    key = ModuleCache.key(module, engine_fingerprint(fuel=bool(limits.fuel), epochs=bool(limits.cpu_time)))
+    key = ModuleCache.key(module, engine_fingerprint(fuel=bool(limits.fuel)))
     stats = cluster.run(worker_stats)
     assert {address: s["compiled"].get(key) for address, s in stats.items()} == {a: 1 for a in summary.workers}
+
+
+def test_large_stdin_travels_apart_and_no_cache_compiles_every_time(cluster, tmp_path):
+    big = bytes(range(256)) * 1200  # 300 KiB: scattered under its hash rather than inside the task
+    (tmp_path / "big.bin").write_bytes(big)
+    module = nap_module(tmp_path, "nocache")
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(
+        [json.dumps({"id": f"cat{i}", "module": str(PROGRAMS / "cat.wasm"), "stdin": "big.bin"}) + "\n"
+         for i in range(3)] + [json.dumps({"id": f"nap{i}", "module": str(module)}) + "\n" for i in range(4)]))
+    results = tmp_path / "r.jsonl"
+    summary = run_cluster_batch(load_manifest(manifest), policy=Policy.default(), results=results,
+                                client=cluster, output_dir=tmp_path / "out", cache=False)
+    assert summary.done == 7 and summary.failed == 0
+    assert summary.modules_sent == 2  # cat.wasm and the nap module, each once
+    for i in range(3):
+        assert (tmp_path / "out" / f"cat{i}.stdout").read_bytes() == big
+    limits = Policy.default().limits
+    key = ModuleCache.key(module.read_bytes(), engine_fingerprint(fuel=bool(limits.fuel)))
+    assert all(key not in s["compiled"] for s in cluster.run(worker_stats).values())
 
 
 def test_resume_skips_finished_jobs(cluster, tmp_path):
@@ -279,12 +350,6 @@ def test_scheduler_without_workers_is_one_clear_error():
 
 
 # -- the command line ---------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("address,message", [
@@ -395,41 +460,48 @@ def test_interrupted_cluster_batch_resumes(tmp_path, how):
     assert "workers                  2\n" in err
 
 
-def test_dask_worker_with_the_preload(tmp_path):
-    """The README's way: `dask scheduler`, `dask worker ADDRESS --preload wasijail.cluster`, then --cluster."""
-    dask = Path(sys.executable).with_name("dask")
-    if not dask.exists():
-        dask = Path(shutil.which("dask") or "dask")
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    processes = [subprocess.Popen([str(dask), "scheduler", "--port", str(port), "--no-dashboard"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)]
+def test_cli_on_a_running_scheduler_shows_worker_reports(cluster, tmp_path):
+    """--cluster tcp://HOST:PORT with --verbose: each worker's doctor report, then the batch."""
+    address = cluster.scheduler.address
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(
+        json.dumps({"id": f"w{i}", "module": str(PROGRAMS / "demo_p1.wasm")}) + "\n" for i in range(6)))
+    proc = wasijail("batch", "--cluster", address, "--verbose", "--results", tmp_path / "r.jsonl", manifest,
+                    timeout=120)
+    err = text(proc.stderr)
+    assert proc.returncode == 0, err
+    workers = sorted(cluster.scheduler_info()["workers"])
+    reports = err.split("[1/6]")[0]
+    assert [line for line in reports.splitlines() if line.startswith("worker ")] == [f"worker {w}:" for w in workers]
+    assert reports.count("\nseccomp      available  (") == 2
+    assert {r["stdout"] for r in read_lines(tmp_path / "r.jsonl")} == {"hello world\n"}
+    assert "\nworkers                  " in err
+
+
+def test_losing_the_scheduler_ends_the_batch_with_one_line(tmp_path):
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    log = (tmp_path / "dask.log").open("wb")
+    scheduler = subprocess.Popen([_dask(), "scheduler", "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+                                 stdout=log, stderr=log, cwd=tmp_path)
+    worker = subprocess.Popen([_dask(), "worker", address, "--nthreads", "2", "--preload", "wasijail.cluster",
+                               "--no-dashboard"], stdout=log, stderr=log, cwd=tmp_path)
     try:
-        processes.append(subprocess.Popen(
-            [str(dask), "worker", address, "--preload", "wasijail.cluster", "--nthreads", "2",
-             "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
-        manifest = tmp_path / "jobs.jsonl"
-        manifest.write_text("".join(
-            json.dumps({"id": f"w{i}", "module": str(PROGRAMS / "demo_p1.wasm")}) + "\n" for i in range(6)))
-        deadline = time.monotonic() + 60
-        while True:  # the scheduler may not be listening yet
-            proc = wasijail("batch", "--cluster", address, "--verbose", "--results", tmp_path / "r.jsonl",
-                            manifest, timeout=120)
-            if proc.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        err = text(proc.stderr)
-        assert proc.returncode == 0, err
-        assert err.startswith("worker tcp://127.0.0.1:")
-        assert "\nseccomp      available  (" in err
-        assert {r["stdout"] for r in read_lines(tmp_path / "r.jsonl")} == {"hello world\n"}
-        assert "workers                  1\n" in err
+        manifest = _nap_manifest(tmp_path, 200, "lost")
+        results = tmp_path / "results.jsonl"
+        proc = subprocess.Popen([sys.executable, "-m", "wasijail", "batch", "--cluster", address, "--results",
+                                 str(results), str(manifest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=tmp_path)
+        _wait_for_lines(results, 6, proc)
+        scheduler.kill()
+        assert proc.wait(timeout=60) == 1
+        last = text(proc.stderr.read()).splitlines()[-1]
+        assert last == ("wasijail: error: lost the connection to the Dask scheduler; finished jobs are in the"
+                        " results file: rerun to resume")
+        lines = read_lines(results)  # whole lines only, each a job that really ran
+        assert 6 <= len(lines) < 200 and len({r["id"] for r in lines}) == len(lines)
+        assert {(r["outcome"], r["stdout"]) for r in lines} == {("exit", "rested lost\n")}
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGINT)
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for process in (worker, scheduler):
+            process.kill()
+            process.wait()
+        log.close()

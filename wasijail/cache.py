@@ -60,15 +60,21 @@ class ModuleCache:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.path, 0o700)
             key_path = self.path / _KEY_FILE
-            try:
-                fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                self._secret = key_path.read_bytes()
-            else:
+            if not key_path.exists():
+                # Written whole under a private name, then linked into place: a second
+                # run starting at the same moment sees no key or all of it, never half.
                 secret = secrets.token_bytes(32)
+                tmp = self.path / f"{_KEY_FILE}.{secrets.token_hex(8)}"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(secret)
-                self._secret = secret
+                try:
+                    os.link(tmp, key_path)
+                except FileExistsError:
+                    pass  # another run won: use its key
+                finally:
+                    os.unlink(tmp)
+            self._secret = key_path.read_bytes()
             if len(self._secret) != 32:
                 raise OSError(f"{key_path}: not a wasijail cache key")
         return self._secret
@@ -98,7 +104,7 @@ class ModuleCache:
     def store(self, key: str, artifact: bytes) -> None:
         mac = self._mac(key, artifact)
         entry = self.path / (key + _SUFFIX)
-        tmp = entry.with_suffix(f".tmp{os.getpid()}")
+        tmp = entry.with_suffix(f".tmp{secrets.token_hex(8)}")  # unique: stores may overlap
         with open(tmp, "wb") as f:
             f.write(artifact + mac)
         os.replace(tmp, entry)  # readers see the whole entry or none

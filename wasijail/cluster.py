@@ -7,15 +7,16 @@ Two halves, one module:
   `WorkerRuntime` for its lifetime: a thread running `trio.run` that holds one
   supervisor (and so one fork server) and one compiled-module cache in the
   worker's local folder, and the worker's `wasijail doctor` report, probed
-  once. Each task hands its job to that thread with `trio.from_thread`, so
+  once. Each task hands its jobs to that thread with `trio.from_thread`, so
   every job still runs in its own locked-down child.
 
 * The client side (`open_cluster`, `run_cluster_batch`) reads the manifest
   as the local batch does, sends every distinct module once (scattered under
-  its SHA-256), submits one task per job and writes each result through
-  `batch.result_record`, so results.jsonl has the same format and resumes the
-  same way. Only the client writes it: a job a dead worker was running is run
-  again elsewhere, and its line is still written once.
+  its SHA-256), submits tasks of one or a few jobs (`_ClusterBatch`) and
+  writes each job's result through `batch.result_record`, so results.jsonl
+  has the same format and resumes the same way. Only the client writes it: a
+  job a dead worker was running is run again elsewhere, and its line is still
+  written once.
 
 Dask is an optional extra (`pip install 'wasijail[cluster]'`): it is imported
 only by the functions here that need it, never by the local batch.
@@ -38,7 +39,7 @@ import time
 import uuid
 from collections import Counter, deque
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -54,8 +55,10 @@ INLINE_STDIN = 64 * 1024
 # How often dask may re-run a job's task that raised (a worker's fork server died under it);
 # a worker that dies is handled by the scheduler itself (distributed.scheduler.allowed-failures).
 TASK_RETRIES = 2
-# A job whose module data was lost with a dead worker is submitted again, at most this often.
+# A job whose task lost its module or stdin bytes with dead workers, or met a worker shutting down,
+# is submitted again by the client, at most this often.
 RESUBMITS = 3
+
 
 class ClusterError(WasijailError):
     """The cluster cannot be used: dask missing, bad address, scheduler unreachable."""
@@ -118,6 +121,9 @@ def _worker_cache(folder: Path):
         def __init__(self, path: Path) -> None:
             super().__init__(path)
             self.stored: Counter = Counter()
+            # The secret key is made now, before jobs run side by side: two first runs that made it
+            # at once could read it half written.
+            self._ensure()
 
         def store(self, key: str, artifact: bytes) -> None:
             self.stored[key] += 1
@@ -180,14 +186,13 @@ class WorkerRuntime:
     async def _hold(self, cached: bool, task_status) -> None:
         import trio
 
-        from .supervisor import PARENT_LAYERS, open_supervisor
+        from .supervisor import open_supervisor
 
         with trio.CancelScope() as scope:
             async with open_supervisor(max_parallel=self.nthreads,
                                        cache=self.cache if cached else None) as supervisor:
                 # The parent's own layers were probed already (in a process without threads).
-                supervisor._parent_layers.update(
-                    {name: layer for name, layer in self.layers.items() if name in PARENT_LAYERS})
+                supervisor.assume_layers(self.layers.values())
                 task_status.started((supervisor, scope))
                 await trio.sleep_forever()
 
@@ -300,7 +305,7 @@ class WorkerRuntime:
 
 
 def _fork_server_gone(supervisor) -> bool:
-    return bool(getattr(supervisor.launcher, "_gone", False))
+    return not supervisor.launcher.alive
 
 
 _runtimes: dict[str, WorkerRuntime] = {}
@@ -460,13 +465,14 @@ class _Pending:
     path: Path  # the module's file, read again only if its bytes must be sent again
     stdin: bytes | None  # inline stdin, or None when it travels as a blob (task.stdin_sha)
     attempts: int = 1
+    sent: dict[str, int] = field(default_factory=dict)  # blob -> which sending of it the job's task used
 
 
 def _module_digest(job: Job, policy: Policy, seen: dict[Path, str]) -> str:
     """The SHA-256 of the job's module, checked as the supervisor checks it (same messages)."""
-    from .supervisor import RunSpec, _open_module
+    from .supervisor import RunSpec, open_module
 
-    fd = _open_module(RunSpec(job.module, policy=policy))  # raises WasijailError, as a local run would
+    fd = open_module(RunSpec(job.module, policy=policy))  # raises WasijailError, as a local run would
     try:
         digest = seen.get(job.module)
         if digest is None:
@@ -490,18 +496,21 @@ def _resolved(policy: Policy) -> Policy:
     return dataclasses.replace(policy, env=tuple(policy.resolved_env(os.environ)), inherit_env=())
 
 
-def _failure(exc: BaseException) -> tuple[bool, str]:
-    """(submit again?, why) for a task that ended without a result."""
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """What to do with the jobs of a task that ended without a result: ("fail" | "again" | "lost", why).
+
+    "lost": the task's module or stdin bytes died with their workers; send them again, then the jobs.
+    """
     from distributed import KilledWorker
 
     name = type(exc).__name__
     if isinstance(exc, KilledWorker):
-        return False, f"cluster: the workers running this job died repeatedly ({_one_line(exc)})"
+        return "fail", f"cluster: the workers running this job died repeatedly ({_one_line(exc)})"
     if isinstance(exc, WorkerUnavailable):
-        return True, f"cluster: {_one_line(exc)}"
+        return "again", f"cluster: {_one_line(exc)}"
     if "Cancelled" in name or "lost" in str(exc).lower():
-        return True, f"cluster: the job's data was lost with its workers ({_one_line(exc) or name})"
-    return False, f"cluster: {name}: {_one_line(exc)}"
+        return "lost", f"cluster: the job's data was lost with its workers ({_one_line(exc) or name})"
+    return "fail", f"cluster: {name}: {_one_line(exc)}"
 
 
 class _ClusterBatch:
@@ -562,11 +571,9 @@ class _ClusterBatch:
             self.record(job, _error(f"{exc.filename}: {exc.strerror}"), None)
             return None
         stdin_sha = None
-        if len(data) > INLINE_STDIN:
+        if len(data) > INLINE_STDIN:  # sent apart, once per distinct content, by top_up
             stdin_sha = hashlib.sha256(data).hexdigest()
-            blob = self._blob(f"stdin-{stdin_sha}")
-            blob.users += 1
-            self._send(blob, lambda: data)
+            self._blob(f"stdin-{stdin_sha}").users += 1
             data = None
         suffix = ".wat" if job.module.suffix == ".wat" else ".wasm"
         task = Task(job.id, sha, suffix, job.args, job_pol, job.module.name, self.cache, stdin_sha)
@@ -591,20 +598,23 @@ class _ClusterBatch:
         if blob.users <= 0:
             blob.future = None  # the last reference: dask frees it on the cluster
 
-    def _module(self, pending: _Pending):
-        blob = self.blobs[f"module-{pending.task.sha}"]
+    def _sent(self, pending: _Pending, kind: str, sha: str, path: Path):
+        """The future of the job's module or stdin bytes, scattered first if need be."""
+        name = f"{kind}-{sha}"
+        blob = self.blobs[name]
 
         def load() -> bytes:
             try:
-                data = pending.path.read_bytes()
+                data = path.read_bytes()
             except OSError as exc:
                 raise WasijailError(f"{exc.filename}: {exc.strerror}") from None
-            if hashlib.sha256(data).hexdigest() != pending.task.sha:
-                raise WasijailError(f"{pending.path}: changed while the batch ran")
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise WasijailError(f"{path}: changed while the batch ran")
             return data
 
-        if self._send(blob, load):
+        if self._send(blob, load) and kind == "module":
             self.summary.modules_sent += 1
+        pending.sent[name] = blob.sent
         return blob.future
 
     # Submitting.
@@ -634,14 +644,14 @@ class _ClusterBatch:
                 return
             modules, stdins = {}, {}
             for pending in list(chunk):
+                task = pending.task
                 try:
-                    modules[pending.task.sha] = self._module(pending)
-                except WasijailError as exc:  # its module was removed or changed since the first pass
+                    modules[task.sha] = self._sent(pending, "module", task.sha, pending.path)
+                    if task.stdin_sha is not None:
+                        stdins[task.stdin_sha] = self._sent(pending, "stdin", task.stdin_sha, pending.job.stdin)
+                except WasijailError as exc:  # a file removed or changed since the first pass
                     chunk.remove(pending)
                     self._finish(pending, _error(str(exc)), None)
-                    continue
-                if pending.task.stdin_sha is not None:
-                    stdins[pending.task.stdin_sha] = self.blobs[f"stdin-{pending.task.stdin_sha}"].future
             if not chunk:
                 continue
             items = [(p.task, p.stdin) for p in chunk]
@@ -669,14 +679,19 @@ class _ClusterBatch:
             # Cancelled because the scheduler is gone: not the jobs' failure; a rerun runs them.
             raise ClusterError(self.lost())
         exc = value[1] if isinstance(value, tuple) else value
-        again, why = _failure(exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
+        what, why = _failure(exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
         for pending in chunk:
-            if again and pending.attempts <= RESUBMITS:
-                pending.attempts += 1
-                self.summary.resubmitted += 1
-                self.retry.append(pending)
-            else:
+            if what == "fail" or pending.attempts > RESUBMITS:
                 self._finish(pending, _error(why), None)
+                continue
+            if what == "lost":
+                for name, sending in pending.sent.items():
+                    blob = self.blobs[name]
+                    if blob.sent == sending:  # not sent again since: send it again before the job
+                        blob.future = None
+            pending.attempts += 1
+            self.summary.resubmitted += 1
+            self.retry.append(pending)
 
     def lost(self, exc: BaseException | None = None) -> str:
         why = f" ({_one_line(exc)})" if exc is not None else ""

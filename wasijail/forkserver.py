@@ -75,6 +75,8 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], viola
 
 def serve(control_fd: int) -> None:
     _die_with_parent()
+    # Ctrl-C is for the supervisor, which stops the children; the fork server ends with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)

@@ -77,6 +77,11 @@ class Launcher:
         self._gone = False
 
     @property
+    def alive(self) -> bool:
+        """False once the fork server has gone: no child can be started or awaited through it."""
+        return self._server is not None and not self._gone
+
+    @property
     def pid(self) -> int | None:
         """The fork server's pid (the parent of every child), once started."""
         return self._server.popen.pid if self._server is not None else None

@@ -60,7 +60,8 @@ class RunSpec:
     argv0: str | None = None  # defaults to the module's file name
 
 
-def _open_module(spec: RunSpec) -> int:
+def open_module(spec: RunSpec) -> int:
+    """Open the module file for reading, or raise WasijailError saying in one line why not."""
     path = spec.module
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -233,6 +234,10 @@ class Supervisor:
             return await self._run(spec, stdin, stdout, stderr, capture_stdout, capture_stderr,
                                    task_status)
 
+    def assume_layers(self, layers) -> None:
+        """Use this probe of the parent's layers (doctor.Layer items) instead of making one."""
+        self._parent_layers.update({layer.name: layer for layer in layers if layer.name in PARENT_LAYERS})
+
     def _check_parent_layers(self, required: tuple[str, ...]) -> None:
         """Layers the parent provides (openat2, cgroup) must exist when the policy requires them."""
         for name in required:
@@ -254,7 +259,7 @@ class Supervisor:
                    task_status) -> RunResult:
         limits = spec.policy.limits
         self._check_parent_layers(spec.policy.sandbox.require)
-        module_fd = _open_module(spec)
+        module_fd = open_module(spec)
         closing: list[int] = [module_fd]  # fds to close when the run ends, whatever happens
         streams: list = []
         child = None
