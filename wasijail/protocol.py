@@ -19,13 +19,14 @@ before the child is locked down and no size limit applies to argv or env.
 from __future__ import annotations
 
 import array
+import os
 import socket
 import struct
 from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import ClassVar
 
-from .wasi import PATH_MAX, Fdflags, Fstflags, Lookupflags, Oflags
+from .wasi import ALL_FSTFLAGS, PATH_MAX, Fdflags, Lookupflags, Oflags
 
 # Large enough for two maximal paths or one readdir chunk; bigger is a violation.
 MAX_MESSAGE = 64 * 1024
@@ -143,7 +144,6 @@ class Message:
 _LOOKUP = int(Lookupflags.SYMLINK_FOLLOW)
 _OFLAGS = int(Oflags.CREAT | Oflags.DIRECTORY | Oflags.EXCL | Oflags.TRUNC)
 _FDFLAGS = int(Fdflags.APPEND | Fdflags.DSYNC | Fdflags.NONBLOCK | Fdflags.RSYNC | Fdflags.SYNC)
-_FSTFLAGS = int(Fstflags.ATIM | Fstflags.ATIM_NOW | Fstflags.MTIM | Fstflags.MTIM_NOW)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +217,7 @@ class PathFilestatSetTimes(Message):
     def validate(self) -> None:
         Message.validate(self)
         _check_flags("PathFilestatSetTimes.lookupflags", self.lookupflags, _LOOKUP)
-        _check_flags("PathFilestatSetTimes.fstflags", self.fstflags, _FSTFLAGS)
+        _check_flags("PathFilestatSetTimes.fstflags", self.fstflags, ALL_FSTFLAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +308,7 @@ class DirFilestatSetTimes(Message):
     fstflags: int
 
     def validate(self) -> None:
-        _check_flags("DirFilestatSetTimes.fstflags", self.fstflags, _FSTFLAGS)
+        _check_flags("DirFilestatSetTimes.fstflags", self.fstflags, ALL_FSTFLAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,8 +613,6 @@ def unpack_fds(ancdata) -> list[int]:
 
 
 def _close(fd: int) -> None:
-    import os
-
     try:
         os.close(fd)
     except OSError:

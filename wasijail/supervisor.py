@@ -130,11 +130,7 @@ def _setup_fd(spec: RunSpec) -> int:
         cpu_time_ms=round(limits.cpu_time * 1000) if limits.cpu_time else 0,
     )
     fd = os.memfd_create("wasijail-setup", os.MFD_CLOEXEC)
-    data = setup.encode()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
+    _write_all(fd, setup.encode())
     return fd
 
 
@@ -387,6 +383,7 @@ def _pread_all(fd: int) -> bytes:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    """Write all of data to a fresh memfd and rewind it for the child to read."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -422,7 +419,7 @@ class _Plumbing:
         elif isinstance(stdin, int) and stdin != PIPE:
             fds.append(stdin)
         else:
-            read_end, write_end = self._pipe()
+            read_end, write_end = os.pipe2(os.O_CLOEXEC)
             fds.append(read_end)
             self.child_ends.append(read_end)
             stream = trio.lowlevel.FdStream(write_end)
@@ -435,7 +432,7 @@ class _Plumbing:
         for name, target, capture, default in (("stdout", stdout, capture_stdout, 1),
                                                ("stderr", stderr, capture_stderr, 2)):
             if capture or target == PIPE:
-                read_end, write_end = self._pipe()
+                read_end, write_end = os.pipe2(os.O_CLOEXEC)
                 fds.append(write_end)
                 self.child_ends.append(write_end)
                 stream = trio.lowlevel.FdStream(read_end)
@@ -448,10 +445,6 @@ class _Plumbing:
             else:
                 fds.append(default if target is None else target)
         self.child_fds = tuple(fds)
-
-    def _pipe(self) -> tuple[int, int]:
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        return read_end, write_end
 
     def stop_feeding(self) -> None:
         self._feeding.cancel()

@@ -15,19 +15,19 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import time
 from dataclasses import dataclass, field
 
 from .. import protocol
 from ..wasi import (
     filetype_of_mode,
+    fstflags_conflict,
+    times_for,
     DIRENT,
     READ_INTENT,
     WRITE_INTENT,
     Errno,
     Fdflags,
     Filetype,
-    Fstflags,
     Lookupflags,
     Oflags,
     errno_from_host,
@@ -424,14 +424,9 @@ def _stat_error(errno: int) -> protocol.StatReply:
 
 
 def _new_times(st: os.stat_result, atim: int, mtim: int, fstflags: int) -> tuple[int, int]:
-    """The (atime, mtime) in ns that fstflags asks for, keeping what it leaves alone."""
-    if (fstflags & Fstflags.ATIM and fstflags & Fstflags.ATIM_NOW) or (
-            fstflags & Fstflags.MTIM and fstflags & Fstflags.MTIM_NOW):
+    if fstflags_conflict(fstflags):
         raise BrokerError(Errno.INVAL)
-    now = time.time_ns()
-    a = atim if fstflags & Fstflags.ATIM else now if fstflags & Fstflags.ATIM_NOW else st.st_atime_ns
-    m = mtim if fstflags & Fstflags.MTIM else now if fstflags & Fstflags.MTIM_NOW else st.st_mtime_ns
-    return a, m
+    return times_for(st.st_atime_ns, st.st_mtime_ns, atim, mtim, fstflags)
 
 
 def _set_times(fd: int, atim: int, mtim: int, fstflags: int) -> None:

@@ -22,7 +22,10 @@ import time
 
 from .. import protocol
 from ..wasi import (
+    ALL_FSTFLAGS,
     filetype_of_mode,
+    fstflags_conflict,
+    times_for,
     ACCESS_MODE_RIGHTS,
     DIRECTORY_READONLY_RIGHTS,
     DIRECTORY_RIGHTS,
@@ -46,7 +49,6 @@ from ..wasi import (
     Eventtype,
     Fdflags,
     Filetype,
-    Fstflags,
     Lookupflags,
     Oflags,
     Preopentype,
@@ -381,7 +383,8 @@ class WasiHost:
             self._ask(protocol.DirFilestatSetTimes(entry.handle, atim, mtim, fstflags))
         else:
             entry = self._file(fd, RightBits.FD_FILESTAT_SET_TIMES, on_stdio=Errno.BADF)
-            os.utime(entry.host_fd, ns=_utime_ns(os.fstat(entry.host_fd), atim, mtim, fstflags))
+            st = os.fstat(entry.host_fd)
+            os.utime(entry.host_fd, ns=times_for(st.st_atime_ns, st.st_mtime_ns, atim, mtim, fstflags))
         return Errno.SUCCESS
 
     def fd_pread(self, fd: int, iovs: int, iovs_len: int, offset: int, nread: int) -> int:
@@ -748,7 +751,6 @@ _U16 = struct.Struct("<H")
 _SHUTDOWN = {Sdflags.RD: socket.SHUT_RD, Sdflags.WR: socket.SHUT_WR,
              Sdflags.RD | Sdflags.WR: socket.SHUT_RDWR}
 _ALL_SUBCLOCKFLAGS = int(Subclockflags.ABSTIME)
-_ALL_FSTFLAGS = int(Fstflags.ATIM | Fstflags.ATIM_NOW | Fstflags.MTIM | Fstflags.MTIM_NOW)
 _FIONREAD = struct.Struct("i")
 
 
@@ -808,19 +810,10 @@ def _require(entry: Descriptor, rights: int) -> None:
 
 
 def _check_fstflags(fstflags: int) -> None:
-    if fstflags & ~_ALL_FSTFLAGS:
+    if fstflags & ~ALL_FSTFLAGS:
         raise WasiError(Errno.INVAL)
-    if (fstflags & Fstflags.ATIM and fstflags & Fstflags.ATIM_NOW) or (
-            fstflags & Fstflags.MTIM and fstflags & Fstflags.MTIM_NOW):
+    if fstflags_conflict(fstflags):
         raise WasiError(Errno.INVAL)
-
-
-def _utime_ns(st: os.stat_result, atim: int, mtim: int, fstflags: int) -> tuple[int, int]:
-    """The (atime, mtime) pair os.utime needs, keeping what fstflags leaves alone."""
-    now = time.time_ns()
-    a = atim if fstflags & Fstflags.ATIM else now if fstflags & Fstflags.ATIM_NOW else st.st_atime_ns
-    m = mtim if fstflags & Fstflags.MTIM else now if fstflags & Fstflags.MTIM_NOW else st.st_mtime_ns
-    return a, m
 
 
 def exit_status(code: int) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno as _host
 import stat as _stat
+import time as _time
 from enum import IntEnum, IntFlag
 
 
@@ -246,6 +247,24 @@ class Fstflags(IntFlag):
     ATIM_NOW = 1 << 1
     MTIM = 1 << 2
     MTIM_NOW = 1 << 3
+
+
+ALL_FSTFLAGS = int(Fstflags.ATIM | Fstflags.ATIM_NOW | Fstflags.MTIM | Fstflags.MTIM_NOW)
+
+
+def fstflags_conflict(fstflags: int) -> bool:
+    """True when fstflags asks for a time and for "now" for the same stamp (EINVAL)."""
+    return bool((fstflags & Fstflags.ATIM and fstflags & Fstflags.ATIM_NOW)
+                or (fstflags & Fstflags.MTIM and fstflags & Fstflags.MTIM_NOW))
+
+
+def times_for(old_atime_ns: int, old_mtime_ns: int, atim: int, mtim: int,
+              fstflags: int) -> tuple[int, int]:
+    """The (atime, mtime) in ns that fstflags asks for, keeping the stamps it leaves alone."""
+    now = _time.time_ns()
+    a = atim if fstflags & Fstflags.ATIM else now if fstflags & Fstflags.ATIM_NOW else old_atime_ns
+    m = mtim if fstflags & Fstflags.MTIM else now if fstflags & Fstflags.MTIM_NOW else old_mtime_ns
+    return a, m
 
 
 class Clockid(IntEnum):
