@@ -229,13 +229,8 @@ async def run_batch(jobs: list[Job], *, policy: Policy, results: Path, parallel:
                     cache=None) -> BatchSummary:
     """Run every job not already in `results`, appending one line per finished job."""
     summary = BatchSummary(total=len(jobs))
-    done = finished_ids(results)
-    todo = [job for job in jobs if job.id not in done]
-    summary.skipped = len(jobs) - len(todo)
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
+    todo = pending_jobs(jobs, results, output_dir, summary)
     started = time.monotonic()
-    _repair_torn_tail(results)
     with results.open("a") as sink:
         send, receive = trio.open_memory_channel(math.inf)
         for job in todo:
@@ -246,12 +241,7 @@ async def run_batch(jobs: list[Job], *, policy: Policy, results: Path, parallel:
             async def worker() -> None:
                 async for job in receive:
                     result = await run_job(supervisor, policy, job)
-                    line = json.dumps(result_record(job, result, output_dir)) + "\n"
-                    sink.write(line)  # whole lines only: an interrupt never leaves half a record
-                    sink.flush()
-                    summary.outcomes[result.outcome.kind.value] += 1
-                    if result.returncode != 0 or result.outcome.kind is not OutcomeKind.EXIT:
-                        summary.failed += 1
+                    write_result(sink, summary, job, result, output_dir)
                     if on_result is not None:
                         on_result(job, result)
 
@@ -260,6 +250,31 @@ async def run_batch(jobs: list[Job], *, policy: Policy, results: Path, parallel:
                     nursery.start_soon(worker)
     summary.wall_time = time.monotonic() - started
     return summary
+
+
+def pending_jobs(jobs: list[Job], results: Path, output_dir: Path | None,
+                 summary: BatchSummary) -> list[Job]:
+    """The jobs not yet in `results` (the rest count as skipped), with the output folder
+    made and a torn last line of `results` dropped, ready for appending."""
+    done = finished_ids(results)
+    todo = [job for job in jobs if job.id not in done]
+    summary.skipped = len(jobs) - len(todo)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    _repair_torn_tail(results)
+    return todo
+
+
+def write_result(sink, summary: BatchSummary, job: Job, result: RunResult, output_dir: Path | None,
+                 **extra: Any) -> None:
+    """Append one job's record (plus `extra` fields) and count it in the summary."""
+    record = result_record(job, result, output_dir)
+    record.update(extra)
+    sink.write(json.dumps(record) + "\n")  # whole lines only: an interrupt never leaves half a record
+    sink.flush()
+    summary.outcomes[result.outcome.kind.value] += 1
+    if result.returncode != 0 or result.outcome.kind is not OutcomeKind.EXIT:
+        summary.failed += 1
 
 
 def _repair_torn_tail(results: Path) -> None:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .batch import BatchSummary, Job, _repair_torn_tail, finished_ids, job_policy, result_record
+from .batch import BatchSummary, Job, job_policy, pending_jobs, write_result
 from .doctor import Layer, format_report
 from .policy import Policy, PolicyError
 from .results import Outcome, OutcomeKind, RunResult, WasijailError
@@ -735,12 +735,7 @@ def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
     from distributed import as_completed
 
     summary = ClusterSummary(total=len(jobs))
-    done = finished_ids(results)
-    todo = [job for job in jobs if job.id not in done]
-    summary.skipped = len(jobs) - len(todo)
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    _repair_torn_tail(results)
+    todo = pending_jobs(jobs, results, output_dir, summary)
     started = time.monotonic()
     written: set[str] = set()
     with results.open("a") as sink:
@@ -749,15 +744,11 @@ def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
             if job.id in written:
                 return
             written.add(job.id)
-            line = result_record(job, result, output_dir)
             if worker is not None:
-                line["worker"] = worker
                 summary.workers[worker] += 1
-            sink.write(json.dumps(line) + "\n")  # whole lines only, as in the local batch
-            sink.flush()
-            summary.outcomes[result.outcome.kind.value] += 1
-            if result.returncode != 0 or result.outcome.kind is not OutcomeKind.EXIT:
-                summary.failed += 1
+                write_result(sink, summary, job, result, output_dir, worker=worker)
+            else:
+                write_result(sink, summary, job, result, output_dir)
             if on_result is not None:
                 on_result(job, result)
 
