@@ -341,8 +341,8 @@ class Supervisor:
             return _CachedArtifact(protocol.ArtifactMode.NONE, -1, "")
         limits = spec.policy.limits
         fingerprint = engine_fingerprint(fuel=bool(limits.fuel))
-        module = _pread_all(module_fd)
-        key = ModuleCache.key(module, fingerprint)
+        # Reading and hashing a large module would stall every other run's broker: a thread does it.
+        key = await trio.to_thread.run_sync(lambda: ModuleCache.key(_pread_all(module_fd), fingerprint))
         artifact = await trio.to_thread.run_sync(self.cache.load, key)
         fd = os.memfd_create("wasijail-artifact", os.MFD_CLOEXEC)
         if artifact is None:
