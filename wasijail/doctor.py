@@ -37,7 +37,6 @@ _IS_X86_64 = platform.machine() == "x86_64"
 # x86_64 syscall numbers
 _SYS_SECCOMP = 317
 _SYS_OPENAT2 = 437
-_SYS_LANDLOCK_CREATE_RULESET = 444
 
 PR_GET_SECCOMP = 21
 SECCOMP_SET_MODE_FILTER = 1
@@ -143,18 +142,10 @@ def _libseccomp_version(pyseccomp) -> str:
 
 
 def _probe_landlock() -> Layer:
-    if not _IS_X86_64:
-        return Layer("landlock", False, f"probe only written for x86_64, not {platform.machine()}")
-    abi = _libc.syscall(ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), None,
-                        ctypes.c_size_t(0), ctypes.c_uint32(1))
+    from .child.sandbox import landlock_abi  # the very probe lockdown uses
+
+    abi, why = landlock_abi()
     if abi < 1:
-        err = ctypes.get_errno()
-        if err == errno.ENOSYS:
-            why = "kernel without Landlock (landlock_create_ruleset: ENOSYS; needs 5.13+ with CONFIG_SECURITY_LANDLOCK)"
-        elif err == errno.EOPNOTSUPP:
-            why = "Landlock disabled at boot (add 'landlock' to the lsm= kernel parameter)"
-        else:
-            why = f"landlock_create_ruleset: {_errname(err)}"
         return Layer("landlock", False, why)
     features = [f for v, f in _LANDLOCK_FEATURES.items() if v <= abi]
     return Layer("landlock", True, f"ABI {abi}: {', '.join(features)}")

@@ -610,7 +610,8 @@ def landlock_abi() -> tuple[int, str]:
         return int(abi), ""
     err = ctypes.get_errno()
     if err == errno.ENOSYS:
-        return 0, "kernel built without Landlock (landlock_create_ruleset: ENOSYS)"
+        return 0, ("kernel without Landlock (landlock_create_ruleset: ENOSYS;"
+                   " needs 5.13+ with CONFIG_SECURITY_LANDLOCK)")
     if err == errno.EOPNOTSUPP:
         return 0, "Landlock disabled at boot (add 'landlock' to the lsm= kernel parameter)"
     return 0, f"landlock_create_ruleset: {os.strerror(err)}"
