@@ -21,6 +21,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .stdio import fill_closed_stdio
+
+# First thing, in every process that imports wasijail (the CLI, the fork
+# server, a program embedding it): a closed 0, 1 or 2 becomes /dev/null, so no
+# socket or pipe opened later (ours, or trio's own) can take that number and
+# be handed to a guest as its stdio.
+fill_closed_stdio()
+
 _EXPORTS = {
     "run": "api", "run_sync": "api",
     "open_supervisor": "supervisor", "Supervisor": "supervisor", "RunSpec": "supervisor",

@@ -382,6 +382,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .stdio import fill_closed_stdio
+
+    fill_closed_stdio()  # before anything opens a descriptor: nothing internal may become 0, 1 or 2
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv and argv[0] in COMMANDS:
@@ -393,11 +396,15 @@ def main(argv: list[str] | None = None) -> int:
             return run_command(argv)  # `wasijail demo.wasm`, like `wasmtime demo.wasm`
         _main_parser().print_help(sys.stderr)
         return STATUS_USAGE
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
     except BrokenPipeError:
         return STATUS_ERROR
+    except BaseException as exc:
+        # Ctrl-C, alone or inside trio's exception groups: the run's own cleanup
+        # has killed and reaped its child by the time it gets here.
+        if not _is_interrupt(exc):
+            raise
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

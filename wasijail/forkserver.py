@@ -24,6 +24,7 @@ import sys
 from . import protocol
 from .child import runner
 from .child.sandbox import LockdownConfig, LockdownError, lockdown
+from .stdio import fill_closed_stdio
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -74,6 +75,7 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], viola
 
 
 def serve(control_fd: int) -> None:
+    fill_closed_stdio()
     _die_with_parent()
     # Ctrl-C is for the supervisor, which stops the children; the fork server ends with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -64,6 +64,7 @@ class Op(IntEnum):
     DIR_FILESTAT_SET_TIMES = 22
     DIR_CLOSE = 23
     DIR_SYNC = 24
+    FD_FILESTAT_SET_TIMES = 25
     COMPILED = 30
     SANDBOX_REPORT = 31
 
@@ -97,6 +98,7 @@ class Message:
     FIXED: ClassVar[struct.Struct]
     BLOBS: ClassVar[tuple[str, ...]] = ()
     PATHS: ClassVar[tuple[str, ...]] = ()  # blobs that are guest paths
+    FDS: ClassVar[int] = 0  # descriptors that travel with it (SCM_RIGHTS); any other count is a violation
 
     def encode(self) -> bytes:
         names = [f.name for f in fields(self)]  # type: ignore[arg-type]
@@ -312,6 +314,26 @@ class DirFilestatSetTimes(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class FdFilestatSetTimes(Message):
+    """Re-time a donated file; the file itself travels with the request.
+
+    The child may not call futimens itself (its filter refuses utimensat):
+    the broker decides from what the descriptor is, so a read-only grant stays
+    un-retimable even for native code in the child.
+    """
+
+    OP = Op.FD_FILESTAT_SET_TIMES
+    FIXED = struct.Struct("<QQH")
+    FDS = 1
+    atim: int
+    mtim: int
+    fstflags: int
+
+    def validate(self) -> None:
+        _check_flags("FdFilestatSetTimes.fstflags", self.fstflags, ALL_FSTFLAGS)
+
+
+@dataclass(frozen=True, slots=True)
 class DirClose(_DirRequest):
     OP = Op.DIR_CLOSE
 
@@ -385,7 +407,7 @@ REQUESTS: dict[int, type[Message]] = {
         PathOpen, PathFilestatGet, PathFilestatSetTimes, PathCreateDirectory,
         PathRemoveDirectory, PathUnlinkFile, PathRename, PathLink, PathSymlink,
         PathReadlink, FdReaddir, DirFilestatGet, DirFilestatSetTimes, DirClose,
-        DirSync, Result, Compiled, SandboxReport,
+        DirSync, FdFilestatSetTimes, Result, Compiled, SandboxReport,
     )
 }
 

@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
+from .stdio import fill_closed_stdio
+
 DEFAULT_COMMAND = (sys.executable, "-m", "wasijail.forkserver")
 
 
@@ -33,6 +35,7 @@ class ServerProcess:
 
 
 def start_server(command: Sequence[str] | None = None) -> ServerProcess:
+    fill_closed_stdio()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         popen = subprocess.Popen(

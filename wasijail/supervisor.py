@@ -34,6 +34,7 @@ from .cgroup import PROCESS_OVERHEAD, CgroupPool, Leaf
 from .launcher import Launcher
 from .policy import Policy
 from .protocol import Outcome as WireOutcome
+from .stdio import PrivateStdio, fill_closed_stdio
 from .results import (
     STATUS_ERROR,
     STATUS_LIMIT,
@@ -261,6 +262,7 @@ class Supervisor:
         child = None
         leaf = None
         broker = None
+        plumbing = None
         parent_sock = child_sock = None
         try:
             preopens = _open_preopens(spec.policy)
@@ -269,8 +271,8 @@ class Supervisor:
             setup_fd = _setup_fd(spec)
             closing.append(setup_fd)
             plumbing = _Plumbing(stdin, stdout, stderr, capture_stdout, capture_stderr, limits.output)
-            closing.extend(plumbing.child_ends)
             streams = plumbing.streams
+            broker.protect_stdio(plumbing.child_fds)
             started = time.monotonic()
             violations, violation_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             closing += [violations, violation_end]
@@ -288,9 +290,7 @@ class Supervisor:
             self.live_children += 1
             os.close(violation_end)
             closing.remove(violation_end)
-            for fd in plumbing.child_ends:
-                os.close(fd)
-                closing.remove(fd)
+            plumbing.spawned()
             child_sock.close()
             cached = await self._cached_artifact(spec, module_fd)
             start_fds = (setup_fd, module_fd) if cached.fd < 0 else (setup_fd, module_fd, cached.fd)
@@ -314,8 +314,13 @@ class Supervisor:
                     with trio.CancelScope(shield=True):
                         await child.wait()
                 self.live_children -= 1
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(plumbing.private.finish)
             if session.artifact is not None and self.cache is not None and cached.key:
-                await trio.to_thread.run_sync(self.cache.store, cached.key, session.artifact)
+                try:
+                    await trio.to_thread.run_sync(self.cache.store, cached.key, session.artifact)
+                except OSError:
+                    pass  # a full or vanished cache folder costs the next run a compile, not this run
             result = ending.result(time.monotonic() - started, plumbing)
             handle._finish(result)
             return result
@@ -324,6 +329,8 @@ class Supervisor:
                 leaf.remove()
             for fd in closing:
                 os.close(fd)
+            if plumbing is not None:
+                plumbing.close()
             for stream in streams:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
@@ -403,7 +410,7 @@ class _Plumbing:
 
     def __init__(self, stdin, stdout, stderr, capture_stdout: bool, capture_stderr: bool,
                  output_cap: int | None) -> None:
-        self.child_ends: list[int] = []
+        self.child_ends: list[int] = []  # our pipes' ends for the child: closed once it holds them
         self.streams: list = []
         self.output_cap = output_cap
         self.user_stdin = self.user_stdout = self.user_stderr = None
@@ -444,7 +451,30 @@ class _Plumbing:
                     setattr(self, f"user_{name}", stream)
             else:
                 fds.append(default if target is None else target)
-        self.child_fds = tuple(fds)
+        try:
+            # The caller's own descriptors never reach the child: it gets descriptions of its own.
+            self.private = PrivateStdio(tuple(fds), frozenset(self.child_ends))
+        except OSError as exc:
+            self.close()
+            for stream in self.streams:
+                stream.close()
+            raise WasijailError(f"standard streams: {exc.strerror}") from None
+        self.child_fds = self.private.child_fds
+
+    def spawned(self) -> None:
+        """The child holds its stdio: close the ends meant for it, start the copy threads."""
+        for fd in self.child_ends:
+            os.close(fd)
+        self.child_ends.clear()
+        self.private.spawned()
+
+    def close(self) -> None:
+        for fd in self.child_ends:
+            os.close(fd)
+        self.child_ends.clear()
+        private = getattr(self, "private", None)
+        if private is not None:
+            private.close()
 
     def stop_feeding(self) -> None:
         self._feeding.cancel()
@@ -506,6 +536,7 @@ async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int
     cache: a ModuleCache, or a folder for one, to keep compiled modules between
     runs; None compiles every module every time.
     """
+    fill_closed_stdio()  # the fork server's socket must not become this process's stdout
     if cache is not None and not isinstance(cache, ModuleCache):
         cache = ModuleCache(cache)
     if cgroups is None:
@@ -567,6 +598,8 @@ class _Ending:
             return Outcome(OutcomeKind.LIMIT, self.limit), STATUS_LIMIT
         if self.session.violation is not None:
             return Outcome(OutcomeKind.VIOLATION, self.session.violation), STATUS_VIOLATION
+        if self.session.failure is not None:
+            return Outcome(OutcomeKind.CRASH, self.session.failure), STATUS_ERROR
         if status is not None and status < 0:
             sig = -status
             if sig == signal.SIGSYS:

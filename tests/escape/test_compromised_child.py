@@ -8,38 +8,14 @@ that the supervisor's result names what happened.
 
 from __future__ import annotations
 
-import sys
-import textwrap
-from pathlib import Path
+import os
+import struct
 
 import pytest
 import trio
 
 from wasijail import OutcomeKind, Policy
-from wasijail.launcher import Launcher
 from wasijail.results import STATUS_VIOLATION
-from wasijail.supervisor import RunSpec, Supervisor
-
-SERVER = Path(__file__).with_name("compromised_forkserver.py")
-
-
-@pytest.fixture
-async def attempt(tmp_path):
-    """Run Python source as the compromised child; return the supervisor's RunResult."""
-    async with trio.open_nursery() as nursery:
-        launcher = Launcher([sys.executable, str(SERVER)])
-        await launcher.start(nursery)
-        supervisor = Supervisor(launcher)
-
-        async def run(source: str, policy: Policy = Policy()):
-            script = tmp_path / "attempt.py"
-            script.write_text(textwrap.dedent(source))
-            return await supervisor.run_spec(RunSpec(script, (), policy), capture_stdout=True,
-                                             capture_stderr=True)
-
-        yield run
-        await launcher.aclose()
-        nursery.cancel_scope.cancel()
 
 
 def assert_violation(result, syscall: str) -> None:
@@ -142,3 +118,148 @@ async def test_malformed_broker_request_is_a_violation(attempt):
     result = await attempt("sock.send(b'\\xff\\xff garbage')\nimport time\ntime.sleep(5)")
     assert result.outcome.kind is OutcomeKind.VIOLATION
     assert result.outcome.detail == "malformed broker request: unknown op 65535"
+
+
+# -- re-timing: a read-only grant keeps its times ---------------------------------
+
+_OPEN_FOR_READING = """
+        import os
+        from wasijail.wasi import Rights
+        protocol.send(sock, protocol.PathOpen(0, 1, 0, 0, int(Rights.FD_READ), 0, b"keep.txt"))
+        data, fds = protocol.receive(sock)
+        fd = fds[0]
+"""
+
+
+def _read_only_data(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keep.txt").write_text("original")
+    os.utime(data / "keep.txt", ns=(10**18, 10**18))
+    return data, Policy().with_preopen(data, "/data", mode="ro")
+
+
+async def test_futimens_on_a_donated_read_only_file_is_killed(attempt, tmp_path):
+    data, policy = _read_only_data(tmp_path)
+    result = await attempt(_OPEN_FOR_READING + "        os.utime(fd, (1, 1))\n", policy)
+    assert_violation(result, "utimensat")
+    assert (data / "keep.txt").stat().st_mtime_ns == 10**18
+
+
+async def test_futimens_now_on_a_donated_read_only_file_is_killed(attempt, tmp_path):
+    data, policy = _read_only_data(tmp_path)
+    result = await attempt(_OPEN_FOR_READING + "        os.utime(fd)\n", policy)  # utimensat(fd, NULL, NULL)
+    assert_violation(result, "utimensat")
+    assert (data / "keep.txt").stat().st_mtime_ns == 10**18
+
+
+async def test_broker_refuses_to_retime_a_read_only_grant(attempt, tmp_path):
+    data, policy = _read_only_data(tmp_path)
+    result = await attempt(_OPEN_FOR_READING + """
+        protocol.send(sock, protocol.FdFilestatSetTimes(1, 1, 0b0101), (fd,))
+        data, _ = protocol.receive(sock)
+        RESULT = protocol.decode_reply(protocol.Reply, data).errno
+    """, policy)
+    assert result.stdout == b"76"  # ENOTCAPABLE
+    assert (data / "keep.txt").stat().st_mtime_ns == 10**18
+
+
+async def test_broker_refuses_to_retime_the_callers_stdout(attempt, tmp_path):
+    out = tmp_path / "out.txt"
+    with open(out, "wb") as f:
+        os.utime(out, ns=(10**18, 10**18))
+        result = await attempt("""
+            protocol.send(sock, protocol.FdFilestatSetTimes(1, 1, 0b0101), (1,))
+            data, _ = protocol.receive(sock)
+            os.write(2, b"%d" % protocol.decode_reply(protocol.Reply, data).errno)
+        """.replace("os.write", "__import__('os').write"), stdout=f.fileno(), capture_stderr=True)
+    assert result.stderr == b"76"
+    assert out.stat().st_mtime_ns > 10**18  # written by the harness (its RESULT), never set to 1 s
+
+
+async def test_broker_retimes_a_file_of_a_writable_grant(attempt, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keep.txt").write_text("original")
+    result = await attempt(_OPEN_FOR_READING + """
+        protocol.send(sock, protocol.FdFilestatSetTimes(5, 7, 0b0101), (fd,))
+        data, _ = protocol.receive(sock)
+        RESULT = protocol.decode_reply(protocol.Reply, data).errno
+    """, Policy().with_preopen(data, "/data", mode="rw"))
+    assert result.stdout == b"0"
+    assert (data / "keep.txt").stat().st_mtime_ns == 7
+
+
+@pytest.mark.parametrize("fds", ["()", "(fd, fd)"], ids=["no-fd", "two-fds"])
+async def test_retime_request_with_the_wrong_descriptors_is_a_violation(attempt, tmp_path, fds):
+    data, policy = _read_only_data(tmp_path)
+    result = await attempt(_OPEN_FOR_READING + f"""
+        protocol.send(sock, protocol.FdFilestatSetTimes(1, 1, 0b0101), {fds})
+        protocol.receive(sock)
+    """, policy)
+    assert result.outcome.kind is OutcomeKind.VIOLATION
+    assert "FdFilestatSetTimes with" in result.outcome.detail
+    assert (data / "keep.txt").stat().st_mtime_ns == 10**18
+
+
+# -- protocol abuse: refused at once, whatever the child queued ----------------------
+
+_FLOOD_WITH_STDOUT_COPIES = """
+        import array, socket, time
+        # One request whose reply it never reads, then messages carrying copies of its
+        # stdout: while the socket holds them, the captured stdout cannot end.
+        protocol.send(sock, protocol.PathFilestatGet(0, 0, b"."))
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [1, 1, 2]))]
+        for _ in range(40):
+            try:
+                sock.sendmsg([protocol.DirSync(0).encode()], rights)
+            except OSError:
+                break
+        time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "timeout"])
+async def test_descriptors_smuggled_to_the_broker_end_the_run_at_once(attempt, tmp_path, timeout):
+    policy = Policy().with_preopen(tmp_path, "/tmp", mode="ro")
+    if timeout is not None:
+        policy = policy.with_limits(timeout=timeout)
+    with trio.fail_after(20):  # without the fix: never (no timeout) or after the timeout
+        result = await attempt(_FLOOD_WITH_STDOUT_COPIES, policy)
+    assert result.outcome.kind is OutcomeKind.VIOLATION, result
+    assert result.returncode == STATUS_VIOLATION
+    assert "descriptors" in result.outcome.detail
+    assert result.usage.wall_time < 10
+
+
+async def test_an_error_serving_one_child_ends_that_run_alone(attempt, tmp_path, monkeypatch):
+    """A host value or a bug the broker did not foresee: that run is a crash, with a result,
+    and a run beside it in the same supervisor finishes normally."""
+    from wasijail.broker.handlers import Broker
+
+    original = Broker.path_filestat_get
+
+    def flaky(self, req):
+        if req.path == b"boom":
+            raise struct.error("required argument is not an integer")
+        return original(self, req)
+
+    monkeypatch.setattr(Broker, "path_filestat_get", flaky)
+    policy = Policy().with_preopen(tmp_path, "/tmp", mode="ro")
+    asks = """
+        protocol.send(sock, protocol.PathFilestatGet(0, 0, b"%s"))
+        data, _ = protocol.receive(sock)
+        RESULT = protocol.decode_reply(protocol.StatReply, data).errno if data else "hung up"
+    """
+    results = {}
+
+    async def one(name):
+        results[name] = await attempt(asks % name, policy)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "boom")
+        nursery.start_soon(one, ".")
+    assert results["boom"].outcome.kind is OutcomeKind.CRASH
+    assert "internal error while serving the child: error: required argument" in results["boom"].outcome.detail
+    assert results["."].outcome.kind is OutcomeKind.EXIT
+    assert results["."].stdout == b"0"

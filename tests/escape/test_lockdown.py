@@ -315,7 +315,6 @@ def test_donated_writable_fd_works(tmp_path):
             report("stat", os.fstat(fd).st_size)
             report("seek", os.lseek(fd, 0, os.SEEK_SET))
             report("read", os.read(fd, 100).decode())
-            os.utime(fd, (1, 1))   # futimens
             report("isatty", os.isatty(fd))
         """
         result = run_locked(body, donate={"rw": fd})
@@ -325,7 +324,18 @@ def test_donated_writable_fd_works(tmp_path):
     assert result.value("stat") == 5
     assert result.value("read") == "hello"
     assert result.value("isatty") is False
-    assert (tmp_path / "rw").stat().st_mtime == 1
+
+
+def test_futimens_is_killed_even_on_a_writable_fd(tmp_path):
+    """Re-timing is the broker's: the filter cannot tell a read-only grant's fd from another."""
+    fd = os.open(tmp_path / "rw", os.O_RDWR | os.O_CREAT, 0o600)
+    os.utime(tmp_path / "rw", ns=(10**18, 10**18))
+    try:
+        result = run_locked('os.utime(DONATED["rw"], (1, 1))', donate={"rw": fd})
+    finally:
+        os.close(fd)
+    assert_killed(result, "utimensat")
+    assert (tmp_path / "rw").stat().st_mtime_ns == 10**18
 
 
 # -- network -------------------------------------------------------------------------

@@ -36,6 +36,10 @@ from .resolve import EscapeError, Resolver
 
 # A hostile child could otherwise make the parent hold fds without bound.
 DEFAULT_MAX_HANDLES = 1024
+# Inodes remembered as re-timable through a held descriptor: bounded, so a
+# child opening millions of files cannot grow the supervisor; past it the
+# oldest are forgotten (re-timing those through a descriptor is ENOTCAPABLE).
+MAX_RETIMABLE = 1 << 16
 
 
 class BrokerError(Exception):
@@ -62,6 +66,9 @@ class Broker:
         self.resolver = resolver or Resolver()
         self.max_handles = max_handles
         self.handles: dict[int, Handle] = {}
+        # Files donated from writable handles (dev, ino): the only ones a child may have re-timed.
+        self._retimable = _BoundedSet(MAX_RETIMABLE)
+        self._stdio_files: frozenset[tuple[int, int]] = frozenset()
         for fd, readonly in preopens:
             self.handles[len(self.handles)] = Handle(fd, readonly, is_preopen=True)
         self._next = len(self.handles)
@@ -82,6 +89,7 @@ class Broker:
             protocol.DirFilestatSetTimes: self.dir_filestat_set_times,
             protocol.DirClose: self.dir_close,
             protocol.DirSync: self.dir_sync,
+            protocol.FdFilestatSetTimes: self.fd_filestat_set_times,
         }
         self._error_replies = {
             protocol.PathOpen: lambda e: protocol.OpenReply(e, 0, 0, 0),
@@ -93,14 +101,20 @@ class Broker:
 
     # -- dispatch ------------------------------------------------------------------
 
-    def dispatch(self, request: protocol.Message) -> tuple[protocol.Message, list[int]]:
-        """Run one request; returns the reply and fds to send (closed by the caller after)."""
+    def dispatch(self, request: protocol.Message, fds: tuple[int, ...] = ()) -> tuple[protocol.Message, list[int]]:
+        """Run one request; returns the reply and fds to send (closed by the caller after).
+
+        `fds` are the descriptors that came with it, exactly `type(request).FDS`
+        of them (the session checked); they stay the caller's to close.
+        """
         handler = self._table.get(type(request))
         if handler is None:
             raise protocol.ProtocolError(f"{type(request).__name__} is not a broker request")
+        if len(fds) != request.FDS:
+            raise protocol.ProtocolError(f"{type(request).__name__} with {len(fds)} descriptors")
         self.calls += 1
         try:
-            return handler(request)
+            return handler(request, *fds)
         except BrokerError as exc:
             code = exc.errno
         except EscapeError:
@@ -220,6 +234,8 @@ class Broker:
         if stat.S_ISDIR(st.st_mode):
             number = self._add(fd, handle.readonly)
             return protocol.OpenReply(0, protocol.FileKind.DIRECTORY, number, Filetype.DIRECTORY), []
+        if not handle.readonly:
+            self._retimable.add((st.st_dev, st.st_ino))
         return protocol.OpenReply(0, protocol.FileKind.DONATED, 0, filetype_of_mode(st.st_mode)), [fd]
 
     def path_filestat_get(self, req: protocol.PathFilestatGet):
@@ -370,6 +386,28 @@ class Broker:
         _set_times(handle.fd, req.atim, req.mtim, req.fstflags)
         return protocol.Reply(0), []
 
+    def fd_filestat_set_times(self, req: protocol.FdFilestatSetTimes, fd: int):
+        """Re-time a file the child holds, if a writable grant gave it to the child."""
+        st = os.fstat(fd)
+        identity = (st.st_dev, st.st_ino)
+        if identity in self._stdio_files or identity not in self._retimable:
+            # Stdio is the caller's, anything else came through a read-only grant
+            # (an honest child asks only for files it holds FD_FILESTAT_SET_TIMES on).
+            raise BrokerError(Errno.NOTCAPABLE)
+        os.utime(fd, ns=_new_times(st, req.atim, req.mtim, req.fstflags))
+        return protocol.Reply(0), []
+
+    def protect_stdio(self, fds) -> None:
+        """Never re-time the files behind these descriptors (the run's stdio, the caller's)."""
+        identities = set()
+        for fd in fds:
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            identities.add((st.st_dev, st.st_ino))
+        self._stdio_files = frozenset(identities)
+
     def dir_close(self, req: protocol.DirClose):
         handle = self.handles.pop(req.dir, None)
         if handle is None:
@@ -380,6 +418,23 @@ class Broker:
     def dir_sync(self, req: protocol.DirSync):
         os.fsync(self._handle(req.dir).fd)
         return protocol.Reply(0), []
+
+
+class _BoundedSet:
+    """A set that forgets its oldest members past `cap` (insertion order)."""
+
+    def __init__(self, cap: int) -> None:
+        self._items: dict = {}
+        self._cap = cap
+
+    def add(self, item) -> None:
+        self._items.pop(item, None)
+        self._items[item] = None
+        if len(self._items) > self._cap:
+            del self._items[next(iter(self._items))]
+
+    def __contains__(self, item) -> bool:
+        return item in self._items
 
 
 def _list_directory(handle: Handle) -> list[tuple[bytes, int, int]]:

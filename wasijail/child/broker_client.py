@@ -19,17 +19,17 @@ class BrokerClient:
         self.sock = sock
         self.calls = 0
 
-    def call(self, request: protocol.Message, reply_cls: type[protocol.Message]):
-        """Send one request; return (reply, donated fds)."""
+    def call(self, request: protocol.Message, reply_cls: type[protocol.Message], fds: tuple[int, ...] = ()):
+        """Send one request (with `fds`, for the requests that carry one); return (reply, donated fds)."""
         self.calls += 1
-        protocol.send(self.sock, request)
+        protocol.send(self.sock, request, fds)
         data, fds = protocol.receive(self.sock)
         if not data:
             raise BrokerGone()
         return protocol.decode_reply(reply_cls, data), fds
 
-    def call_errno(self, request: protocol.Message) -> int:
-        reply, fds = self.call(request, protocol.Reply)
+    def call_errno(self, request: protocol.Message, fds: tuple[int, ...] = ()) -> int:
+        reply, fds = self.call(request, protocol.Reply, fds)
         for fd in fds:  # an errno-only reply never carries fds
             os.close(fd)
         return reply.errno
