@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import wasmtime
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from wasijail.child.runner import make_engine
 from wasijail.policy import Policy
@@ -234,3 +236,41 @@ def test_wasi_unstable_does_not_link_in_wasmtime_py(tmp_path, name):
     status, out = wasmtime_run(name, ["misc"], tmp_path)
     assert out == "" and isinstance(status, str)
     assert "unknown import: `wasi_unstable::" in status
+
+
+# Descriptor numbering: scripts of opens, closes and renumbers (tests/programs/fdops.c) give the
+# same numbers and errnos as under wasmtime-py. fd 2 carries the results, so scripts leave it be.
+_FDS = st.sampled_from([0, 1, 3, 4, 5, 6, 7, 8, 9])
+_OPS = st.one_of(
+    st.just("o"),
+    _FDS.map(lambda fd: f"c{fd}"),
+    st.tuples(_FDS, _FDS).map(lambda pair: f"r{pair[0]}:{pair[1]}"),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(script=["o", "r1:4", "o", "o", "c1", "c5", "o"])  # the synthesis tool's pattern (issue 12)
+@given(script=st.lists(_OPS, min_size=1, max_size=14))
+async def test_descriptor_numbering_matches_wasmtime(tmp_path_factory, script):
+    work = tmp_path_factory.mktemp("fdops")
+    boxes = {side: work / side for side in ("wasmtime", "wasijail")}
+    for box in boxes.values():
+        box.mkdir()
+    module = wasmtime.Module.from_file(ENGINE, program("fdops.wasm"))
+    config = wasmtime.WasiConfig()
+    config.argv = ["fdops.wasm", *script]
+    config.preopen_dir(str(boxes["wasmtime"]), SANDBOX)
+    config.stderr_file = str(work / "wasmtime.err")
+    linker = wasmtime.Linker(ENGINE)
+    linker.define_wasi()
+    store = wasmtime.Store(ENGINE)
+    store.set_wasi(config)
+    linker.instantiate(store, module).exports(store)["_start"](store)
+    theirs = (work / "wasmtime.err").read_text()
+    async with open_supervisor() as sup:
+        result = await sup.run(program("fdops.wasm"), script, policy=Policy().with_preopen(boxes["wasijail"], SANDBOX),
+                               capture_stderr=True)
+    assert result.returncode == 0
+    assert result.stderr.decode() == theirs
+    assert theirs.count("\n") == len(script)
+    assert sorted(p.name for p in boxes["wasijail"].iterdir()) == sorted(p.name for p in boxes["wasmtime"].iterdir())

@@ -40,10 +40,21 @@ class Descriptor:
 
 
 class FdTable:
-    __slots__ = ("entries", "limit")
+    """Descriptor numbers are given out exactly as wasmtime's preview1 does.
+
+    Real programs depend on the numbers they get (a tool that moves stdout
+    aside with fd_renumber(1, fd) and then opens files expects to know which
+    number each open returns). wasmtime keeps every number ever freed (by
+    fd_close, or as the source of fd_renumber) and hands out the highest of
+    them first; only when none is free does it take one past the highest in
+    use. tests/test_differential.py checks this against wasmtime-py.
+    """
+
+    __slots__ = ("entries", "free", "limit")
 
     def __init__(self, limit: int) -> None:
         self.entries: dict[int, Descriptor] = {}
+        self.free: set[int] = set()  # numbers freed and not yet reused
         self.limit = limit  # the most WASI fds open at once (-1: unlimited)
 
     def get(self, fd: int, rights: int = 0) -> Descriptor:
@@ -55,11 +66,12 @@ class FdTable:
         return entry
 
     def add(self, entry: Descriptor) -> int:
-        if 0 <= self.limit <= len(self.entries):
-            raise WasiError(Errno.MFILE)
-        fd = 0
-        while fd in self.entries:
-            fd += 1
+        self.check_room()
+        if self.free:
+            fd = max(self.free)
+            self.free.remove(fd)
+        else:
+            fd = max(self.entries) + 1 if self.entries else 0
         self.entries[fd] = entry
         return fd
 
@@ -71,7 +83,17 @@ class FdTable:
         entry = self.entries.pop(fd, None)
         if entry is None:
             raise WasiError(Errno.BADF)
+        self.free.add(fd)
         return entry
+
+    def renumber(self, fd: int, to: int) -> Descriptor | None:
+        """Move `fd` onto `to`; the descriptor `to` held before, for the caller to close
+        (None when fd == to: nothing moves)."""
+        source, target = self.get(fd), self.get(to)
+        if fd == to:
+            return None
+        self.entries[to] = self.pop(fd)
+        return target
 
 
 def close_quietly(fd: int) -> None:

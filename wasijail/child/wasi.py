@@ -108,21 +108,22 @@ class WasiState:
         self.memory: GuestMemory | None = None
         self.file_size = file_size
         self.io = [0, 0]  # bytes read, bytes written through fd_read/fd_pread and fd_write/fd_pwrite
-        self.fds = FdTable(open_files)
+        self.fds = FdTable(-1)  # what the guest starts with is not counted against its limit
         for fd, rights in ((0, STDIN_RIGHTS), (1, STDOUT_RIGHTS), (2, STDOUT_RIGHTS)):
-            self.fds.entries[fd] = Descriptor(
+            self.fds.add(Descriptor(
                 filetype=_stdio_filetype(fd), rights_base=int(rights),
                 rights_inheriting=0, host_fd=fd, stdio=True,
-            )
+            ))
         for handle, (name, readonly) in enumerate(preopens):
             base = DIRECTORY_READONLY_RIGHTS if readonly else DIRECTORY_RIGHTS
             inheriting = (DIRECTORY_READONLY_RIGHTS | FILE_READONLY_RIGHTS) if readonly else (
                 DIRECTORY_RIGHTS | FILE_RIGHTS)
-            self.fds.entries[3 + handle] = Descriptor(
+            self.fds.add(Descriptor(
                 filetype=Filetype.DIRECTORY, rights_base=int(base),
                 rights_inheriting=int(inheriting), handle=handle, preopen=name,
                 readonly=readonly,
-            )
+            ))
+        self.fds.limit = open_files
 
 
 def _stdio_filetype(fd: int) -> Filetype:
@@ -470,13 +471,10 @@ class WasiHost:
         return Errno.SUCCESS
 
     def fd_renumber(self, fd: int, to: int) -> int:
-        table = self.s.fds
-        source = table.get(fd)
-        target = table.get(to)
-        if fd == to:
+        source = self.s.fds.get(fd)
+        target = self.s.fds.renumber(fd, to)
+        if target is None:
             return Errno.SUCCESS
-        del table.entries[fd]
-        table.entries[to] = source
         if target.is_remote:
             self.s.broker.call_errno(protocol.DirClose(target.handle))
         elif not target.stdio and target.host_fd != source.host_fd:
