@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -108,3 +109,50 @@ def test_cli_cache_info_clear_and_no_cache(tmp_path):
     cleared = wasijail("cache", "clear", "--cache-dir", cache_dir)
     assert text(cleared.stdout) == f"removed 1 compiled modules from {cache_dir}\n"
     assert "entries:  0\n" in text(wasijail("cache", "info", "--cache-dir", cache_dir).stdout)
+
+
+async def test_entry_edited_back_to_its_old_size_and_times_is_refused(tmp_path):
+    """Trust is by sealed identity: same size, mtime set back, still a different ctime."""
+    cache = ModuleCache(tmp_path / "cache")
+    async with open_supervisor(cache=cache) as sup:
+        await sup.run(program("demo_p1.wasm"), capture_stdout=True)
+        (entry,) = (tmp_path / "cache").glob("*.cwasm")
+        before = entry.stat()
+        data = bytearray(entry.read_bytes())
+        data[100] ^= 0x01
+        entry.chmod(0o600)
+        entry.write_bytes(bytes(data))
+        os.utime(entry, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert entry.stat().st_size == before.st_size and entry.stat().st_mtime_ns == before.st_mtime_ns
+        result = await sup.run(program("demo_p1.wasm"), capture_stdout=True)
+    assert result.stdout == b"hello world\n"
+    assert cache.refused == 1
+
+
+def test_module_digest_is_sealed_by_identity(tmp_path, monkeypatch):
+    """An unchanged module is hashed once; a changed one (or a forged record) is hashed again."""
+    from wasijail import cache as cache_module
+
+    hashed = []
+    real_hash = cache_module._hash_fd
+    monkeypatch.setattr(cache_module, "_hash_fd", lambda fd: hashed.append(fd) or real_hash(fd))
+    cache = ModuleCache(tmp_path / "cache")
+    module = tmp_path / "m.wasm"
+    module.write_bytes(program("demo_p1.wasm").read_bytes())
+    fingerprint = engine_fingerprint(fuel=False)
+    expected = ModuleCache.key(module.read_bytes(), fingerprint)
+
+    def key() -> str:
+        fd = os.open(module, os.O_RDONLY)
+        try:
+            return cache.module_key(fd, fingerprint)
+        finally:
+            os.close(fd)
+
+    assert key() == expected and len(hashed) == 1
+    assert key() == expected and len(hashed) == 1  # from the sealed record
+    (record,) = (tmp_path / "cache" / "modules").iterdir()
+    record.write_bytes(b"\0" * 32 + record.read_bytes()[32:])  # another digest, the old seal
+    assert key() == expected and len(hashed) == 2
+    module.write_bytes(module.read_bytes() + b"\0")  # changed: a new identity, a new key
+    assert key() == ModuleCache.key(module.read_bytes(), fingerprint) and len(hashed) == 3

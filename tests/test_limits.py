@@ -44,7 +44,7 @@ async def test_timeout_kills_the_child_even_in_a_blocking_host_call(supervisor, 
     assert result.outcome.kind is OutcomeKind.TIMEOUT
     assert result.outcome.detail == "timed out after 2 s"
     assert result.returncode == STATUS_TRAP
-    assert 2.0 <= elapsed < 2.5
+    assert 2.0 <= elapsed < 4.0  # the 2 s count from the guest's start, after its compile
 
 
 async def test_fuel_runs_out(supervisor):
@@ -106,6 +106,21 @@ async def test_compile_deadline(supervisor, tmp_path):
     result = await supervisor.run(tmp_path / "huge.wat", policy=limited(compile_timeout="1ms"))
     assert result.outcome.kind is OutcomeKind.LIMIT
     assert result.outcome.detail == "compile_timeout: compiling took longer than 0.001 s"
+
+
+async def test_compile_time_is_neither_cpu_time_nor_timeout(supervisor, tmp_path):
+    """A module whose compile takes more CPU than the guest's cpu_time, and more wall time than
+    its timeout, runs: both count from the moment guest code starts (issue 12)."""
+    functions = ["(func $f0 (param i32) (result i32) (local.get 0))"]
+    functions += [f"(func $f{i} (param i32) (result i32) (i32.add (i32.mul (local.get 0) (i32.const {i}))"
+                  f" (call $f{i - 1} (i32.const 1))))" for i in range(1, 60000)]
+    (tmp_path / "slow.wat").write_text(
+        f'(module (memory (export "memory") 1) {"".join(functions)} (func (export "_start")))')
+    started = time.monotonic()
+    result = await supervisor.run(tmp_path / "slow.wat",
+                                  policy=limited(cpu_time="300ms", timeout="300ms", compile_timeout="120s"))
+    assert (result.outcome.kind, result.returncode) == (OutcomeKind.EXIT, 0), result.outcome
+    assert result.usage.cpu_time > 0.3 and time.monotonic() - started > 0.3  # the compile alone passed both
 
 
 async def test_huge_argv_and_env(supervisor):

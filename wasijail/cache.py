@@ -2,11 +2,24 @@
 
 An entry is keyed by the SHA-256 of the module's bytes, the wasmtime version
 and the engine settings, so an artifact is only ever reused for the very same
-module on the very same engine. Each entry carries an HMAC-SHA256 made with a
-secret key that lives only in the cache folder (mode 0600): an artifact that
-the supervisor did not store itself — copied in, edited, truncated — fails
-the check, is deleted, and the module is compiled again. Artifacts are loaded
-only inside locked-down children (see SECURITY.md for the trust model).
+module on the very same engine.
+
+Trust is checked once, by identity, not by reading every byte on every run:
+when the supervisor stores an artifact it writes it read-only into the
+cache folder (mode 0700) and then seals the file's identity — device, inode,
+size, mtime and ctime, as fstat reports them after the file is in place —
+with an HMAC-SHA256 made with a secret key that lives only in the cache
+folder (mode 0600). A later run opens the artifact, compares its fstat with
+the sealed identity and hands the open descriptor to the child, which maps
+it. Any change to the file after it was sealed — edited, truncated, replaced,
+copied in from elsewhere — changes its inode or its ctime (which no
+unprivileged process can set back), the seal no longer matches, and the
+entry is deleted and the module compiled again. Artifacts are loaded only
+inside locked-down children (see SECURITY.md for the trust model).
+
+The module's own digest is found the same way: a sealed record maps a module
+file's identity to the SHA-256 of its bytes, so an unchanged 100 MB module is
+not read and hashed on every run.
 """
 
 from __future__ import annotations
@@ -15,12 +28,18 @@ import hashlib
 import hmac
 import os
 import secrets
+import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import final
 
 DEFAULT_MAX_BYTES = 1 << 30
 _KEY_FILE = "key"
 _SUFFIX = ".cwasm"
+_SEAL = ".seal"  # beside each artifact: its sealed identity; its mtime orders eviction
+_MODULES = "modules"  # sealed records: module file identity -> digest of its bytes
+_MAX_MODULE_RECORDS = 4096
 _MAC_SIZE = 32
 
 
@@ -38,6 +57,11 @@ def engine_fingerprint(*, fuel: bool) -> str:
            f"memory_may_move=0;fuel={int(fuel)}"
 
 
+def file_identity(st: os.stat_result) -> bytes:
+    """What changes whenever a file's content can have changed (ctime cannot be set back)."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}".encode()
+
+
 @dataclass(frozen=True)
 class CacheInfo:
     path: Path
@@ -46,8 +70,21 @@ class CacheInfo:
     max_size: int
 
 
+@final
+class CachedArtifact:
+    """An open, verified artifact: the descriptor goes to the child, which maps it."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class ModuleCache:
-    """A folder of verified artifacts with a size cap (least recently used go first)."""
+    """A folder of sealed artifacts with a size cap (least recently used go first)."""
 
     def __init__(self, path: Path | str | None = None, *, max_size: int = DEFAULT_MAX_BYTES) -> None:
         self.path = Path(path) if path is not None else default_cache_dir()
@@ -81,33 +118,105 @@ class ModuleCache:
 
     @staticmethod
     def key(module: bytes, fingerprint: str) -> str:
-        return hashlib.sha256(hashlib.sha256(module).digest() + fingerprint.encode()).hexdigest()
+        return ModuleCache.key_of_digest(hashlib.sha256(module).digest(), fingerprint)
 
-    def _mac(self, key: str, artifact: bytes) -> bytes:
-        return hmac.new(self._ensure(), key.encode() + b"\0" + artifact, hashlib.sha256).digest()
+    @staticmethod
+    def key_of_digest(digest: bytes, fingerprint: str) -> str:
+        return hashlib.sha256(digest + fingerprint.encode()).hexdigest()
 
-    def load(self, key: str) -> bytes | None:
-        """The artifact stored under `key`, or None when absent or not verifiably ours."""
-        entry = self.path / (key + _SUFFIX)
+    def _mac(self, *parts: bytes) -> bytes:
+        return hmac.new(self._ensure(), b"\0".join(parts), hashlib.sha256).digest()
+
+    def _write_file(self, path: Path, data: bytes, mode: int) -> None:
+        tmp = path.with_name(f"{path.name}.tmp{secrets.token_hex(8)}")  # unique: stores may overlap
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
-            data = entry.read_bytes()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)  # readers see the whole file or none
+
+    def _read_sealed(self, path: Path, *context: bytes) -> bytes | None:
+        """The payload of a sealed record, or None when absent or not ours."""
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        payload, mac = data[:-_MAC_SIZE], data[-_MAC_SIZE:]
+        if len(data) <= _MAC_SIZE or not hmac.compare_digest(mac, self._mac(*context, payload)):
+            return None
+        return payload
+
+    # ---- module digests
+
+    def module_key(self, fd: int, fingerprint: str) -> str:
+        """The cache key of the module open at `fd`: from its sealed identity record, or by
+        hashing its bytes (once per version of the file)."""
+        ident = file_identity(os.fstat(fd))
+        record = self.path / _MODULES / hashlib.sha256(ident).hexdigest()
+        digest = self._read_sealed(record, b"module", ident)
+        if digest is None or len(digest) != 32:
+            digest = _hash_fd(fd)
+            if file_identity(os.fstat(fd)) == ident:  # unchanged while we read it
+                try:
+                    self._ensure()
+                    record.parent.mkdir(mode=0o700, exist_ok=True)
+                    self._write_file(record, digest + self._mac(b"module", ident, digest), 0o600)
+                    self._trim_module_records()
+                except OSError:
+                    pass  # the next run hashes again
+        return self.key_of_digest(digest, fingerprint)
+
+    def _trim_module_records(self) -> None:
+        try:
+            records = list(os.scandir(self.path / _MODULES))
+        except FileNotFoundError:
+            return
+        if len(records) > _MAX_MODULE_RECORDS:
+            records.sort(key=lambda e: e.stat().st_mtime_ns)
+            for old in records[:len(records) - _MAX_MODULE_RECORDS]:
+                _unlink(old.path)
+
+    # ---- artifacts
+
+    def open(self, key: str) -> CachedArtifact | None:
+        """The artifact stored under `key`, open for the child to map; None when absent or
+        not verifiably the file this cache stored (then it is deleted)."""
+        entry = self.path / (key + _SUFFIX)
+        seal = self.path / (key + _SEAL)
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
-        artifact, mac = data[:-_MAC_SIZE], data[-_MAC_SIZE:]
-        if len(data) <= _MAC_SIZE or not hmac.compare_digest(mac, self._mac(key, artifact)):
-            self.refused += 1
-            entry.unlink(missing_ok=True)
-            return None
-        os.utime(entry)  # recently used: evicted last
-        return artifact
+        except OSError:
+            fd = -1  # a symlink or something else that is not ours
+        if fd >= 0:
+            st = os.fstat(fd)
+            expected = self._read_sealed(seal, b"artifact", key.encode())
+            if stat.S_ISREG(st.st_mode) and expected == file_identity(st):
+                try:
+                    os.utime(seal)  # recently used: evicted last (the artifact's own times are sealed)
+                except OSError:
+                    pass
+                return CachedArtifact(fd, st.st_size)
+            os.close(fd)
+        self.refused += 1
+        _unlink(entry)
+        _unlink(seal)
+        return None
 
     def store(self, key: str, artifact: bytes) -> None:
-        mac = self._mac(key, artifact)
+        self._ensure()
         entry = self.path / (key + _SUFFIX)
-        tmp = entry.with_suffix(f".tmp{secrets.token_hex(8)}")  # unique: stores may overlap
-        with open(tmp, "wb") as f:
-            f.write(artifact + mac)
-        os.replace(tmp, entry)  # readers see the whole entry or none
+        self._write_file(entry, artifact, 0o400)
+        fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            ident = file_identity(os.fstat(fd))  # after the rename: it may change ctime
+        finally:
+            os.close(fd)
+        self._write_file(self.path / (key + _SEAL), ident + self._mac(b"artifact", key.encode(), ident), 0o600)
         self._evict()
 
     def _entries(self) -> list[os.DirEntry]:
@@ -117,12 +226,19 @@ class ModuleCache:
             return []
 
     def _evict(self) -> None:
-        entries = sorted(self._entries(), key=lambda e: e.stat().st_mtime_ns)
+        def last_used(entry: os.DirEntry) -> int:
+            try:
+                return os.stat(entry.path[:-len(_SUFFIX)] + _SEAL).st_mtime_ns
+            except FileNotFoundError:
+                return 0
+
+        entries = sorted(self._entries(), key=last_used)
         total = sum(e.stat().st_size for e in entries)
         while entries and total > self.max_size:
             oldest = entries.pop(0)
             total -= oldest.stat().st_size
-            os.unlink(oldest.path)
+            _unlink(oldest.path)
+            _unlink(oldest.path[:-len(_SUFFIX)] + _SEAL)
 
     def info(self) -> CacheInfo:
         entries = self._entries()
@@ -131,5 +247,22 @@ class ModuleCache:
     def clear(self) -> int:
         entries = self._entries()
         for entry in entries:
-            os.unlink(entry.path)
+            _unlink(entry.path)
+            _unlink(entry.path[:-len(_SUFFIX)] + _SEAL)
+        shutil.rmtree(self.path / _MODULES, ignore_errors=True)
         return len(entries)
+
+
+def _hash_fd(fd: int) -> bytes:
+    digest, offset = hashlib.sha256(), 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.digest()
+
+
+def _unlink(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

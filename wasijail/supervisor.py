@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import signal
 import socket
 import stat
@@ -281,7 +282,7 @@ class Supervisor:
             child = await self.launcher.spawn(
                 child_sock.fileno(), plumbing.child_fds, violation_end,
                 file_size=limits.file_size if limits.file_size is not None else -1,
-                cpu_time=limits.cpu_time or 0.0,
+                cpu_time=_lockdown_cpu_time(limits),
                 require=spec.policy.sandbox.require,
                 cgroup_procs=leaf.procs_fd if leaf is not None else -1,
             )
@@ -304,6 +305,7 @@ class Supervisor:
             if cached.mode == protocol.ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
             ending = _Ending(session, child, violations, leaf, limits.cpu_time)
+            session.on_compiled = lambda: ending.guest_started(limits.cpu_time)
             handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
             task_status.started(handle)
             try:
@@ -348,28 +350,28 @@ class Supervisor:
             return _CachedArtifact(protocol.ArtifactMode.NONE, -1, "")
         limits = spec.policy.limits
         fingerprint = engine_fingerprint(fuel=bool(limits.fuel))
-        # Reading and hashing a large module would stall every other run's broker: a thread does it.
-        key = await trio.to_thread.run_sync(lambda: ModuleCache.key(_pread_all(module_fd), fingerprint))
-        artifact = await trio.to_thread.run_sync(self.cache.load, key)
-        fd = os.memfd_create("wasijail-artifact", os.MFD_CLOEXEC)
+        # A module not seen before is read and hashed: a thread does it, so a large one
+        # does not stall every other run's broker.
+        key = await trio.to_thread.run_sync(self.cache.module_key, module_fd, fingerprint)
+        artifact = await trio.to_thread.run_sync(self.cache.open, key)
         if artifact is None:
-            return _CachedArtifact(protocol.ArtifactMode.PRODUCE, fd, key)
-        _write_all(fd, artifact)
-        return _CachedArtifact(protocol.ArtifactMode.LOAD, fd, key)
+            return _CachedArtifact(protocol.ArtifactMode.PRODUCE,
+                                   os.memfd_create("wasijail-artifact", os.MFD_CLOEXEC), key)
+        return _CachedArtifact(protocol.ArtifactMode.LOAD, artifact.fd, key)
 
     async def _supervise(self, spec, child, session, plumbing, ending) -> None:
         limits = spec.policy.limits
-        timeout = limits.timeout if limits.timeout is not None else math.inf
-        with trio.move_on_after(timeout) as deadline:
+        # The run's wall-clock `timeout` counts from the moment guest code starts (the
+        # child's compile notice); until then `compile_timeout` is what bounds it.
+        with trio.CancelScope() as deadline:
             async with trio.open_nursery() as nursery:
                 for pump in plumbing.pumps(child.kill, ending):
                     nursery.start_soon(pump)
-                if limits.compile_timeout is not None:
-                    nursery.start_soon(_compile_deadline, session, child, ending, limits.compile_timeout)
+                nursery.start_soon(_deadlines, session, child, ending, limits, deadline)
                 await session.serve()
                 await child.wait()
                 plumbing.stop_feeding()  # the guest can read no more
-                session.compiled.set()  # ends the compile deadline watch
+                session.compiled.set()  # ends the deadline watch if the child never got that far
         if deadline.cancelled_caught:
             ending.timed_out = limits.timeout
 
@@ -381,14 +383,6 @@ class _CachedArtifact:
     key: str
 
 
-def _pread_all(fd: int) -> bytes:
-    chunks, offset = [], 0
-    while chunk := os.pread(fd, 1 << 20, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     """Write all of data to a fresh memfd and rewind it for the child to read."""
     view = memoryview(data)
@@ -397,12 +391,33 @@ def _write_all(fd: int, data: bytes) -> None:
     os.lseek(fd, 0, os.SEEK_SET)
 
 
-async def _compile_deadline(session: BrokerSession, child, ending: "_Ending", seconds: float) -> None:
-    with trio.move_on_after(seconds):
+def _lockdown_cpu_time(limits) -> float:
+    """RLIMIT_CPU for the child's lockdown, before it compiles: the guest's cpu_time plus
+    the compile's budget (compile_timeout on every core: Cranelift compiles in parallel).
+    Once the guest starts, the supervisor lowers it to what was used plus cpu_time.
+    0: none (no compile_timeout, so the policy leaves compiling unbounded)."""
+    if limits.cpu_time is None or limits.compile_timeout is None:
+        return 0.0
+    return limits.cpu_time + limits.compile_timeout * (os.cpu_count() or 1)
+
+
+def _child_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process, all its threads (from /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rpartition(b")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _deadlines(session: BrokerSession, child, ending: "_Ending", limits, deadline: trio.CancelScope) -> None:
+    """compile_timeout until the child's compile notice, then the guest's own timeout."""
+    with trio.move_on_after(limits.compile_timeout if limits.compile_timeout is not None else math.inf):
         await session.compiled.wait()
+    if not session.compiled.is_set():
+        ending.limit = f"compile_timeout: compiling took longer than {limits.compile_timeout:g} s"
+        child.kill()
         return
-    ending.limit = f"compile_timeout: compiling took longer than {seconds:g} s"
-    child.kill()
+    if ending.started and limits.timeout is not None:
+        deadline.deadline = trio.current_time() + limits.timeout
 
 
 class _Plumbing:
@@ -574,6 +589,22 @@ class _Ending:
         self.child = child
         self.timed_out: float | None = None
         self.limit: str | None = None  # a limit the supervisor enforced (output, compile_timeout)
+        self.started = False  # guest code may run: the child compiled (or loaded) its module
+
+    def guest_started(self, cpu_time: float | None) -> None:
+        """The child says its module is ready; it waits for our reply before running guest code.
+
+        From here the guest's cpu_time counts: RLIMIT_CPU, which lockdown set to cover the
+        compile too, becomes what the child has used so far plus cpu_time (the kernel
+        counts whole seconds; the child's watchdog enforces a fraction)."""
+        self.started = True
+        if cpu_time is None:
+            return
+        try:
+            seconds = max(1, math.ceil(_child_cpu_seconds(self.child.pid) + cpu_time))
+            resource.prlimit(self.child.pid, resource.RLIMIT_CPU, (seconds, seconds + 1))
+        except (OSError, ValueError, IndexError):
+            pass  # the child died meanwhile: nothing left to limit
 
     def result(self, wall: float, plumbing: _Plumbing) -> RunResult:
         reported = self.session.reported
@@ -607,6 +638,9 @@ class _Ending:
             if sig == signal.SIGKILL and self.leaf is not None and self.leaf.oom_killed():
                 detail = f"memory: the child process passed its cgroup cap of {self.leaf.memory_max} bytes"
                 return Outcome(OutcomeKind.LIMIT, detail, signal=sig), STATUS_LIMIT
+            if sig == signal.SIGXCPU and not self.started:  # lockdown's RLIMIT_CPU, while compiling
+                return Outcome(OutcomeKind.LIMIT, "compile_timeout: compiling used all the CPU time it"
+                               " was allowed", signal=sig), STATUS_LIMIT
             if sig == signal.SIGXCPU:  # the child's CPU watchdog, or RLIMIT_CPU behind it
                 detail = f"cpu_time: more than {self.cpu_time:g} s of CPU" if self.cpu_time else "cpu_time"
                 return Outcome(OutcomeKind.LIMIT, detail, signal=sig), STATUS_LIMIT

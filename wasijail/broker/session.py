@@ -28,6 +28,7 @@ class BrokerSession:
         self.violation: str | None = None  # what the child did that ended it
         self.failure: str | None = None  # what went wrong on our side serving it (the run is a crash)
         self.compiled = trio.Event()  # set when the child says its module compiled
+        self.on_compiled: Callable[[], None] | None = None  # called before the child may run guest code
         self.sandbox_missing: tuple[str, ...] | None = None  # layers the child could not apply
         self.artifact_sink = -1  # the memfd the child writes its artifact to, if it should
         self.artifact: bytes | None = None  # what it wrote, copied before any guest code ran
@@ -105,6 +106,8 @@ class BrokerSession:
                 raise protocol.ProtocolError("unexpected compile notice")
             if request.artifact_size:
                 self.artifact = _read_artifact(self.artifact_sink, request.artifact_size)
+            if self.on_compiled is not None:
+                self.on_compiled()
             self.compiled.set()
             return protocol.Reply(0), []
         return self.broker.dispatch(request, tuple(fds))

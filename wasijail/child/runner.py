@@ -7,7 +7,9 @@ broker socket and stdio.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import mmap
 import os
 import signal
 import socket
@@ -16,6 +18,7 @@ import threading
 import time
 
 import wasmtime
+from wasmtime import _ffi  # the C API's module deserialize, to pass it a mapping (wasmtime-py is pinned to 50)
 
 from .. import protocol
 from ..protocol import Outcome, Result, Setup
@@ -98,11 +101,13 @@ class Artifact:
     def load(self, engine: wasmtime.Engine) -> wasmtime.Module | None:
         if self.mode != protocol.ArtifactMode.LOAD:
             return None
-        data = _read_all(self.fd)
         try:
-            return wasmtime.Module.deserialize(engine, data)
-        except wasmtime.WasmtimeError:
+            return _deserialize_fd(engine, self.fd)
+        except (wasmtime.WasmtimeError, OSError, ValueError):
             return None  # not loadable by this engine after all: compile instead
+        finally:
+            os.close(self.fd)  # the cache's file: closed before any guest code runs
+            self.fd = -1
 
     def produce(self, module: wasmtime.Module) -> int:
         if self.mode != protocol.ArtifactMode.PRODUCE:
@@ -115,17 +120,42 @@ class Artifact:
         return size
 
 
-def run(setup: Setup, data: bytes, broker: BrokerClient, counters: list[int] | None = None,
+def _deserialize_fd(engine: wasmtime.Engine, fd: int) -> wasmtime.Module:
+    """Module.deserialize straight from a private mapping of the artifact file.
+
+    wasmtime-py's Module.deserialize wants bytes and copies them once more;
+    reading the file into bytes would be a third copy. The child cannot open
+    a path (deserialize_file), so it maps the descriptor the supervisor sent
+    and hands wasmtime the mapping, which it copies into its code memory once.
+    """
+    size = os.fstat(fd).st_size
+    with mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE) as view:
+        data = (ctypes.c_uint8 * size).from_buffer(view)
+        out = ctypes.POINTER(_ffi.wasmtime_module_t)()
+        error = _ffi.wasmtime_module_deserialize(engine.ptr(), data, size, ctypes.byref(out))
+        del data  # the mapping can close only once no buffer points into it
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+    return wasmtime.Module._from_ptr(out)
+
+
+def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] | None = None,
         artifact: Artifact | None = None) -> Result:
     cpu_limit = setup.cpu_time_ms / 1000 if setup.cpu_time_ms > 0 else None
     engine = make_engine(fuel=setup.fuel > 0)
     artifact = artifact or Artifact(protocol.ArtifactMode.NONE, -1)
     try:
-        module = artifact.load(engine) or load_module(engine, setup, data)
+        module = artifact.load(engine)
+        if module is None:  # the module's bytes are read only when there is something to compile
+            module = load_module(engine, setup, _read_all(module_fd))
+        else:
+            os.close(module_fd)
         check_imports(module)
     except ModuleError as exc:
         return Result(Outcome.ERROR, 1, 0, 0, str(exc).encode())
-    # Wait for the supervisor to take the artifact before any guest code runs.
+    # Wait for the supervisor to take the artifact (and start the guest's clocks:
+    # cpu_time and timeout count from here, not from the start of the compile)
+    # before any guest code runs.
     broker.call_errno(protocol.Compiled(artifact.produce(module)))
     store = wasmtime.Store(engine)
     store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit)
@@ -135,7 +165,7 @@ def run(setup: Setup, data: bytes, broker: BrokerClient, counters: list[int] | N
     if cpu_limit is not None and cpu_limit != int(cpu_limit):
         # Whole seconds are exactly what RLIMIT_CPU (set in lockdown) enforces; only a
         # fractional limit needs the watchdog's finer clock.
-        watchdog = CpuWatchdog(cpu_limit)
+        watchdog = CpuWatchdog(time.process_time() + cpu_limit)
         watchdog.start()
     state = WasiState(
         args=(setup.module_name, *setup.args), env=setup.env, broker=broker,
@@ -203,7 +233,7 @@ class CpuWatchdog(threading.Thread):
 
     def __init__(self, limit: float) -> None:
         super().__init__(name="wasijail-cpu-watchdog", daemon=True)
-        self.limit = limit
+        self.limit = limit  # in process_time(): the compile's CPU before the guest started is not the guest's
         self.fired = False
 
     def run(self) -> None:
@@ -249,11 +279,10 @@ def child_main(sock_fd: int) -> None:
     start = protocol.decode_reply(protocol.Start, data)
     setup_fd, module_fd, *artifact_fd = fds
     setup = Setup.decode(_read_all(setup_fd))
-    module_bytes = _read_all(module_fd)
     artifact = Artifact(start.artifact, artifact_fd[0] if artifact_fd else -1)
     counters: list[int] = [0, 0]
     try:
-        result = run(setup, module_bytes, broker, counters, artifact)
+        result = run(setup, module_fd, broker, counters, artifact)
     except Exception as exc:  # a bug in wasijail, not in the guest: say so
         result = Result(Outcome.ERROR, 1, 0, 0, f"internal error in the child: {type(exc).__name__}: {exc}".encode())
     broker.report(dataclasses.replace(result, bytes_read=counters[0], bytes_written=counters[1]))
