@@ -151,3 +151,23 @@ def test_bad_manifest_lines_are_named(tmp_path, line, message):
     manifest.write_text('{"id": "a", "module": "x.wasm"}\n' + line + "\n")
     err = assert_one_line_error(wasijail("batch", manifest, cwd=tmp_path))
     assert message in err
+
+
+async def test_each_distinct_module_is_compiled_once_before_its_jobs(tmp_path):
+    from wasijail.cache import ModuleCache
+
+    class CountingCache(ModuleCache):
+        stored: list[str] = []
+
+        def store(self, key: str, artifact: bytes) -> None:
+            self.stored.append(key)
+            super().store(key, artifact)
+
+    manifest = tmp_path / "m.jsonl"
+    mixed_manifest(manifest, 18)  # demo_p1, exit7, trap and a missing module, many jobs each
+    cache = CountingCache(tmp_path / "cache")
+    summary = await run_batch(load_manifest(manifest), policy=Policy(), results=tmp_path / "r.jsonl",
+                              parallel=2, cache=cache)
+    assert summary.done == 18
+    # fuel-less and fuel-metered jobs would be two engines: here all share one, so one compile each
+    assert len(cache.stored) == len(set(cache.stored)) == 3

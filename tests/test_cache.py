@@ -156,3 +156,68 @@ def test_module_digest_is_sealed_by_identity(tmp_path, monkeypatch):
     assert key() == expected and len(hashed) == 2
     module.write_bytes(module.read_bytes() + b"\0")  # changed: a new identity, a new key
     assert key() == ModuleCache.key(module.read_bytes(), fingerprint) and len(hashed) == 3
+
+
+async def test_compile_ahead_of_time_then_runs_load_it(tmp_path, large_module):
+    cache = ModuleCache(tmp_path / "cache")
+    async with open_supervisor(cache=cache) as sup:
+        first = await sup.compile(large_module)
+        again = await sup.compile(large_module)
+        result = await sup.run(large_module)
+    assert (first.cached, again.cached) == (False, True)
+    assert result.returncode == 0
+    assert cache.info().entries == 1 and cache.refused == 0
+
+
+async def test_long_first_compile_is_announced_once(tmp_path, monkeypatch):
+    from wasijail import supervisor as supervisor_module
+
+    monkeypatch.setattr(supervisor_module, "LONG_COMPILE", 0.0)
+    notices = []
+    async with open_supervisor(cache=tmp_path / "cache") as sup:
+        sup.on_long_compile = lambda module, cached: notices.append((module.name, cached))
+        await sup.run(program("demo_p1.wasm"), capture_stdout=True)
+        await sup.run(program("demo_p1.wasm"), capture_stdout=True)  # warm: loading is quick
+    assert notices[:1] == [("demo_p1.wasm", True)] and len(notices) <= 2
+
+
+def test_cli_compile_fills_the_cache(tmp_path):
+    cache_dir = tmp_path / "c"
+    (tmp_path / "bad.wat").write_text("(module")
+    done = wasijail("compile", "--cache-dir", cache_dir, program("demo_p1.wasm"), program("exit7.wasm"))
+    assert done.returncode == 0, text(done.stderr)
+    lines = text(done.stdout).splitlines()
+    assert [line.split(": ")[1].split(" in ")[0] for line in lines] == ["compiled", "compiled"]
+    assert "entries:  2\n" in text(wasijail("cache", "info", "--cache-dir", cache_dir).stdout)
+    again = wasijail("compile", "--cache-dir", cache_dir, program("demo_p1.wasm"))
+    assert text(again.stdout) == f"{program('demo_p1.wasm')}: already in the cache\n"
+    failed = wasijail("compile", "--cache-dir", cache_dir, tmp_path / "bad.wat", tmp_path / "missing.wasm")
+    assert failed.returncode == 1 and failed.stdout == b""
+    assert text(failed.stderr).splitlines() == [
+        f"wasijail: error: {tmp_path / 'bad.wat'}: invalid WebAssembly text: expected `)`",
+        f"wasijail: error: {tmp_path / 'missing.wasm'}: no such file"]
+
+
+def test_cli_says_on_a_terminal_that_a_long_first_compile_is_cached(tmp_path, large_module):
+    import pty
+    import subprocess
+    import sys
+
+    def run_on_terminal() -> bytes:
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "wasijail", "run", "--cache-dir", tmp_path / "c",
+                                   large_module], stderr=slave, stdout=subprocess.PIPE, timeout=120)
+        finally:
+            os.close(slave)
+        assert proc.returncode == 0
+        try:
+            return os.read(master, 4096)
+        except OSError:  # EIO: nothing was written to the terminal
+            return b""
+        finally:
+            os.close(master)
+
+    assert run_on_terminal() == (b"wasijail: compiling large.wasm (1 MB) before its first run; the result is"
+                                 b" cached, so later runs start at once\r\n")
+    assert run_on_terminal() == b""  # warm: nothing to say

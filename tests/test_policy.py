@@ -240,7 +240,7 @@ def test_default_policy_values():
         open_files=256,
         file_size=GiB,
         module_size=256 * MiB,
-        compile_timeout=60.0,
+        compile_timeout=600.0,
     )
     assert p.sandbox.require == ("seccomp",)
     assert p.source is None
@@ -250,6 +250,14 @@ def test_default_toml_is_the_builtin_default():
     loaded = Policy.from_toml(POLICIES / "default.toml")
     assert loaded.source == str(POLICIES / "default.toml")
     assert dataclasses.replace(loaded, source=None) == Policy.default()
+
+
+def test_default_policy_is_defined_once():
+    """policies/default.toml is the package's own file (a link), which Policy.default() reads."""
+    import wasijail
+
+    assert (POLICIES / "default.toml").is_symlink()
+    assert (POLICIES / "default.toml").resolve() == Path(wasijail.__file__).parent / "default_policy.toml"
 
 
 def test_default_toml_relative_source(monkeypatch):

@@ -237,6 +237,8 @@ async def run_batch(jobs: list[Job], *, policy: Policy, results: Path, parallel:
             send.send_nowait(job)
         send.close()
         async with open_supervisor(max_parallel=parallel, cache=cache) as supervisor:
+            if supervisor.cache is not None:
+                await compile_modules(supervisor, policy, todo)
 
             async def worker() -> None:
                 async for job in receive:
@@ -250,6 +252,26 @@ async def run_batch(jobs: list[Job], *, policy: Policy, results: Path, parallel:
                     nursery.start_soon(worker)
     summary.wall_time = time.monotonic() - started
     return summary
+
+
+async def compile_modules(supervisor: Supervisor, base: Policy, jobs: list[Job]) -> None:
+    """Compile each distinct module (per engine setting) into the cache once, before the jobs
+    start, so jobs of one module do not each compile it side by side. A module that does not
+    compile is left for its jobs to report."""
+    seen: set[tuple[Path, bool]] = set()
+    for job in jobs:
+        try:
+            policy = job_policy(base, job)
+        except PolicyError:
+            continue
+        key = (job.module, bool(policy.limits.fuel))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            await supervisor.compile(job.module, policy=policy)
+        except (WasijailError, OSError):
+            pass
 
 
 def pending_jobs(jobs: list[Job], results: Path, output_dir: Path | None,

@@ -181,6 +181,8 @@ def _run(ns: argparse.Namespace, server) -> int:
     async def main() -> RunResult:
         async with open_supervisor(cache=open_cache(ns), max_parallel=1,
                                    launcher=Launcher(server=server)) as supervisor:
+            if sys.stderr.isatty():
+                supervisor.on_long_compile = compile_notice
             return await supervisor.run_spec(spec)
 
     try:
@@ -192,6 +194,65 @@ def _run(ns: argparse.Namespace, server) -> int:
         sys.stderr.write(f"{PROG}: warning: ran without sandbox layer {missing}\n")
     _report(result, os.path.basename(ns.module))
     return result.returncode
+
+
+def compile_notice(module: Path, cached: bool) -> None:
+    """One line on a terminal while a long first compile runs, as wasmtime's cache is silent about."""
+    try:
+        size = f"{module.stat().st_size / 1e6:.0f} MB"
+    except OSError:
+        size = "?"
+    then = ("the result is cached, so later runs start at once" if cached
+            else "no cache (--no-cache), so every run compiles it again")
+    sys.stderr.write(f"{PROG}: compiling {module.name} ({size}) before its first run; {then}\n")
+    sys.stderr.flush()
+
+
+def compile_command(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} compile",
+                description="Compile modules into the compiled-module cache ahead of time, running none of"
+                            " them (the cache keeps the artifacts; nothing else is written).")
+    p.add_argument("--policy", metavar="FILE",
+                   help="the policy the runs will use (its fuel setting and compile_timeout apply)")
+    p.add_argument("--cache-dir", metavar="DIR", help="compiled-module cache (default: ~/.cache/wasijail)")
+    p.add_argument("modules", nargs="+", metavar="MODULE", help=".wasm or .wat files")
+    ns = p.parse_args(argv)
+    import trio
+
+    from .policy import Policy, PolicyError
+    from .results import RunFailed
+    from .supervisor import open_supervisor
+
+    try:
+        policy = Policy.from_toml(ns.policy) if ns.policy else Policy.default()
+    except PolicyError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    failed = 0
+
+    async def compile_all() -> None:
+        nonlocal failed
+        async with open_supervisor(cache=open_cache(ns), max_parallel=1) as supervisor:
+            for module in ns.modules:
+                try:
+                    done = await supervisor.compile(module, policy=policy)
+                except RunFailed as exc:  # the module itself does not compile
+                    failed += 1
+                    sys.stderr.write(f"{PROG}: error: {module}: {exc.result.outcome.detail}\n")
+                    continue
+                except WasijailError as exc:  # no such file, too big...: the message names it
+                    failed += 1
+                    sys.stderr.write(f"{PROG}: error: {exc}\n")
+                    continue
+                state = "already in the cache" if done.cached else f"compiled in {done.seconds:.1f} s"
+                print(f"{module}: {state}", flush=True)
+
+    try:
+        trio.run(compile_all)
+    except (WasijailError, OSError) as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    return STATUS_ERROR if failed else 0
 
 
 def policy_command(argv: list[str]) -> int:
@@ -377,6 +438,7 @@ COMMANDS = {
     "policy": (policy_command, "show the effective policy (`policy show [--policy F] [flags]`)"),
     "batch": (batch_command, "run the jobs of a JSON Lines manifest (`batch MANIFEST [flags]`)"),
     "doctor": (doctor_command, "show which sandbox layers this host provides"),
+    "compile": (compile_command, "compile modules into the cache ahead of time (`compile MODULE...`)"),
     "cache": (cache_command, "inspect or empty the compiled-module cache (`cache info|clear`)"),
 }
 

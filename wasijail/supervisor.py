@@ -22,7 +22,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import trio
 
@@ -60,6 +60,20 @@ class RunSpec:
     invoke: str | None = None
     invoke_args: tuple[str, ...] = ()
     argv0: str | None = None  # defaults to the module's file name
+    compile_only: bool = False  # stop once the module is compiled into the cache (`wasijail compile`)
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """What `Supervisor.compile` did for one module."""
+
+    module: Path
+    cached: bool  # it was in the cache already: nothing was compiled
+    seconds: float
+
+
+#: A compile still running after this long is announced (Supervisor.on_long_compile).
+LONG_COMPILE = 1.0
 
 
 def open_module(spec: RunSpec) -> int:
@@ -193,6 +207,9 @@ class Supervisor:
         self._limiter = trio.CapacityLimiter(self.max_parallel)
         self.live_children = 0  # children running right now (for tests and progress)
         self._parent_layers: dict = {}  # doctor's probe of PARENT_LAYERS, made once on demand
+        # Called with (module path, whether the result will be cached) when a compile is still
+        # running after LONG_COMPILE seconds: the CLI says so on a terminal.
+        self.on_long_compile: Callable[[Path, bool], None] | None = None
 
     async def run(self, module: str | os.PathLike, args: Sequence[str] = (), *,
                   policy: Policy | None = None, stdin=b"", stdout=None, stderr=None,
@@ -218,6 +235,34 @@ class Supervisor:
         if check and result.returncode != 0:
             raise error_for(result)
         return result
+
+    async def compile(self, module: str | os.PathLike, *, policy: Policy | None = None) -> CompileResult:
+        """Compile `module` into the cache ahead of time, running none of it.
+
+        The compile happens as in a run (a locked-down child, `compile_timeout`);
+        the engine settings a policy decides (fuel) are part of the cache key, so
+        compile with the policy the runs will use. Raises the typed error for a
+        module that does not compile.
+        """
+        if self.cache is None:
+            raise WasijailError("compiling ahead of time needs the compiled-module cache")
+        spec = RunSpec(Path(module), policy=policy if policy is not None else Policy.default(),
+                       compile_only=True)
+        started = time.monotonic()
+        module_fd = open_module(spec)
+        try:
+            fingerprint = engine_fingerprint(fuel=bool(spec.policy.limits.fuel))
+            key = await trio.to_thread.run_sync(self.cache.module_key, module_fd, fingerprint)
+        finally:
+            os.close(module_fd)
+        artifact = await trio.to_thread.run_sync(self.cache.open, key)
+        if artifact is not None:
+            artifact.close()
+            return CompileResult(spec.module, True, time.monotonic() - started)
+        result = await self.run_spec(spec, stdin=b"", capture_stdout=True, capture_stderr=True)
+        if result.returncode != 0:
+            raise error_for(result)
+        return CompileResult(spec.module, False, time.monotonic() - started)
 
     async def run_spec(self, spec: RunSpec, *, stdin=None, stdout=None, stderr=None,
                        capture_stdout: bool = False, capture_stderr: bool = False,
@@ -305,7 +350,7 @@ class Supervisor:
             if cached.mode == protocol.ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
             ending = _Ending(session, child, violations, leaf, limits.cpu_time)
-            session.on_compiled = lambda: ending.guest_started(limits.cpu_time)
+            session.on_compiled = lambda: ending.guest_started(limits.cpu_time, spec.compile_only)
             handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
             task_status.started(handle)
             try:
@@ -359,6 +404,12 @@ class Supervisor:
                                    os.memfd_create("wasijail-artifact", os.MFD_CLOEXEC), key)
         return _CachedArtifact(protocol.ArtifactMode.LOAD, artifact.fd, key)
 
+    def _long_compile_notice(self, spec: RunSpec) -> Callable[[], None] | None:
+        if self.on_long_compile is None:
+            return None
+        callback, cached = self.on_long_compile, self.cache is not None
+        return lambda: callback(spec.module, cached)
+
     async def _supervise(self, spec, child, session, plumbing, ending) -> None:
         limits = spec.policy.limits
         # The run's wall-clock `timeout` counts from the moment guest code starts (the
@@ -367,7 +418,8 @@ class Supervisor:
             async with trio.open_nursery() as nursery:
                 for pump in plumbing.pumps(child.kill, ending):
                     nursery.start_soon(pump)
-                nursery.start_soon(_deadlines, session, child, ending, limits, deadline)
+                nursery.start_soon(_deadlines, session, child, ending, limits, deadline,
+                                   self._long_compile_notice(spec))
                 await session.serve()
                 await child.wait()
                 plumbing.stop_feeding()  # the guest can read no more
@@ -408,9 +460,15 @@ def _child_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _deadlines(session: BrokerSession, child, ending: "_Ending", limits, deadline: trio.CancelScope) -> None:
+async def _deadlines(session: BrokerSession, child, ending: "_Ending", limits, deadline: trio.CancelScope,
+                     long_compile: Callable[[], None] | None) -> None:
     """compile_timeout until the child's compile notice, then the guest's own timeout."""
     with trio.move_on_after(limits.compile_timeout if limits.compile_timeout is not None else math.inf):
+        if long_compile is not None:
+            with trio.move_on_after(LONG_COMPILE):
+                await session.compiled.wait()
+            if not session.compiled.is_set():
+                long_compile()
         await session.compiled.wait()
     if not session.compiled.is_set():
         ending.limit = f"compile_timeout: compiling took longer than {limits.compile_timeout:g} s"
@@ -590,14 +648,19 @@ class _Ending:
         self.timed_out: float | None = None
         self.limit: str | None = None  # a limit the supervisor enforced (output, compile_timeout)
         self.started = False  # guest code may run: the child compiled (or loaded) its module
+        self.compile_only = False  # the run ended, on purpose, once the module was compiled
 
-    def guest_started(self, cpu_time: float | None) -> None:
+    def guest_started(self, cpu_time: float | None, compile_only: bool = False) -> None:
         """The child says its module is ready; it waits for our reply before running guest code.
 
         From here the guest's cpu_time counts: RLIMIT_CPU, which lockdown set to cover the
         compile too, becomes what the child has used so far plus cpu_time (the kernel
         counts whole seconds; the child's watchdog enforces a fraction)."""
         self.started = True
+        if compile_only:  # killed before our reply: no guest code runs
+            self.compile_only = True
+            self.child.kill()
+            return
         if cpu_time is None:
             return
         try:
@@ -627,6 +690,8 @@ class _Ending:
             return Outcome(OutcomeKind.TIMEOUT, f"timed out after {self.timed_out:g} s"), STATUS_TRAP
         if self.limit is not None:
             return Outcome(OutcomeKind.LIMIT, self.limit), STATUS_LIMIT
+        if self.compile_only:
+            return Outcome(OutcomeKind.EXIT, exit_code=0), 0
         if self.session.violation is not None:
             return Outcome(OutcomeKind.VIOLATION, self.session.violation), STATUS_VIOLATION
         if self.session.failure is not None:
