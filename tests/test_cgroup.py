@@ -1,11 +1,12 @@
-"""Per-child cgroup v2 memory caps.
+"""Per-child cgroups: memory caps (cgroup v2) and thread caps (the pids controller).
 
 This machine's cgroup v2 hierarchy has no memory controller (`wasijail doctor`
-says so), so these tests give the supervisor a stand-in cgroup tree: a folder
+says so), so most tests give the supervisor a stand-in cgroup tree: a folder
 whose `mkdir` creates the control files the kernel would. They check what
 wasijail does — the leaves it makes, the caps it writes, the child joining its
-leaf before lockdown, and how an out-of-memory kill is reported — not the
-kernel's enforcement.
+leaf before lockdown, and how an out-of-memory kill is reported. The kernel's
+enforcement of `pids.max` is tested where this host has a pids hierarchy
+(tests/escape/test_compromised_child.py::test_threads_are_capped_in_the_kernel).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import pytest
 import trio
 
 from wasijail import OutcomeKind, Policy, open_supervisor
-from wasijail.cgroup import PROCESS_OVERHEAD, CgroupPool, own_cgroup_dir
+from wasijail.cgroup import PROCESS_OVERHEAD, CgroupPool, child_threads, own_cgroup_dir
 from wasijail.doctor import probe_layers
 from wasijail.results import STATUS_LIMIT
 
 from helpers import program
 
 KERNEL_FILES = ("cgroup.procs", "cgroup.controllers", "cgroup.subtree_control", "memory.max",
-                "memory.swap.max", "memory.events")
+                "memory.swap.max", "memory.events", "pids.max")
 
 
 class StandInPool(CgroupPool):
@@ -41,10 +42,16 @@ class StandInPool(CgroupPool):
 
 @pytest.fixture
 def base(tmp_path):
-    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
     (tmp_path / "cgroup.subtree_control").write_text("")
     StandInPool.made = []
     return tmp_path
+
+
+@pytest.fixture
+def no_v1_pids(monkeypatch):
+    """The stand-in tree alone: no leaves in this host's real v1 pids hierarchy."""
+    monkeypatch.setattr(CgroupPool, "open_v1_pids", classmethod(lambda cls, base=None: None))
 
 
 def test_pool_enables_memory_for_its_subtree(base):
@@ -53,22 +60,47 @@ def test_pool_enables_memory_for_its_subtree(base):
     assert (base / "cgroup.subtree_control").read_text() == "+memory"
     assert (pool.path / "cgroup.subtree_control").read_text() == "+memory"
     assert pool.path.name == f"wasijail-{os.getpid()}"
-    leaf = pool.leaf(100 << 20)
+    leaf = pool.leaf(100 << 20, None)
     assert (leaf.path / "memory.max").read_text() == str(100 << 20)
     assert (leaf.path / "memory.swap.max").read_text() == "0"
     leaf.close_fd()
 
 
-def test_no_pool_without_the_memory_controller(tmp_path):
-    (tmp_path / "cgroup.controllers").write_text("cpu pids\n")
+def test_no_pool_without_the_memory_or_pids_controller(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpu io\n")
     assert StandInPool.open(tmp_path) is None
+
+
+def test_pool_enables_pids_and_caps_threads(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    pool = StandInPool.open(tmp_path)
+    assert (pool.has_memory, pool.has_pids) == (True, True)
+    assert (pool.path / "cgroup.subtree_control").read_text() == "+memory +pids"
+    leaf = pool.leaf(None, child_threads())
+    assert (leaf.path / "pids.max").read_text() == str(child_threads())
+    assert (leaf.path / "memory.max").read_text() == ""  # no memory limit: no memory cap
+    assert not leaf.oom_killed()
+    leaf.remove()
+
+
+async def test_every_child_gets_a_thread_cap_without_a_memory_limit(tmp_path, no_v1_pids):
+    (tmp_path / "cgroup.controllers").write_text("pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    StandInPool.made = []
+    async with open_supervisor(cgroups=StandInPool.open(tmp_path)) as sup:
+        result = await sup.run(program("exit7.wasm"), policy=Policy())
+    assert result.returncode == 7
+    (leaf,) = [p for p in StandInPool.made if p.name.startswith("child-")]
+    assert (leaf / "cgroup.procs").read_text() == "0"
+    assert (leaf / "pids.max").read_text() == str(child_threads())
 
 
 def test_this_host_matches_doctor():
     cgroup = next(layer for layer in probe_layers() if layer.name == "cgroup")
     pool = CgroupPool.open()
     try:
-        assert (pool is not None) == cgroup.available, cgroup.detail
+        assert (pool is not None and pool.has_memory) == cgroup.available, cgroup.detail
     finally:
         if pool is not None:
             pool.close()
@@ -77,7 +109,7 @@ def test_this_host_matches_doctor():
     assert own_cgroup_dir() is None or own_cgroup_dir().is_absolute()
 
 
-async def test_child_joins_its_leaf_with_the_policy_cap(base):
+async def test_child_joins_its_leaf_with_the_policy_cap(base, no_v1_pids):
     pool = StandInPool.open(base)
     async with open_supervisor(cgroups=pool) as sup:
         result = await sup.run(program("demo_p1.wasm"), policy=Policy().with_limits(memory="64MiB"),
@@ -88,7 +120,7 @@ async def test_child_joins_its_leaf_with_the_policy_cap(base):
     assert (leaf / "memory.max").read_text() == str((64 << 20) + PROCESS_OVERHEAD)
 
 
-async def test_no_leaf_without_a_memory_limit(base):
+async def test_no_leaf_without_a_memory_limit(base, no_v1_pids):
     pool = StandInPool.open(base)
     async with open_supervisor(cgroups=pool) as sup:
         await sup.run(program("exit7.wasm"), policy=Policy())

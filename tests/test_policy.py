@@ -239,6 +239,8 @@ def test_default_policy_values():
         output=64 * MiB,
         open_files=256,
         file_size=GiB,
+        disk=4 * GiB,
+        files=100_000,
         module_size=256 * MiB,
         compile_timeout=600.0,
     )
@@ -277,6 +279,8 @@ def test_strict_toml():
         output=MiB,
         open_files=64,
         file_size=16 * MiB,
+        disk=64 * MiB,
+        files=1000,
         module_size=16 * MiB,
         compile_timeout=20.0,
     )
@@ -292,6 +296,7 @@ def test_dev_toml():
     assert p.limits.compile_timeout is None
     assert p.limits.fuel is None
     assert p.limits.file_size is None
+    assert p.limits.disk is None and p.limits.files is None
     assert p.limits.output == GiB
     assert p.limits.open_files == 4096
     assert p.sandbox.require == ()
@@ -510,10 +515,10 @@ def test_toml_syntax_error_names_file_and_line(text, message):
         ("[env]\nset = {}\n", "x.toml: [env.set]: unknown table; expected one of the keys: vars, inherit"),
         ("[limits]\nmemroy = '1GiB'\n",
          "x.toml: [limits] memroy: unknown key; expected one of: memory, table_elements, timeout, cpu_time, fuel, "
-         "output, open_files, file_size, module_size, compile_timeout"),
+         "output, open_files, file_size, disk, files, module_size, compile_timeout"),
         ("[limits.memory2]\nx = 1\n",
          "x.toml: [limits.memory2]: unknown table; expected one of the keys: memory, table_elements, timeout, "
-         "cpu_time, fuel, output, open_files, file_size, module_size, compile_timeout"),
+         "cpu_time, fuel, output, open_files, file_size, disk, files, module_size, compile_timeout"),
         ("[sandbox]\nrequired = []\n", "x.toml: [sandbox] required: unknown key; expected one of: require"),
     ],
 )
@@ -757,7 +762,7 @@ def test_with_limits():
     [
         ({"memroy": "1GiB"},
          "limits: memroy: unknown limit; expected one of: memory, table_elements, timeout, cpu_time, fuel, output, "
-         "open_files, file_size, module_size, compile_timeout"),
+         "open_files, file_size, disk, files, module_size, compile_timeout"),
         ({"memory": "lots"}, "--memory: expected a size such as 256MiB, got 'lots'"),
         ({"cpu_time": "0s"}, "--cpu-time: must be at least 1ms, got '0s'"),
         ({"open_files": 2}, "--open-files: must be at least 4 (stdin, stdout, stderr and one more), got 2"),
@@ -963,8 +968,8 @@ def test_w_flag(text, expected):
 
 
 W_SUPPORTED = (
-    "compile-timeout, cpu-time, file-size, fuel, max-memory-size, max-table-elements, memory, module-size, "
-    "open-files, output, table-elements, timeout"
+    "compile-timeout, cpu-time, disk, file-size, files, fuel, max-memory-size, max-table-elements, memory, "
+    "module-size, open-files, output, table-elements, timeout"
 )
 
 
@@ -1028,6 +1033,8 @@ def test_to_toml_text():
         "output = 1000\n"
         "open_files = 10\n"
         "# file_size: unlimited\n"
+        "# disk: unlimited\n"
+        "# files: unlimited\n"
         "# module_size: unlimited\n"
         "# compile_timeout: unlimited\n"
         "\n"

@@ -54,7 +54,7 @@ def engine_fingerprint(*, fuel: bool) -> str:
 
     version = metadata.version("wasmtime")
     return f"wasmtime-{version};features=bulk,multivalue,reftypes,simd,tailcall,exceptions;" \
-           f"memory_may_move=0;fuel={int(fuel)}"
+           f"memory_may_move=0;multi_memory=0;fuel={int(fuel)}"
 
 
 def file_identity(st: os.stat_result) -> bytes:

@@ -1,13 +1,21 @@
-"""Per-child memory caps with cgroup v2, where the host delegates a cgroup with the memory controller.
+"""Per-child cgroups, where the host delegates them: a memory cap and a thread cap.
 
 The Store's limits cap a module's linear memory and tables; the child's
 process also holds Python, wasmtime and the module's machine code. Where the
 host allows, the supervisor creates `wasijail-<pid>/` under its own cgroup and
-one leaf per child with `memory.max` = the policy's `memory` plus
-PROCESS_OVERHEAD, and the child joins its leaf (through a `cgroup.procs` fd it
-is handed) before lockdown. A child the kernel kills for passing its cap is
-reported as a `memory` limit. Where the host does not allow it,
-`wasijail doctor` says why and runs rely on the Store's limits.
+one leaf per child, and the child joins its leaf (through `cgroup.procs` fds
+it is handed) before lockdown:
+
+* cgroup v2 with the memory controller: `memory.max` = the policy's `memory`
+  plus PROCESS_OVERHEAD; a child the kernel kills for passing it is reported
+  as a `memory` limit.
+* the pids controller, on cgroup v2 or, on a hybrid host, on the v1 `pids`
+  hierarchy: `pids.max` = CHILD_THREADS, so a child (even one whose native
+  code escaped wasmtime) cannot start more threads than that.
+
+Where the host does not allow it, `wasijail doctor` says why; memory then
+rests on the Store's limits and threads on RLIMIT_NPROC inside the child's
+user namespace (`child/sandbox.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,12 @@ from pathlib import Path
 PROCESS_OVERHEAD = 256 << 20
 
 
+def child_threads() -> int:
+    """The most threads (tasks) one child may have: wasmtime compiles on one
+    thread per core, plus the interpreter's own and room to spare."""
+    return 32 + 2 * (os.cpu_count() or 1)
+
+
 def own_cgroup_dir() -> Path | None:
     """This process's cgroup v2 directory, if it is in one."""
     from .doctor import _cgroup2_mount
@@ -27,13 +41,39 @@ def own_cgroup_dir() -> Path | None:
     mount = _cgroup2_mount()
     if mount is None:
         return None
+    return _own_dir(mount, lambda controllers: controllers == "")
+
+
+def own_v1_dir(controller: str) -> Path | None:
+    """This process's cgroup in the v1 hierarchy of `controller`, if one is mounted."""
+    mount = _v1_mount(controller)
+    if mount is None:
+        return None
+    return _own_dir(mount, lambda controllers: controller in controllers.split(","))
+
+
+def _own_dir(mount: str, matches) -> Path | None:
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
         return None
     for line in lines:
-        if line.startswith("0::"):
-            return Path(os.path.normpath(mount + "/" + line[3:]))
+        _, controllers, path = line.split(":", 2)
+        if matches(controllers):
+            return Path(os.path.normpath(mount + "/" + path))
+    return None
+
+
+def _v1_mount(controller: str) -> str | None:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = right.split()
+                if len(fields) >= 3 and fields[0] == "cgroup" and controller in fields[2].split(","):
+                    return left.split(" ")[4].replace("\\040", " ")
+    except OSError:
+        pass
     return None
 
 
@@ -45,14 +85,16 @@ def _read(path: Path) -> str:
 
 
 class Leaf:
-    """One child's cgroup: hand `procs_fd` to the child, ask afterwards whether it ran out."""
+    """One child's cgroup in one hierarchy: hand `procs_fd` to the child, ask afterwards whether it ran out."""
 
-    def __init__(self, path: Path, memory_max: int) -> None:
+    def __init__(self, path: Path, memory_max: int | None) -> None:
         self.path = path
-        self.memory_max = memory_max
+        self.memory_max = memory_max  # None: this leaf caps no memory
         self.procs_fd = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
 
     def oom_killed(self) -> bool:
+        if self.memory_max is None:
+            return False
         for line in _read(self.path / "memory.events").splitlines():
             name, _, count = line.partition(" ")
             if name == "oom_kill" and count.strip().isdigit() and int(count) > 0:
@@ -73,40 +115,77 @@ class Leaf:
 
 
 class CgroupPool:
-    """The supervisor's own subtree, one leaf per running child."""
+    """The supervisor's own subtree in one hierarchy, one leaf per running child.
 
-    def __init__(self, base: Path) -> None:
+    `controllers` are those this pool sets on its leaves ("memory", "pids").
+    """
+
+    def __init__(self, base: Path, controllers: frozenset[str] = frozenset({"memory"}),
+                 v1: bool = False) -> None:
         self.base = base
+        self.controllers = controllers
+        self.v1 = v1
         self.path = base / f"wasijail-{os.getpid()}"
         self._numbers = itertools.count(1)
 
+    @property
+    def has_memory(self) -> bool:
+        return "memory" in self.controllers
+
+    @property
+    def has_pids(self) -> bool:
+        return "pids" in self.controllers
+
     @classmethod
     def open(cls, base: Path | None = None) -> "CgroupPool | None":
-        """A pool under `base` (default: this process's cgroup), or None where the host cannot."""
+        """A cgroup v2 pool under `base` (default: this process's cgroup) with the memory
+        and pids controllers it offers, or None where the host offers neither."""
         base = base if base is not None else own_cgroup_dir()
-        if base is None or "memory" not in _read(base / "cgroup.controllers").split():
+        if base is None:
             return None
-        pool = cls(base)
+        wanted = frozenset(_read(base / "cgroup.controllers").split()) & {"memory", "pids"}
+        if not wanted:
+            return None
+        pool = cls(base, wanted)
+        enable = " ".join(f"+{name}" for name in sorted(wanted))
         try:
-            if "memory" not in _read(base / "cgroup.subtree_control").split():
-                (base / "cgroup.subtree_control").write_text("+memory")
+            if not wanted <= set(_read(base / "cgroup.subtree_control").split()):
+                (base / "cgroup.subtree_control").write_text(enable)
             pool._mkdir(pool.path)
-            (pool.path / "cgroup.subtree_control").write_text("+memory")
+            (pool.path / "cgroup.subtree_control").write_text(enable)
         except OSError:
             pool.close()
+            return None
+        return pool
+
+    @classmethod
+    def open_v1_pids(cls, base: Path | None = None) -> "CgroupPool | None":
+        """A pool in the v1 `pids` hierarchy (hybrid hosts), or None where there is none to write."""
+        base = base if base is not None else own_v1_dir("pids")
+        if base is None:
+            return None
+        pool = cls(base, frozenset({"pids"}), v1=True)
+        try:
+            pool._mkdir(pool.path)
+        except OSError:
             return None
         return pool
 
     def _mkdir(self, path: Path) -> None:
         os.mkdir(path)  # the kernel fills it with control files
 
-    def leaf(self, memory_max: int) -> Leaf:
+    def leaf(self, memory_max: int | None, pids_max: int | None) -> Leaf:
         path = self.path / f"child-{next(self._numbers)}"
         self._mkdir(path)
         try:
-            (path / "memory.max").write_text(str(memory_max))
-            if (path / "memory.swap.max").exists():
-                (path / "memory.swap.max").write_text("0")  # no escaping the cap into swap
+            if memory_max is not None and self.has_memory:
+                (path / "memory.max").write_text(str(memory_max))
+                if (path / "memory.swap.max").exists():
+                    (path / "memory.swap.max").write_text("0")  # no escaping the cap into swap
+            else:
+                memory_max = None
+            if pids_max is not None and self.has_pids:
+                (path / "pids.max").write_text(str(pids_max))
             return Leaf(path, memory_max)
         except OSError:
             try:
@@ -128,3 +207,10 @@ class CgroupPool:
             os.rmdir(self.path)
         except OSError:
             pass
+
+
+def thread_cgroups(pool: CgroupPool | None) -> CgroupPool | None:
+    """Where threads are capped: `pool` when it has pids, else the v1 pids hierarchy, if any."""
+    if pool is not None and pool.has_pids:
+        return None  # the v2 pool caps threads in the same leaf
+    return CgroupPool.open_v1_pids()

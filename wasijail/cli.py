@@ -32,6 +32,8 @@ LIMIT_FLAGS = (
     ("output", "SIZE", "cap per captured output stream"),
     ("open-files", "N", "WASI descriptors open at once"),
     ("file-size", "SIZE", "largest file the module may write"),
+    ("disk", "SIZE", "bytes the module may write to files in one run (EDQUOT past it)"),
+    ("files", "N", "directory entries the module may create in one run (EDQUOT past it)"),
     ("module-size", "SIZE", "largest module accepted"),
     ("compile-timeout", "DURATION", "deadline for compiling the module"),
 )

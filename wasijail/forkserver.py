@@ -38,7 +38,7 @@ def _die_with_parent() -> None:
 
 
 def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], violation_fd: int,
-                  cgroup_fd: int) -> None:
+                  cgroup_fds: list[int]) -> None:
     """Runs in the forked child; never returns."""
     status = EXIT_SETUP_FAILED
     try:
@@ -47,8 +47,8 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], viola
         _die_with_parent()
         for target, fd in zip((0, 1, 2), stdio):
             os.dup2(fd, target)
-        if cgroup_fd >= 0:
-            os.write(cgroup_fd, b"0")  # join this child's memory cgroup ("0": the writer itself)
+        for cgroup_fd in cgroup_fds:
+            os.write(cgroup_fd, b"0")  # join this child's cgroups ("0": the writer itself)
             os.close(cgroup_fd)
         require = frozenset(filter(None, spawn.require.decode().split(",")))
         config = LockdownConfig(
@@ -56,6 +56,7 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], viola
             file_size=spawn.file_size if spawn.file_size >= 0 else None,
             open_files=spawn.open_files if spawn.open_files >= 0 else None,
             cpu_time=spawn.cpu_time or None,
+            threads=spawn.threads if spawn.threads > 0 else None,
             required=require,
             violation_fd=violation_fd,  # a refused syscall is named here before the child dies
         )
@@ -106,12 +107,11 @@ def _handle_request(control: socket.socket) -> bool:
     if not data:
         return False  # the supervisor is gone
     spawn = protocol.decode_control(data, protocol.CONTROL_TO_SERVER)
-    if len(fds) not in (5, 6):
+    if not 5 <= len(fds) <= 7:
         for fd in fds:
             os.close(fd)
-        raise protocol.ProtocolError(f"Spawn carries {len(fds)} fds, not 5 or 6")
-    broker_fd, stdio, violation_fd = fds[0], fds[1:4], fds[4]
-    cgroup_fd = fds[5] if len(fds) == 6 else -1
+        raise protocol.ProtocolError(f"Spawn carries {len(fds)} fds, not 5 to 7")
+    broker_fd, stdio, violation_fd, cgroup_fds = fds[0], fds[1:4], fds[4], fds[5:]
     try:
         pid = os.fork()
     except OSError as exc:
@@ -119,7 +119,7 @@ def _handle_request(control: socket.socket) -> bool:
         pid = -1
     if pid == 0:
         control.close()
-        _become_child(spawn, broker_fd, stdio, violation_fd, cgroup_fd)
+        _become_child(spawn, broker_fd, stdio, violation_fd, cgroup_fds)
     for fd in fds:
         os.close(fd)
     if pid > 0:

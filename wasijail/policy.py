@@ -29,6 +29,8 @@ Policy file schema (every table and every key is optional)::
     output = "16MiB"
     open_files = 256
     file_size = "1GiB"
+    disk = "4GiB"             # bytes written to files of writable preopens
+    files = 10000             # directory entries created
     module_size = "64MiB"
     compile_timeout = "30s"
 
@@ -332,6 +334,8 @@ _LIMIT_SPECS: dict[str, _LimitSpec] = {
     "output": _LimitSpec("size", 1, 2**40, ""),
     "open_files": _LimitSpec("count", 4, 2**20, " (stdin, stdout, stderr and one more)"),
     "file_size": _LimitSpec("size", 1, 2**60, ""),
+    "disk": _LimitSpec("size", 1, 2**60, ""),
+    "files": _LimitSpec("count", 1, 2**40, ""),
     "module_size": _LimitSpec("size", 8, 2**40, " (the smallest module: magic and version)"),
     "compile_timeout": _LimitSpec("duration", 0.001, _YEAR, ""),
 }
@@ -392,6 +396,10 @@ class Limits:
     - ``open_files`` (count, RLIMIT_NOFILE-like): 4 (stdio and one more) to
       2**20 (Linux's default nr_open).
     - ``file_size`` (bytes, largest file the module may write): 1 to 2**60.
+    - ``disk`` (bytes written to files of writable preopens in one run):
+      1 to 2**60; past it writes fail with EDQUOT.
+    - ``files`` (directory entries created in one run: files, directories,
+      links): 1 to 2**40; past it creating fails with EDQUOT.
     - ``module_size`` (bytes of .wasm/.wat input): 8 (magic + version) to
       2**40.
     - ``compile_timeout`` (seconds to compile the module): 1ms to 365 days.
@@ -409,6 +417,8 @@ class Limits:
     output: int | None = None
     open_files: int | None = None
     file_size: int | None = None
+    disk: int | None = None
+    files: int | None = None
     module_size: int | None = None
     compile_timeout: float | None = None
 
@@ -698,8 +708,8 @@ class Policy:
         value): no preopens, no environment; memory 256MiB, table_elements
         100000, timeout 60s and cpu_time 60s (both counted from the guest's
         start), no fuel limit, output 64MiB per stream, open_files 256,
-        file_size 1GiB, module_size 256MiB, compile_timeout 600s; requires
-        seccomp.
+        file_size 1GiB, disk 4GiB, files 100000, module_size 256MiB,
+        compile_timeout 600s; requires seccomp.
         """
         return _builtin_default()
 

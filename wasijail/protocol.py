@@ -32,8 +32,8 @@ from .wasi import ALL_FSTFLAGS, PATH_MAX, Fdflags, Lookupflags, Oflags
 MAX_MESSAGE = 64 * 1024
 # The most a single readdir reply carries; the child asks again for more.
 READDIR_CHUNK = 32 * 1024
-# The most descriptors one message carries (`Spawn`: broker, stdio, violation pipe).
-MAX_FDS = 6
+# The most descriptors one message carries (`Spawn`: broker, stdio, violation pipe, two cgroups).
+MAX_FDS = 7
 # The largest compiled artifact the supervisor will take into its cache.
 MAX_ARTIFACT = 1 << 31
 
@@ -562,6 +562,7 @@ class Setup:
     open_files: int = -1
     file_size: int = -1
     cpu_time_ms: int = 0  # 0 = unlimited
+    disk: int = -1  # bytes written to files, -1 = none
 
     def encode(self) -> bytes:
         w = _Writer()
@@ -574,7 +575,7 @@ class Setup:
         w.blob(self.invoke)
         w.blobs(self.invoke_args)
         for value in (self.memory_limit, self.table_limit, self.fuel, self.open_files, self.file_size,
-                      self.cpu_time_ms):
+                      self.cpu_time_ms, self.disk):
             w.int(value)
         return b"".join(w.parts)
 
@@ -597,6 +598,7 @@ class Setup:
                 open_files=r.int(),
                 file_size=r.int(),
                 cpu_time_ms=r.int(),
+                disk=r.int(),
             )
         except struct.error as exc:
             raise ProtocolError("setup truncated") from exc
@@ -650,15 +652,17 @@ RECV_CMSG_SPACE = _CMSG_SPACE
 
 @dataclass(frozen=True, slots=True)
 class Spawn(Message):
-    """Fork a child. Sent with five fds: broker socket, stdin, stdout, stderr, violation pipe."""
+    """Fork a child. Sent with five fds: broker socket, stdin, stdout, stderr, violation pipe,
+    then the `cgroup.procs` of each cgroup the child joins (none, one or two)."""
 
     OP = Op.START  # the control channel has its own numbering space
-    FIXED = struct.Struct("<Qqqd")
+    FIXED = struct.Struct("<Qqqdq")
     BLOBS = ("require",)
     run_id: int
     file_size: int  # RLIMIT_FSIZE, -1: leave
     open_files: int  # RLIMIT_NOFILE, -1: leave
     cpu_time: float  # RLIMIT_CPU seconds, 0: leave
+    threads: int  # RLIMIT_NPROC in the child's user namespace, -1: leave
     require: bytes  # comma-separated sandbox layers that must be applied
 
 

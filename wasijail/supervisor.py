@@ -27,11 +27,12 @@ from typing import AsyncIterator, Callable, Sequence
 import trio
 
 from . import protocol
-from .broker.handlers import Broker
+from .broker.handlers import DEFAULT_MAX_HANDLES, Broker
 from .broker.resolve import Resolver
 from .broker.session import BrokerSession
 from .cache import ModuleCache, engine_fingerprint
-from .cgroup import PROCESS_OVERHEAD, CgroupPool, Leaf
+from .cgroup import PROCESS_OVERHEAD, CgroupPool, Leaf, child_threads, thread_cgroups
+from .descriptors import RUN_DESCRIPTORS, DescriptorBudget
 from .launcher import Launcher
 from .policy import Policy
 from .protocol import Outcome as WireOutcome
@@ -144,6 +145,7 @@ def _setup_fd(spec: RunSpec) -> int:
         open_files=limits.open_files if limits.open_files is not None else -1,
         file_size=limits.file_size if limits.file_size is not None else -1,
         cpu_time_ms=round(limits.cpu_time * 1000) if limits.cpu_time else 0,
+        disk=limits.disk if limits.disk is not None else -1,
     )
     fd = os.memfd_create("wasijail-setup", os.MFD_CLOEXEC)
     _write_all(fd, setup.encode())
@@ -198,13 +200,17 @@ class Supervisor:
 
     def __init__(self, launcher: Launcher, *, resolver: Resolver | None = None,
                  max_parallel: int | None = None, cache: ModuleCache | None = None,
-                 cgroups: CgroupPool | None = None) -> None:
+                 cgroups: CgroupPool | None = None, descriptors: DescriptorBudget | None = None,
+                 thread_cgroups: CgroupPool | None = None) -> None:
         self.launcher = launcher
         self.cache = cache
-        self.cgroups = cgroups  # per-child memory caps, where the host offers cgroup v2
+        self.cgroups = cgroups  # per-child memory (and thread) caps, where the host offers cgroup v2
+        self.thread_cgroups = thread_cgroups  # per-child thread caps in the v1 pids hierarchy
         self.resolver = resolver or Resolver()
         self.max_parallel = max_parallel or os.cpu_count() or 1
         self._limiter = trio.CapacityLimiter(self.max_parallel)
+        # Raises the soft RLIMIT_NOFILE and shares the descriptors out between runs.
+        self.descriptors = descriptors or DescriptorBudget.for_this_process()
         self.live_children = 0  # children running right now (for tests and progress)
         self._parent_layers: dict = {}  # doctor's probe of PARENT_LAYERS, made once on demand
         # Called with (module path, whether the result will be cached) when a compile is still
@@ -273,9 +279,15 @@ class Supervisor:
         stdout/stderr: None (the supervisor's own), an fd, or PIPE; capture_* collects
         them into the result, up to the policy's `output` cap per stream.
         """
-        async with self._limiter:
+        handles = self._handles_for(spec.policy)
+        async with self._limiter, self.descriptors.hold(RUN_DESCRIPTORS + handles):
             return await self._run(spec, stdin, stdout, stderr, capture_stdout, capture_stderr,
-                                   task_status)
+                                   task_status, handles)
+
+    def _handles_for(self, policy: Policy) -> int:
+        """The most directory handles the broker holds for one run (its preopens included)."""
+        handles = self.descriptors.handles_for(policy.limits.open_files, DEFAULT_MAX_HANDLES)
+        return max(handles, len(policy.preopens))
 
     def assume_layers(self, layers) -> None:
         """Use this probe of the parent's layers (doctor.Layer items) instead of making one."""
@@ -292,27 +304,28 @@ class Supervisor:
                 self._parent_layers.update({layer.name: layer for layer in probe_layers()
                                             if layer.name in PARENT_LAYERS})
             layer = self._parent_layers[name]
-            if name == "cgroup" and self.cgroups is not None:
+            memory_cgroup = self.cgroups is not None and self.cgroups.has_memory
+            if name == "cgroup" and memory_cgroup:
                 continue  # this supervisor holds a working memory cgroup
-            if not layer.available or (name == "cgroup" and self.cgroups is None):
+            if not layer.available or (name == "cgroup" and not memory_cgroup):
                 raise WasijailError(f"the policy requires sandbox layer {name}, which this host lacks:"
                                     f" {layer.detail}")
 
     async def _run(self, spec, stdin, stdout, stderr, capture_stdout, capture_stderr,
-                   task_status) -> RunResult:
+                   task_status, handles: int) -> RunResult:
         limits = spec.policy.limits
         self._check_parent_layers(spec.policy.sandbox.require)
         module_fd = open_module(spec)
         closing: list[int] = [module_fd]  # fds to close when the run ends, whatever happens
         streams: list = []
         child = None
-        leaf = None
+        leaves: list[Leaf] = []
         broker = None
         plumbing = None
         parent_sock = child_sock = None
         try:
             preopens = _open_preopens(spec.policy)
-            broker = Broker(preopens, resolver=self.resolver)
+            broker = Broker(preopens, resolver=self.resolver, max_handles=handles, files=limits.files)
             parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             setup_fd = _setup_fd(spec)
             closing.append(setup_fd)
@@ -322,16 +335,16 @@ class Supervisor:
             started = time.monotonic()
             violations, violation_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             closing += [violations, violation_end]
-            if self.cgroups is not None and limits.memory is not None:
-                leaf = self.cgroups.leaf(limits.memory + PROCESS_OVERHEAD)
+            leaves = self._leaves(limits.memory)
             child = await self.launcher.spawn(
                 child_sock.fileno(), plumbing.child_fds, violation_end,
                 file_size=limits.file_size if limits.file_size is not None else -1,
                 cpu_time=_lockdown_cpu_time(limits),
                 require=spec.policy.sandbox.require,
-                cgroup_procs=leaf.procs_fd if leaf is not None else -1,
+                cgroup_procs=tuple(leaf.procs_fd for leaf in leaves),
+                threads=child_threads(),
             )
-            if leaf is not None:
+            for leaf in leaves:
                 leaf.close_fd()
             self.live_children += 1
             os.close(violation_end)
@@ -349,7 +362,8 @@ class Supervisor:
             session = BrokerSession(broker, trio.socket.from_stdlib_socket(parent_sock), child.kill)
             if cached.mode == protocol.ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
-            ending = _Ending(session, child, violations, leaf, limits.cpu_time)
+            memory_leaf = next((leaf for leaf in leaves if leaf.memory_max is not None), None)
+            ending = _Ending(session, child, violations, memory_leaf, limits.cpu_time)
             session.on_compiled = lambda: ending.guest_started(limits.cpu_time, spec.compile_only)
             handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
             task_status.started(handle)
@@ -372,7 +386,7 @@ class Supervisor:
             handle._finish(result)
             return result
         finally:
-            if leaf is not None:
+            for leaf in leaves:
                 leaf.remove()
             for fd in closing:
                 os.close(fd)
@@ -388,6 +402,20 @@ class Supervisor:
                     sock.close()
             if child is not None:
                 child.close()
+
+    def _leaves(self, memory: int | None) -> list[Leaf]:
+        """The child's cgroups: its memory cap (with a memory limit) and its thread cap."""
+        memory_max = memory + PROCESS_OVERHEAD if memory is not None else None
+        leaves: list[Leaf] = []
+        try:
+            for pool in (self.cgroups, self.thread_cgroups):
+                if pool is not None and (pool.has_pids or (pool.has_memory and memory_max is not None)):
+                    leaves.append(pool.leaf(memory_max, child_threads()))
+        except BaseException:
+            for leaf in leaves:
+                leaf.remove()
+            raise
+        return leaves
 
     async def _cached_artifact(self, spec: RunSpec, module_fd: int) -> "_CachedArtifact":
         """Look the module up in the cache: an artifact to load, or a sink for one to store."""
@@ -613,22 +641,24 @@ async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int
     if cache is not None and not isinstance(cache, ModuleCache):
         cache = ModuleCache(cache)
     if cgroups is None:
-        cgroups = CgroupPool.open()  # None where the host has no delegated cgroup v2 memory
+        cgroups = CgroupPool.open()  # None where the host delegates no cgroup v2 memory or pids
+    threads = thread_cgroups(cgroups)  # the v1 pids hierarchy where v2 has no pids controller
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         launcher = launcher or Launcher()
         await launcher.start(nursery)
         try:
             yield Supervisor(launcher, resolver=resolver, max_parallel=max_parallel, cache=cache,
-                             cgroups=cgroups)
+                             cgroups=cgroups, thread_cgroups=threads)
         except BaseException as exc:
             # Re-raised below, outside the nursery, so callers see their own
             # exception rather than an ExceptionGroup around it.
             body_error = exc
         finally:
             await launcher.aclose()
-            if cgroups is not None:
-                cgroups.close()
+            for pool in (cgroups, threads):
+                if pool is not None:
+                    pool.close()
             nursery.cancel_scope.cancel()
     if body_error is not None:
         raise body_error

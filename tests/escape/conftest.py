@@ -9,11 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import trio
 
 from wasijail import Policy
 from wasijail.launcher import Launcher
-from wasijail.supervisor import RunSpec, Supervisor
+from wasijail.supervisor import RunSpec, open_supervisor
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
@@ -29,10 +28,7 @@ async def attempt(tmp_path):
     Keyword arguments go to `Supervisor.run_spec` (stdio); by default both
     outputs are captured.
     """
-    async with trio.open_nursery() as nursery:
-        launcher = Launcher([sys.executable, str(SERVER)])
-        await launcher.start(nursery)
-        supervisor = Supervisor(launcher)
+    async with open_supervisor(launcher=Launcher([sys.executable, str(SERVER)])) as supervisor:
         numbers = itertools.count()
 
         async def run(source: str, policy: Policy = Policy(), **stdio):
@@ -41,6 +37,5 @@ async def attempt(tmp_path):
             stdio = stdio or {"capture_stdout": True, "capture_stderr": True}
             return await supervisor.run_spec(RunSpec(script, (), policy), **stdio)
 
+        run.supervisor = supervisor
         yield run
-        await launcher.aclose()
-        nursery.cancel_scope.cancel()

@@ -121,6 +121,7 @@ def run_locked(
     file_size: int | None = None,
     open_files: int | None = None,
     cpu_time: float | None = None,
+    threads: int | None = None,
     namespaces: bool = True,
     landlock: bool = True,
     seccomp: bool = True,
@@ -136,7 +137,7 @@ def run_locked(
         "donated": donate,
         "config": {
             "file_size": file_size, "open_files": open_files,
-            "cpu_time": cpu_time, "namespaces": namespaces,
+            "cpu_time": cpu_time, "threads": threads, "namespaces": namespaces,
             "landlock": landlock, "seccomp": seccomp,
             "required": list(required), "name_violations": name_violations,
         },

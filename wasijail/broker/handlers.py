@@ -22,7 +22,6 @@ from ..wasi import (
     filetype_of_mode,
     fstflags_conflict,
     times_for,
-    DIRENT,
     READ_INTENT,
     WRITE_INTENT,
     Errno,
@@ -32,10 +31,14 @@ from ..wasi import (
     Oflags,
     errno_from_host,
 )
+from .readdir import DirCursor
 from .resolve import EscapeError, Resolver
 
-# A hostile child could otherwise make the parent hold fds without bound.
+# The most directory handles the parent holds for one child whose policy sets
+# no `open_files`: a hostile child could otherwise make it hold fds without bound.
 DEFAULT_MAX_HANDLES = 1024
+# Requests that create one directory entry each when they succeed (the `files` limit).
+_CREATES_ONE = (protocol.PathCreateDirectory, protocol.PathSymlink, protocol.PathLink)
 # Inodes remembered as re-timable through a held descriptor: bounded, so a
 # child opening millions of files cannot grow the supervisor; past it the
 # oldest are forgotten (re-timing those through a descriptor is ENOTCAPABLE).
@@ -55,16 +58,19 @@ class Handle:
     fd: int
     readonly: bool
     is_preopen: bool = False
-    listing: list[tuple[bytes, int, int]] | None = field(default=None)  # (name, ino, filetype)
+    cursor: DirCursor | None = field(default=None)  # where fd_readdir is in the directory
 
 
 class Broker:
     """Serves one child: its handle table and the handlers for its requests."""
 
     def __init__(self, preopens: list[tuple[int, bool]], *, resolver: Resolver | None = None,
-                 max_handles: int = DEFAULT_MAX_HANDLES) -> None:
+                 max_handles: int = DEFAULT_MAX_HANDLES, files: int | None = None) -> None:
         self.resolver = resolver or Resolver()
+        # The policy's open_files, enforced here in the parent, which a
+        # compromised child cannot bypass: the most directory fds held for it.
         self.max_handles = max_handles
+        self.files_left = files  # directory entries the child may still create (None: unlimited)
         self.handles: dict[int, Handle] = {}
         # Files donated from writable handles (dev, ino): the only ones a child may have re-timed.
         self._retimable = _BoundedSet(MAX_RETIMABLE)
@@ -114,6 +120,12 @@ class Broker:
             raise protocol.ProtocolError(f"{type(request).__name__} with {len(fds)} descriptors")
         self.calls += 1
         try:
+            if type(request) in _CREATES_ONE and self.files_left is not None:
+                if self.files_left <= 0:
+                    raise BrokerError(Errno.DQUOT)  # as a full quota would
+                reply = handler(request, *fds)
+                self.files_left -= 1
+                return reply
             return handler(request, *fds)
         except BrokerError as exc:
             code = exc.errno
@@ -144,7 +156,7 @@ class Broker:
     def _add(self, fd: int, readonly: bool) -> int:
         if len(self.handles) >= self.max_handles:
             _close(fd)
-            raise BrokerError(Errno.NFILE)
+            raise BrokerError(Errno.MFILE)
         number = self._next
         self._next += 1
         self.handles[number] = Handle(fd, readonly)
@@ -216,7 +228,10 @@ class Broker:
                 flags |= host_flag
         follow = bool(req.lookupflags & Lookupflags.SYMLINK_FOLLOW)
         try:
-            fd = self.resolver.open(handle.fd, req.path, flags, 0o666, follow=follow)
+            if flags & os.O_CREAT and self.files_left is not None:
+                fd = self._open_counted(handle, req.path, flags, follow)
+            else:
+                fd = self.resolver.open(handle.fd, req.path, flags, 0o666, follow=follow)
         except OSError as exc:
             # O_DIRECTORY|O_NOFOLLOW on a symlink is ENOTDIR in Linux; WASI
             # programs expect ELOOP for any unfollowed symlink, as wasmtime says.
@@ -237,6 +252,32 @@ class Broker:
         if not handle.readonly:
             self._retimable.add((st.st_dev, st.st_ino))
         return protocol.OpenReply(0, protocol.FileKind.DONATED, 0, filetype_of_mode(st.st_mode)), [fd]
+
+    def _open_counted(self, handle: Handle, path: bytes, flags: int, follow: bool) -> int:
+        """Open with O_CREAT under the `files` limit: a new entry is counted, none made past it."""
+        opened = self.resolver.open
+        without_create = flags & ~(os.O_CREAT | os.O_EXCL)
+        if self.files_left <= 0:
+            try:
+                fd = opened(handle.fd, path, without_create, follow=follow)
+            except FileNotFoundError:
+                _close(self._parent(handle, path)[0])  # a missing parent stays ENOENT
+                raise BrokerError(Errno.DQUOT) from None  # a new entry: as a full quota says
+            if flags & os.O_EXCL:
+                _close(fd)
+                raise BrokerError(Errno.EXIST)
+            return fd
+        try:
+            fd = opened(handle.fd, path, flags | os.O_EXCL, 0o666, follow=follow)
+        except FileExistsError:
+            if flags & os.O_EXCL:
+                raise
+            try:  # it exists (or is a symlink): open what is there
+                return opened(handle.fd, path, without_create, follow=follow)
+            except FileNotFoundError:  # a dangling symlink, followed: the open creates its target
+                fd = opened(handle.fd, path, flags, 0o666, follow=follow)
+        self.files_left -= 1
+        return fd
 
     def path_filestat_get(self, req: protocol.PathFilestatGet):
         handle = self._handle(req.dir)
@@ -365,17 +406,10 @@ class Broker:
 
     def fd_readdir(self, req: protocol.FdReaddir):
         handle = self._handle(req.dir)
-        if req.cookie == 0 or handle.listing is None:
-            handle.listing = _list_directory(handle)
-        listing = handle.listing
-        out = bytearray()
-        index = req.cookie
-        while index < len(listing) and len(out) < req.max_bytes:
-            name, ino, filetype = listing[index]
-            out += DIRENT.pack(index + 1, ino, len(name), filetype)
-            out += name
-            index += 1
-        return protocol.BytesReply(0, bytes(out[:req.max_bytes])), []
+        if handle.cursor is None:
+            handle.cursor = DirCursor()
+        dots = _dot_inodes(handle) if req.cookie < 2 else (0, 0)
+        return protocol.BytesReply(0, handle.cursor.read(handle.fd, req.cookie, req.max_bytes, dots)), []
 
     def dir_filestat_get(self, req: protocol.DirFilestatGet):
         handle = self._handle(req.dir)
@@ -437,36 +471,15 @@ class _BoundedSet:
         return item in self._items
 
 
-def _list_directory(handle: Handle) -> list[tuple[bytes, int, int]]:
-    """`.`, `..`, then every entry: the order cookies index into."""
-    own = os.fstat(handle.fd)
+def _dot_inodes(handle: Handle) -> tuple[int, int]:
+    """The inode numbers fd_readdir gives `.` and `..`."""
+    own = os.fstat(handle.fd).st_ino
     if handle.is_preopen:
-        parent_ino = own.st_ino  # never look above a preopen, not even at an inode number
-    else:
-        try:
-            parent_ino = os.stat("..", dir_fd=handle.fd).st_ino
-        except OSError:
-            parent_ino = own.st_ino
-    entries = [(b".", own.st_ino, Filetype.DIRECTORY), (b"..", parent_ino, Filetype.DIRECTORY)]
-    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=handle.fd)
-    with os.scandir(fd) as it:
-        for entry in it:
-            entries.append((os.fsencode(entry.name), entry.inode(), _dirent_type(entry)))
-    _close(fd)
-    return entries
-
-
-def _dirent_type(entry: os.DirEntry) -> int:
+        return own, own  # never look above a preopen, not even at an inode number
     try:
-        if entry.is_symlink():
-            return Filetype.SYMBOLIC_LINK
-        if entry.is_dir(follow_symlinks=False):
-            return Filetype.DIRECTORY
-        if entry.is_file(follow_symlinks=False):
-            return Filetype.REGULAR_FILE
-        return filetype_of_mode(entry.stat(follow_symlinks=False).st_mode)
+        return own, os.stat("..", dir_fd=handle.fd).st_ino
     except OSError:
-        return Filetype.UNKNOWN
+        return own, own
 
 
 def _stat_reply(st: os.stat_result) -> protocol.StatReply:

@@ -36,6 +36,9 @@ def make_engine(fuel: bool) -> wasmtime.Engine:
     config.wasm_reference_types = True
     config.wasm_simd = True
     config.wasm_tail_call = True
+    # The memory limit is per linear memory: with several, a module would
+    # have several times its limit. One memory per store keeps it the total.
+    config.wasm_multi_memory = False
     config.wasm_exceptions = True
     config.consume_fuel = fuel
     # The host keeps one view of guest memory; it stays valid only if memory never moves.
@@ -158,7 +161,10 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
     # before any guest code runs.
     broker.call_errno(protocol.Compiled(artifact.produce(module)))
     store = wasmtime.Store(engine)
-    store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit)
+    # memories=1 as well as the engine's setting: the cap is the total even if a
+    # later engine default turned multi-memory back on.
+    store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit,
+                     instances=1, memories=1)
     if setup.fuel > 0:
         store.set_fuel(setup.fuel)
     watchdog = None
@@ -170,7 +176,7 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
     state = WasiState(
         args=(setup.module_name, *setup.args), env=setup.env, broker=broker,
         preopens=list(zip(setup.preopen_names, setup.preopen_readonly)),
-        open_files=setup.open_files, file_size=setup.file_size,
+        open_files=setup.open_files, file_size=setup.file_size, disk=setup.disk,
     )
     if counters is not None:
         state.io = counters  # bytes read, bytes written: shared so they survive a trap

@@ -158,6 +158,9 @@ class LockdownConfig:
     open_files: RLIMIT_NOFILE (None: leave).
     cpu_time: RLIMIT_CPU in seconds, rounded up; SIGXCPU at the soft
         limit, SIGKILL one second later (None: leave).
+    threads: RLIMIT_NPROC, set inside the new user namespace, where the
+        kernel counts this child's tasks alone (None: leave).  It binds
+        only if the host uid is not 0: the kernel exempts root's tasks.
     namespaces / landlock / seccomp: switch a layer off (reported as such).
     violation_fd: a pipe/socket the parent reads; a forbidden syscall
         writes b"violation:<nr>\\n" to it before the process dies by
@@ -172,6 +175,7 @@ class LockdownConfig:
     file_size: int | None
     open_files: int | None
     cpu_time: float | None
+    threads: int | None = None
     namespaces: bool = True
     landlock: bool = True
     seccomp: bool = True
@@ -183,7 +187,7 @@ class LockdownConfig:
         object.__setattr__(self, "required", frozenset(self.required))
         if any(fd < 0 for fd in self.keep_fds):
             raise ValueError(f"keep_fds must be >= 0: {self.keep_fds}")
-        for name in ("file_size", "open_files"):
+        for name in ("file_size", "open_files", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a non-negative int or None")
@@ -494,8 +498,23 @@ def _enter_namespaces(config: LockdownConfig) -> LayerStatus:
         "namespaces", True,
         f"user (0 -> host uid {uid}), mount, net, ipc, uts; empty read-only "
         f"tmpfs root (pivoted at {where}, old root detached); pid ns not "
-        "used: it only affects children and seccomp forbids creating any",
+        "used: it only affects children and seccomp forbids creating any"
+        + _cap_threads(config.threads, uid),
     )
+
+
+def _cap_threads(threads: int | None, host_uid: int) -> str:
+    """RLIMIT_NPROC inside the fresh user namespace: the kernel (5.14+) counts
+    tasks per user namespace, so this counts this child's threads alone."""
+    if threads is None:
+        return ""
+    try:
+        resource.setrlimit(resource.RLIMIT_NPROC, (threads, threads))
+    except (OSError, ValueError) as exc:
+        return f"; RLIMIT_NPROC not set: {exc}"
+    if host_uid == 0:
+        return f"; nproc={threads} (does not bind host uid 0: a pids cgroup caps threads, where delegated)"
+    return f"; nproc={threads} in the namespace (host uid {host_uid})"
 
 
 def _userns_hint() -> str:

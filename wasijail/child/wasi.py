@@ -11,6 +11,7 @@ errno; `bindings.py` turns exceptions into errnos and registers the methods.
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import os
 import select
@@ -101,12 +102,14 @@ class WasiState:
     """What both snapshots' hosts share for one module instance."""
 
     def __init__(self, *, args, env, broker: BrokerClient, preopens, open_files: int,
-                 file_size: int = -1) -> None:
+                 file_size: int = -1, disk: int = -1) -> None:
         self.args: list[bytes] = list(args)
         self.env: list[bytes] = list(env)
         self.broker = broker
         self.memory: GuestMemory | None = None
         self.file_size = file_size
+        # Bytes the guest may still write to files (the `disk` limit); None: unlimited.
+        self.disk_left: int | None = disk if disk >= 0 else None
         self.io = [0, 0]  # bytes read, bytes written through fd_read/fd_pread and fd_write/fd_pwrite
         self.fds = FdTable(-1)  # what the guest starts with is not counted against its limit
         for fd, rights in ((0, STDIN_RIGHTS), (1, STDOUT_RIGHTS), (2, STDOUT_RIGHTS)):
@@ -156,6 +159,11 @@ class WasiHost:
         return memory
 
     def _path(self, ptr: int, length: int) -> bytes:
+        if length > PATH_MAX:
+            # Checked in pieces, never copied whole: a guest-sized path must
+            # not cost the host a guest-sized copy. Same errnos, same order.
+            _check_long_path(self.mem.slice(ptr, length))
+            raise WasiError(Errno.NAMETOOLONG)
         raw = self.mem.read(ptr, length)
         try:
             raw.decode("utf-8")
@@ -163,8 +171,6 @@ class WasiHost:
             raise WasiError(Errno.ILSEQ) from None
         if b"\0" in raw:
             raise WasiError(Errno.INVAL)
-        if len(raw) > PATH_MAX:
-            raise WasiError(Errno.NAMETOOLONG)
         return raw
 
     def _dir(self, fd: int, rights: int) -> Descriptor:
@@ -207,6 +213,30 @@ class WasiHost:
             if length:
                 buffers.append(mem.slice(buf, length))
         return buffers
+
+    def _on_disk(self, entry: Descriptor) -> bool:
+        """Whether writes to `entry` count against the `disk` limit (files, not streams)."""
+        return (self.s.disk_left is not None and not entry.stdio
+                and entry.filetype == Filetype.REGULAR_FILE)
+
+    def _within_quota(self, buffers: list[memoryview]) -> list[memoryview]:
+        """`buffers` cut to the bytes the `disk` limit still allows.
+
+        Past the limit the guest gets EDQUOT, as from a full quota; a write
+        that crosses it is short, as a write that fills a disk is.
+        """
+        room = self.s.disk_left
+        if sum(len(b) for b in buffers) <= room:
+            return buffers
+        if room == 0:
+            raise WasiError(Errno.DQUOT)
+        kept = []
+        for buf in buffers:
+            if room <= 0:
+                break
+            kept.append(buf[:room])
+            room -= len(kept[-1])
+        return kept
 
     def _write_filestat(self, ptr: int, reply) -> None:
         self.mem.pack(self.filestat, ptr, reply.dev, reply.ino, reply.filetype, reply.nlink,
@@ -266,7 +296,10 @@ class WasiHost:
 
     def random_get(self, buf: int, length: int) -> int:
         target = self.mem.slice(buf, length)
-        target[:] = os.urandom(length)
+        # In pieces: one copy of a guest-sized length would double what the guest costs the host.
+        for at in range(0, length, _RANDOM_CHUNK):
+            piece = target[at:at + _RANDOM_CHUNK]
+            piece[:] = os.urandom(len(piece))
         return Errno.SUCCESS
 
     def sched_yield(self) -> int:
@@ -293,7 +326,14 @@ class WasiHost:
     def fd_allocate(self, fd: int, offset: int, length: int) -> int:
         entry = self._file(fd, RightBits.FD_ALLOCATE, on_stdio=Errno.BADF)
         self._check_file_size(offset + length)
+        growth = 0
+        if self._on_disk(entry):  # allocated blocks are disk used, as written ones are
+            growth = max(0, offset + length - os.fstat(entry.host_fd).st_size)
+            if growth > self.s.disk_left:
+                return Errno.DQUOT
         os.posix_fallocate(entry.host_fd, offset, length)
+        if growth:
+            self.s.disk_left -= growth
         return Errno.SUCCESS
 
     def fd_close(self, fd: int) -> int:
@@ -401,7 +441,12 @@ class WasiHost:
     def fd_pwrite(self, fd: int, iovs: int, iovs_len: int, offset: int, nwritten: int) -> int:
         entry = self._file(fd, RightBits.FD_WRITE | RightBits.FD_SEEK, on_stdio=Errno.SPIPE)
         buffers = self._buffers(iovs, iovs_len)
+        quota = self._on_disk(entry)
+        if quota:
+            buffers = self._within_quota(buffers)
         count = os.pwritev(entry.host_fd, buffers, offset) if buffers else 0
+        if quota:
+            self.s.disk_left -= count
         self.s.io[1] += count
         self.mem.set_u32(nwritten, count)
         return Errno.SUCCESS
@@ -417,8 +462,13 @@ class WasiHost:
     def fd_write(self, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
         entry = self._file(fd, RightBits.FD_WRITE)
         buffers = self._buffers(iovs, iovs_len)
+        quota = self._on_disk(entry)
+        if quota:
+            buffers = self._within_quota(buffers)
         # The file-size limit is RLIMIT_FSIZE (set in lockdown): the kernel answers EFBIG.
         count = os.writev(entry.host_fd, buffers) if buffers else 0
+        if quota:
+            self.s.disk_left -= count
         self.s.io[1] += count
         self.mem.set_u32(nwritten, count)
         return Errno.SUCCESS
@@ -628,6 +678,17 @@ class WasiHost:
     # -- poll -------------------------------------------------------------------------
 
     def poll_oneoff(self, subs: int, events: int, nsubscriptions: int, nevents: int) -> int:
+        """Wait for the first of the subscriptions, in two passes over guest memory.
+
+        A guest may pass millions of subscriptions: nothing here keeps an
+        object per subscription, so the host memory one call costs is the
+        distinct descriptors it waits on plus one chunk of events, whatever
+        the count. The first pass validates every subscription (one bad
+        clock or descriptor fails the whole call, as in wasmtime, before
+        anything waits) and finds what to wait for; the second, after the
+        wait, writes the events out chunk by chunk. The guest cannot change
+        its memory in between: it is not running.
+        """
         if nsubscriptions == 0:
             return Errno.INVAL  # it would sleep forever
         layout = self.snapshot.subscription
@@ -635,69 +696,91 @@ class WasiHost:
         mem.slice(subs, nsubscriptions * layout.size)
         mem.slice(events, nsubscriptions * EVENT.size)
         now = time.monotonic_ns()
+        clocks = {clock_id: time.clock_gettime_ns(clock) for clock_id, clock in _POLL_CLOCKS.items()}
         deadline: int | None = None
-        clock_subs: list[tuple[int, int]] = []  # (userdata, deadline in monotonic ns)
-        fd_subs: list[tuple[int, int, int]] = []  # (userdata, type, host_fd)
-        ready: list[tuple[int, int, int, int, int]] = []  # userdata, error, type, nbytes, flags
-        # A subscription that names a bad clock or descriptor fails the whole
-        # call, as in wasmtime, before anything waits.
-        for i in range(nsubscriptions):
-            base = subs + i * layout.size
-            userdata, tag = mem.unpack(layout.head, base)
+        masks: dict[int, int] = {}  # host fd -> poll events, for pipes, terminals and sockets
+        file_ready = False  # a regular file is always ready: then nothing waits
+        for userdata, tag, base in _subscriptions(mem, layout, subs, nsubscriptions):
             if tag == Eventtype.CLOCK:
-                clock_id, timeout, _precision, flags = mem.unpack(
-                    layout.clock, base + layout.clock_offset)
-                clock = _POLL_CLOCKS.get(clock_id)
-                if clock is None or flags & ~_ALL_SUBCLOCKFLAGS:
+                at = self._clock_deadline(base, now, clocks)
+                if at is None:
                     return Errno.INVAL
-                if flags & Subclockflags.ABSTIME:
-                    at = now + max(0, timeout - time.clock_gettime_ns(clock))
-                else:
-                    at = now + timeout
-                clock_subs.append((userdata, at))
                 deadline = at if deadline is None else min(deadline, at)
             elif tag in (Eventtype.FD_READ, Eventtype.FD_WRITE):
-                (fd,) = mem.unpack(layout.fd, base + layout.fd_offset)
-                entry = self.s.fds.get(fd)
-                if entry.is_remote:
-                    return Errno.BADF
-                if not entry.rights_base & RightBits.POLL_FD_READWRITE:
-                    return Errno.NOTCAPABLE
+                entry = self._poll_fd(base)
+                if isinstance(entry, int):
+                    return entry
+                if entry.filetype == Filetype.REGULAR_FILE:
+                    file_ready = True
+                else:
+                    masks[entry.host_fd] = masks.get(entry.host_fd, 0) | _POLL_MASK[tag]
+            else:
+                return Errno.INVAL
+        revents: dict[int, int] = {}
+        if not file_ready:
+            if masks:
+                poller = select.poll()
+                for host_fd, mask in masks.items():
+                    poller.register(host_fd, mask)
+                # poll() resumes after a signal with the time left (PEP 475).
+                timeout_ms = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e6
+                revents = dict(poller.poll(timeout_ms))
+            elif deadline is not None:
+                time.sleep(max(0, deadline - time.monotonic_ns()) / 1e9)
+        woke = time.monotonic_ns()
+        out = bytearray()
+        written = 0
+        for userdata, tag, base in _subscriptions(mem, layout, subs, nsubscriptions):
+            event = None
+            if tag == Eventtype.CLOCK:
+                if self._clock_deadline(base, now, clocks) <= woke:
+                    event = (userdata, 0, tag, 0, 0)
+            else:
+                entry = self._poll_fd(base)
                 if entry.filetype == Filetype.REGULAR_FILE:
                     # Always ready; at the end of the file a reader is told so.
                     left = _bytes_left(entry.host_fd) if tag == Eventtype.FD_READ else 0
                     eof = tag == Eventtype.FD_READ and left == 0
-                    ready.append((userdata, 0, tag, left, Eventrwflags.FD_READWRITE_HANGUP if eof else 0))
-                else:
-                    fd_subs.append((userdata, tag, entry.host_fd))
-            else:
-                return Errno.INVAL
-        if not ready:
-            if fd_subs:
-                poller = select.poll()
-                for _, tag, host_fd in fd_subs:
-                    poller.register(host_fd, select.POLLIN if tag == Eventtype.FD_READ else select.POLLOUT)
-                # poll() resumes after a signal with the time left (PEP 475).
-                timeout_ms = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e6
-                results = dict(poller.poll(timeout_ms))
-                for userdata, tag, host_fd in fd_subs:
-                    revents = results.get(host_fd, 0)
-                    if revents & select.POLLNVAL:
-                        ready.append((userdata, Errno.BADF, tag, 0, 0))
-                    elif revents:
-                        hangup = Eventrwflags.FD_READWRITE_HANGUP if revents & select.POLLHUP else 0
-                        nbytes = _bytes_queued(host_fd) if tag == Eventtype.FD_READ else 0
-                        ready.append((userdata, 0, tag, nbytes, hangup))
-            elif deadline is not None:
-                time.sleep(max(0, deadline - time.monotonic_ns()) / 1e9)
-        now = time.monotonic_ns()
-        for userdata, at in clock_subs:
-            if at <= now:
-                ready.append((userdata, 0, Eventtype.CLOCK, 0, 0))
-        for i, (userdata, error, tag, nbytes, flags) in enumerate(ready):
-            mem.pack(EVENT, events + i * EVENT.size, userdata, error, tag, nbytes, flags)
-        mem.set_u32(nevents, len(ready))
+                    event = (userdata, 0, tag, left, Eventrwflags.FD_READWRITE_HANGUP if eof else 0)
+                elif not file_ready:
+                    ready = revents.get(entry.host_fd, 0) & (_POLL_MASK[tag] | _POLL_ALWAYS)
+                    if ready & select.POLLNVAL:
+                        event = (userdata, Errno.BADF, tag, 0, 0)
+                    elif ready:
+                        hangup = Eventrwflags.FD_READWRITE_HANGUP if ready & select.POLLHUP else 0
+                        nbytes = _bytes_queued(entry.host_fd) if tag == Eventtype.FD_READ else 0
+                        event = (userdata, 0, tag, nbytes, hangup)
+            if event is not None:
+                out += EVENT.pack(*event)
+                if len(out) >= _POLL_CHUNK * EVENT.size:
+                    mem.write(events + written, out)
+                    written += len(out)
+                    out.clear()
+        mem.write(events + written, out)
+        written += len(out)
+        mem.set_u32(nevents, written // EVENT.size)
         return Errno.SUCCESS
+
+    def _clock_deadline(self, base: int, now: int, clocks: dict[int, int]) -> int | None:
+        """When a clock subscription fires, in monotonic ns; None for a clock poll cannot wait on."""
+        layout = self.snapshot.subscription
+        clock_id, timeout, _precision, flags = self.mem.unpack(layout.clock, base + layout.clock_offset)
+        if clock_id not in clocks or flags & ~_ALL_SUBCLOCKFLAGS:
+            return None
+        if flags & Subclockflags.ABSTIME:
+            return now + max(0, timeout - clocks[clock_id])
+        return now + timeout
+
+    def _poll_fd(self, base: int) -> "Descriptor | int":
+        """The descriptor an fd subscription names, or the errno that fails the call."""
+        layout = self.snapshot.subscription
+        (fd,) = self.mem.unpack(layout.fd, base + layout.fd_offset)
+        entry = self.s.fds.get(fd)
+        if entry.is_remote:
+            return Errno.BADF
+        if not entry.rights_base & RightBits.POLL_FD_READWRITE:
+            return Errno.NOTCAPABLE
+        return entry
 
     # -- sockets: wasijail grants no sockets, so only stdio could ever be one ----------
 
@@ -746,11 +829,44 @@ class WasiHost:
 
 
 _U16 = struct.Struct("<H")
+_RANDOM_CHUNK = 1 << 16
+_PATH_PIECE = 1 << 16
+
+
+def _check_long_path(view: memoryview) -> None:
+    """ILSEQ for invalid UTF-8, then EINVAL for a NUL, reading `view` a piece at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    nul = False
+    for at in range(0, len(view), _PATH_PIECE):
+        piece = bytes(view[at:at + _PATH_PIECE])
+        try:
+            decoder.decode(piece, final=at + _PATH_PIECE >= len(view))
+        except UnicodeDecodeError:
+            raise WasiError(Errno.ILSEQ) from None
+        nul = nul or b"\0" in piece
+    if nul:
+        raise WasiError(Errno.INVAL)
 
 
 _SHUTDOWN = {Sdflags.RD: socket.SHUT_RD, Sdflags.WR: socket.SHUT_WR,
              Sdflags.RD | Sdflags.WR: socket.SHUT_RDWR}
 _ALL_SUBCLOCKFLAGS = int(Subclockflags.ABSTIME)
+# poll_oneoff reads subscriptions, and writes events, this many at a time.
+_POLL_CHUNK = 4096
+_POLL_MASK = {Eventtype.FD_READ: select.POLLIN, Eventtype.FD_WRITE: select.POLLOUT}
+_POLL_ALWAYS = select.POLLHUP | select.POLLERR | select.POLLNVAL  # reported whatever was asked
+
+
+def _subscriptions(mem: GuestMemory, layout, subs: int, count: int):
+    """(userdata, tag, address) of each subscription, read a chunk at a time."""
+    head = layout.head
+    for first in range(0, count, _POLL_CHUNK):
+        n = min(_POLL_CHUNK, count - first)
+        start = subs + first * layout.size
+        view = mem.slice(start, n * layout.size)
+        for offset in range(0, n * layout.size, layout.size):
+            userdata, tag = head.unpack_from(view, offset)
+            yield userdata, tag, start + offset
 _FIONREAD = struct.Struct("i")
 
 

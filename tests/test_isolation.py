@@ -1,0 +1,221 @@
+"""No job exhausts the supervisor, the host or the jobs beside it (issue 13).
+
+Each abusive module runs beside a healthy one, in one supervisor and in one
+`wasijail batch`; the healthy job must finish with its own output, in
+(generously) its own time, and the abuse must meet its limit. What a
+compromised child (native code out of wasmtime) can do against the same limits
+is in tests/escape/test_resource_isolation.py.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tracemalloc
+
+import pytest
+import trio
+
+from wasijail import OutcomeKind, Policy, open_supervisor
+from wasijail.descriptors import RUN_DESCRIPTORS, DescriptorBudget, raise_nofile_limit
+
+from helpers import PROGRAMS, program
+
+MiB = 1 << 20
+HEALTHY_SECONDS = 30  # a generous bound: the healthy job waits on nothing the abuse holds
+
+
+def big_directory(path, names: int = 2000):
+    path.mkdir()
+    for i in range(names):
+        (path / (f"{i:05}" + "n" * 200)).touch()
+    return path
+
+
+def abuses(tmp_path) -> dict[str, tuple[str, tuple[str, ...], Policy]]:
+    out = tmp_path / "out"
+    out.mkdir()
+    listing = big_directory(tmp_path / "listing")
+    base = Policy.default()
+    return {
+        # One poll_oneoff with a million subscriptions under a 128 MiB guest.
+        "poll": ("pollflood.wasm", ("1000000",), base.with_limits(memory="128MiB")),
+        # Four memories of 48 MiB under a 64 MiB limit.
+        "multimem": ("multimem.wasm", (), base.with_limits(memory="64MiB")),
+        # 100 handles on a directory of 2000 long names, each listed once, all kept open.
+        "readdir": ("dirlist.wasm", ("/d", "100"), base.with_preopen(listing, "/d", mode="ro")),
+        "files": ("mkmany.wasm", ("/out", "100000"), base.with_preopen(out, "/out").with_limits(files=100)),
+        "disk": ("filefill.wasm", ("/out/big", str(64 * MiB)),
+                 base.with_preopen(out, "/out").with_limits(disk="1MiB")),
+        # Directories opened until refused, with open_files unlimited.
+        "dirhog": ("dirhog.wasm", ("/d",), base.with_preopen(listing, "/d", mode="ro")
+                   .with_limits(open_files="unlimited")),
+    }
+
+
+def check_abuse(name: str, outcome: str, stdout: str, peak_memory: int, budget_handles: int) -> None:
+    """What each abuse must meet (outcome as the result's kind name)."""
+    if name == "poll":
+        assert (outcome, stdout) == ("exit", "events 1000000\n")
+        # The guest's own 80 MB of subscriptions and events, the runtime, and a
+        # bounded rest: before, the host kept ~250 bytes per subscription (340 MiB).
+        assert peak_memory < 128 * MiB + 64 * MiB
+    elif name == "multimem":
+        assert outcome == "error" and "multiple memories" in stdout
+    elif name == "readdir":
+        assert (outcome, stdout) == ("exit", "entries 200200\n")
+    elif name == "files":
+        assert (outcome, stdout) == ("exit", "created 100\nfailed: Quota exceeded\n")
+    elif name == "disk":
+        assert (outcome, stdout) == ("exit", f"wrote {MiB}\nfailed: Quota exceeded\n")
+    elif name == "dirhog":
+        # The broker holds at most the handles its budget gave the run (the preopen is one).
+        assert (outcome, stdout) == ("exit", f"opened {budget_handles - 1}\nfailed: No file descriptors available\n")
+
+
+@pytest.mark.parametrize("name", ["poll", "multimem", "readdir", "files", "disk", "dirhog"])
+async def test_abuse_beside_a_healthy_job(tmp_path, name):
+    module, args, policy = abuses(tmp_path)[name]
+    # A small descriptor budget: the dirhog holds it all, so the healthy job is admitted after it.
+    budget = DescriptorBudget(600)
+    tracemalloc.start()
+    try:
+        async with open_supervisor() as sup:
+            sup.descriptors = budget
+            results = {}
+
+            async def run(key, prog, prog_args, pol):
+                results[key] = await sup.run(program(prog), prog_args, policy=pol,
+                                             capture_stdout=True, capture_stderr=True)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, "abuse", module, args, policy)
+                nursery.start_soon(run, "healthy", "demo_p1.wasm", (), Policy.default())
+        _, supervisor_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    healthy = results["healthy"]
+    assert (healthy.outcome.kind, healthy.stdout) == (OutcomeKind.EXIT, b"hello world\n")
+    assert healthy.usage.wall_time < HEALTHY_SECONDS
+    abuse = results["abuse"]
+    text = (abuse.stdout or b"").decode() if abuse.outcome.kind is OutcomeKind.EXIT else abuse.outcome.detail
+    check_abuse(name, abuse.outcome.kind.value, text, abuse.usage.peak_memory,
+                budget.handles_for(None, 1024))
+    # What the supervisor allocated while serving both: listings stream, nothing
+    # grows with the directory or the number of handles (before: 65 MiB for "readdir").
+    assert supervisor_peak < 16 * MiB
+
+
+def test_readdir_costs_the_supervisor_what_one_reply_holds(tmp_path):
+    from wasijail import protocol
+    from wasijail.broker.handlers import Broker
+    from wasijail.wasi import Oflags, Rights
+    import os
+
+    listing = big_directory(tmp_path / "listing")
+    fd = os.open(listing, os.O_RDONLY | os.O_DIRECTORY)
+    broker = Broker([(fd, True)])
+    tracemalloc.start()
+    try:
+        for _ in range(200):
+            reply, _ = broker.dispatch(protocol.PathOpen(0, 0, int(Oflags.DIRECTORY), 0,
+                                                         int(Rights.FD_READDIR), 0, b"."))
+            broker.dispatch(protocol.FdReaddir(reply.handle, 0, 4096))
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        broker.close()
+    assert held < 2 * MiB  # before: 129 MiB, the full listing cached per handle
+
+
+def _batch_under_nofile(tmp_path, manifest, limit: int):
+    results = tmp_path / "results.jsonl"
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "wasijail", "batch", "--jobs", "4", "--no-cache", "--allow-failures",
+         "--results", str(results), str(manifest)],
+        capture_output=True, preexec_fn=low_limit, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return {record["id"]: record for record in map(json.loads, results.read_text().splitlines())}
+
+
+def test_abuse_beside_healthy_jobs_in_one_batch_under_1024_descriptors(tmp_path):
+    """The issue's setting: a common 1024-descriptor limit, four jobs with open_files
+    unlimited, healthy jobs beside them and every other abuse at once."""
+    jobs = []
+    for name, (module, args, policy) in abuses(tmp_path).items():
+        limits = {key: value for key, value in (("memory", policy.limits.memory), ("files", policy.limits.files),
+                                                ("disk", policy.limits.disk)) if value is not None}
+        if name == "dirhog":
+            limits["open_files"] = "unlimited"
+        preopens = [f"{p.host}::{p.guest}::{p.mode}" for p in policy.preopens]
+        copies = 4 if name == "dirhog" else 1
+        for i in range(copies):
+            jobs.append({"id": f"{name}-{i}", "module": str(PROGRAMS / module), "args": list(args),
+                         "preopens": preopens, "limits": limits})
+    for i in range(3):
+        jobs.append({"id": f"healthy-{i}", "module": str(PROGRAMS / "demo_p1.wasm")})
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+    records = _batch_under_nofile(tmp_path, manifest, 1024)
+    assert len(records) == len(jobs)
+    for i in range(3):
+        healthy = records[f"healthy-{i}"]
+        assert (healthy["outcome"], healthy["stdout"]) == ("exit", "hello world\n"), healthy
+        assert healthy["usage"]["wall_time"] < HEALTHY_SECONDS
+    opened = {records[f"dirhog-{i}"]["stdout"] for i in range(4)}
+    (dirhog,) = opened  # each held the same budgeted share, one after another
+    handles = int(dirhog.split()[1]) + 1
+    assert handles + RUN_DESCRIPTORS < 1024  # admission kept the supervisor under its limit
+    for job in jobs:
+        name = job["id"].rsplit("-", 1)[0]
+        if name in ("healthy", "dirhog"):
+            continue
+        record = records[job["id"]]
+        text = record["stdout"] if record["outcome"] == "exit" else record["detail"]
+        check_abuse(name, record["outcome"], text, record["usage"]["peak_memory"], handles)
+
+
+def test_supervisor_raises_its_descriptor_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        assert raise_nofile_limit() == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_admission_waits_for_descriptors_instead_of_failing():
+    budget = DescriptorBudget(100)
+    order = []
+
+    async def job(name, count, seconds):
+        async with budget.hold(count):
+            order.append(("in", name, budget.free))
+            await trio.sleep(seconds)
+        order.append(("out", name))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(job, "big", 80, 0.2)
+        await trio.sleep(0.05)
+        nursery.start_soon(job, "next", 50, 0)  # does not fit beside "big": waits
+        await trio.sleep(0.05)
+        nursery.start_soon(job, "small", 10, 0)  # would fit, but arrived later: waits its turn
+    entered = [event[1] for event in order if event[0] == "in"]
+    assert entered == ["big", "next", "small"]  # in arrival order, though "small" fit earlier
+    assert order.index(("out", "big")) < order.index(("in", "next", 40))  # both fit once "big" left
+    assert budget.free == 100
+
+
+def test_supervisor_takes_its_share_from_the_raised_limit():
+    budget = DescriptorBudget.for_this_process()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert budget.total < soft
+    assert budget.handles_for(64, 1024) == 64
+    assert budget.handles_for(None, 1024) == min(1024, budget.total - RUN_DESCRIPTORS)

@@ -1,0 +1,122 @@
+"""fd_readdir streamed from the kernel by cookie, never a whole listing in memory.
+
+WASI cookies are entry indexes (`.` is 0, `..` is 1, the directory's own
+entries follow in the kernel's order), and a program may resume from any
+cookie it was given. Caching a full listing per handle would let a child make
+the supervisor hold every name of every directory it opens (2000 long names
+through 200 handles was 150 MiB). Instead each handle keeps a `DirCursor`: the
+kernel's position (getdents64's `d_off`, which `lseek` accepts back) of the
+entries of its last reply, plus sparse checkpoints. Resuming where the last
+reply ended, or anywhere in it, costs what the reply returns; another cookie
+is reached from the nearest checkpoint. A cursor holds at most
+`MAX_CHECKPOINTS` + the entries of one reply, whatever the directory's size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+from ..wasi import DIRENT, Filetype, filetype_of_mode
+
+# Every CHECKPOINT_EVERY-th entry's position is kept, up to MAX_CHECKPOINTS of
+# them: a cookie anywhere in the first CHECKPOINT_EVERY * MAX_CHECKPOINTS
+# entries is reached by reading at most CHECKPOINT_EVERY entries first.
+CHECKPOINT_EVERY = 256
+MAX_CHECKPOINTS = 1024
+_GETDENTS_BUFFER = 32 * 1024
+_SYS_GETDENTS64 = 217  # x86_64
+_DIRENT64 = struct.Struct("<QqHB")  # d_ino, d_off, d_reclen, d_type; d_name follows
+_DOTS = (b".", b"..")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _getdents(fd: int, buffer: ctypes.Array) -> memoryview:
+    n = _libc.syscall(ctypes.c_long(_SYS_GETDENTS64), ctypes.c_int(fd), buffer,
+                      ctypes.c_size_t(len(buffer)))
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return memoryview(buffer)[:n]
+
+
+def _entries(fd: int, start: int):
+    """(position of the entry, name, inode, d_type) from kernel position `start` on, `.` and `..` left out."""
+    os.lseek(fd, start, os.SEEK_SET)
+    buffer = ctypes.create_string_buffer(_GETDENTS_BUFFER)
+    position = start
+    while True:
+        data = _getdents(fd, buffer)
+        if not data:
+            return
+        offset = 0
+        while offset < len(data):
+            ino, next_position, reclen, d_type = _DIRENT64.unpack_from(data, offset)
+            raw = bytes(data[offset + _DIRENT64.size:offset + reclen])
+            name = raw[:raw.index(b"\0")]
+            if name not in _DOTS:
+                yield position, name, ino, d_type
+            position = next_position
+            offset += reclen
+
+
+class DirCursor:
+    """Where one handle's entries sit in the kernel's stream (see the module docstring)."""
+
+    __slots__ = ("_recent", "_checkpoints")
+
+    def __init__(self) -> None:
+        self._recent: dict[int, int] = {}  # entry index (from 0, dots excluded) -> kernel position
+        self._checkpoints: dict[int, int] = {0: 0}
+
+    def _start(self, index: int) -> tuple[int, int]:
+        """The known entry at or before `index`: (its index, its kernel position)."""
+        if index in self._recent:
+            return index, self._recent[index]
+        best = max(i for i in self._checkpoints if i <= index)
+        recent = [i for i in self._recent if best < i <= index]
+        if recent:
+            best = max(recent)
+            return best, self._recent[best]
+        return best, self._checkpoints[best]
+
+    def read(self, dirfd: int, cookie: int, max_bytes: int, dots: tuple[int, int]) -> bytes:
+        """Dirents from `cookie` on, up to `max_bytes` (the last one may be cut, as WASI allows).
+
+        `dots` are the inode numbers of `.` and `..`.
+        """
+        out = bytearray()
+        index = cookie
+        while index < 2 and len(out) < max_bytes:
+            name = _DOTS[index]
+            out += DIRENT.pack(index + 1, dots[index], len(name), Filetype.DIRECTORY) + name
+            index += 1
+        if len(out) >= max_bytes:
+            return bytes(out[:max_bytes])
+        wanted = index - 2
+        at, position = self._start(wanted)
+        recent: dict[int, int] = {}
+        for position, name, ino, d_type in _entries(dirfd, position):
+            if at % CHECKPOINT_EVERY == 0 and len(self._checkpoints) < MAX_CHECKPOINTS:
+                self._checkpoints.setdefault(at, position)
+            if at >= wanted:
+                if len(out) >= max_bytes:
+                    recent[at] = position  # where the next reply starts
+                    break
+                recent[at] = position
+                out += DIRENT.pack(at + 3, ino, len(name), _filetype(dirfd, name, d_type)) + name
+            at += 1
+        self._recent = recent
+        return bytes(out[:max_bytes])
+
+
+def _filetype(dirfd: int, name: bytes, d_type: int) -> int:
+    if d_type:  # DT_* is the S_IFMT nibble: DTTOIF
+        return filetype_of_mode(d_type << 12)
+    try:  # DT_UNKNOWN: this file system does not say, ask it
+        return filetype_of_mode(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
+    except OSError:
+        return Filetype.UNKNOWN
