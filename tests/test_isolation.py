@@ -17,6 +17,7 @@ import tracemalloc
 
 import pytest
 import trio
+import trio.testing
 
 from wasijail import OutcomeKind, Policy, open_supervisor
 from wasijail.descriptors import RUN_DESCRIPTORS, DescriptorBudget, raise_nofile_limit
@@ -193,23 +194,26 @@ def test_supervisor_raises_its_descriptor_limit():
 
 async def test_admission_waits_for_descriptors_instead_of_failing():
     budget = DescriptorBudget(100)
-    order = []
+    entered = []
+    release = trio.Event()
 
-    async def job(name, count, seconds):
+    async def job(name, count):
         async with budget.hold(count):
-            order.append(("in", name, budget.free))
-            await trio.sleep(seconds)
-        order.append(("out", name))
+            entered.append((name, budget.free))
+            if name == "big":
+                await release.wait()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(job, "big", 80, 0.2)
-        await trio.sleep(0.05)
-        nursery.start_soon(job, "next", 50, 0)  # does not fit beside "big": waits
-        await trio.sleep(0.05)
-        nursery.start_soon(job, "small", 10, 0)  # would fit, but arrived later: waits its turn
-    entered = [event[1] for event in order if event[0] == "in"]
-    assert entered == ["big", "next", "small"]  # in arrival order, though "small" fit earlier
-    assert order.index(("out", "big")) < order.index(("in", "next", 40))  # both fit once "big" left
+        nursery.start_soon(job, "big", 80)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(job, "next", 50)  # does not fit beside "big": waits
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(job, "small", 10)  # would fit, but arrived later: waits its turn
+        await trio.testing.wait_all_tasks_blocked()
+        assert entered == [("big", 20)]
+        release.set()
+    # Both were admitted once "big" left (and "small" not before "next" was).
+    assert sorted(name for name, _ in entered[1:]) == ["next", "small"]
     assert budget.free == 100
 
 
