@@ -207,3 +207,104 @@ async def test_escape_through_supervisor(tmp_path, resolver):
                 result = await supervisor.run_spec(
                     RunSpec(program("openpath.wasm"), (target, "r"), policy), stdout=null.fileno())
             assert result.returncode == 1
+
+
+# --- read-only grants stay read-only across link and rename -------------------------
+# Rights belong to the handle: the source of a link and both sides of a rename
+# need a writable one, whatever the child claims and whatever else reaches the inode.
+
+
+@pytest.fixture
+def grants(tmp_path):
+    """ro/ granted read-only, ro/rw/ (inside it) and elsewhere/ granted writable."""
+    ro = tmp_path / "ro"
+    (ro / "rw").mkdir(parents=True)
+    (ro / "sub" / "deeper").mkdir(parents=True)
+    (ro / "file.txt").write_text("original\n")
+    (ro / "sub" / "inner.txt").write_text("inner\n")
+    (ro / "flink").symlink_to("file.txt")
+    (ro / "rw" / "own.txt").write_text("own\n")
+    (tmp_path / "elsewhere").mkdir()
+    return tmp_path
+
+
+def _grant_broker(grants: Path, resolver) -> Broker:
+    """Handle 0: ro/ read-only; 1: ro/rw/ writable (nested in 0); 2: elsewhere/ writable."""
+    return Broker([(os.open(grants / "ro", os.O_RDONLY | os.O_DIRECTORY), True),
+                   (os.open(grants / "ro" / "rw", os.O_RDONLY | os.O_DIRECTORY), False),
+                   (os.open(grants / "elsewhere", os.O_RDONLY | os.O_DIRECTORY), False)],
+                  resolver=resolver)
+
+
+def _open_dir(broker: Broker, handle: int, path: bytes) -> int:
+    reply, _ = broker.dispatch(protocol.PathOpen(handle, 1, int(Oflags.DIRECTORY), 0, READ, 0, path))
+    assert reply.errno == 0 and reply.kind == protocol.FileKind.DIRECTORY
+    return reply.handle
+
+
+_FOLLOW = 1  # Lookupflags.SYMLINK_FOLLOW
+
+
+@pytest.mark.parametrize("source, follow", [
+    ((0, b"file.txt"), 0),
+    ((0, b"file.txt"), _FOLLOW),
+    ((0, b"flink"), _FOLLOW),  # the symlink followed: its target, under the read-only grant
+    ((0, b"flink"), 0),  # the symlink itself
+    ((0, b"sub/inner.txt"), 0),
+    ((0, b"sub"), 0),  # a directory
+    ((0, b"rw/own.txt"), 0),  # through the read-only route to a file the writable grant also has
+    (("sub", b"inner.txt"), 0),  # a directory handle opened beneath the read-only preopen
+    (("sub", b"inner.txt"), _FOLLOW),
+    (("sub", b"../file.txt"), 0),
+    (("sub/deeper", b"../../file.txt"), _FOLLOW),
+    (("rw", b"own.txt"), 0),  # ro/rw opened through ro/ is read-only, though preopen 1 is ro/rw
+], ids=str)
+@pytest.mark.parametrize("target", [1, 2], ids=["into-nested-rw", "into-other-rw"])
+def test_link_source_beneath_a_read_only_grant_is_refused(grants, resolver, source, follow, target):
+    broker = _grant_broker(grants, resolver)
+    handle, path = source
+    if isinstance(handle, str):
+        handle = _open_dir(broker, 0, handle.encode())
+    before = _snapshot(grants)
+    reply, fds = broker.dispatch(protocol.PathLink(handle, follow, target, path, b"stolen"))
+    assert (reply.errno, fds) == (Errno.PERM, [])
+    assert _snapshot(grants) == before
+    assert os.stat(grants / "ro" / "file.txt").st_nlink == 1
+    broker.close()
+
+
+@pytest.mark.parametrize("old, new", [
+    ((0, b"file.txt"), (2, b"moved")),  # read-only -> writable: a file
+    ((0, b"sub"), (2, b"moved")),  # ... a directory
+    ((0, b"rw/own.txt"), (1, b"moved")),  # through the read-only route, into the grant that has it
+    (("sub", b"inner.txt"), (2, b"moved")),  # from a handle opened beneath the read-only preopen
+    (("rw", b"own.txt"), (1, b"moved")),
+    ((2, b"mine"), (0, b"planted")),  # writable -> read-only: a file
+    ((2, b"minedir"), (0, b"planted")),  # ... a directory
+    ((2, b"mine"), ("sub", b"planted")),
+    ((1, b"own.txt"), (0, b"planted")),
+], ids=str)
+def test_rename_needs_a_writable_handle_on_both_sides(grants, resolver, old, new):
+    (grants / "elsewhere" / "mine").write_text("mine\n")
+    (grants / "elsewhere" / "minedir").mkdir()
+    broker = _grant_broker(grants, resolver)
+    sides = []
+    for handle, path in (old, new):
+        sides.append(_open_dir(broker, 0, handle.encode()) if isinstance(handle, str) else handle)
+    before = _snapshot(grants)
+    reply, _ = broker.dispatch(protocol.PathRename(sides[0], sides[1], old[1], new[1]))
+    assert reply.errno == Errno.PERM
+    assert _snapshot(grants) == before
+    broker.close()
+
+
+def test_link_and_rename_within_a_writable_grant_nested_in_a_read_only_one(grants, resolver):
+    """The writable grant already writes everything it reaches: a new name for
+    one of its own inodes, or a move inside it, gives nothing the grant did not."""
+    broker = _grant_broker(grants, resolver)
+    reply, _ = broker.dispatch(protocol.PathLink(1, 0, 1, b"own.txt", b"again.txt"))
+    assert reply.errno == 0
+    reply, _ = broker.dispatch(protocol.PathRename(1, 1, b"again.txt", b"renamed.txt"))
+    assert reply.errno == 0
+    assert os.path.samefile(grants / "ro" / "rw" / "own.txt", grants / "ro" / "rw" / "renamed.txt")
+    broker.close()

@@ -7,7 +7,13 @@ decoded and validated (`protocol.decode_request`); `Broker.dispatch` looks the
 handler up in a table keyed by message type.
 
 Read-only handles refuse every mutating operation here, whatever the child
-claims its rights are: the child is not trusted to enforce them.
+claims its rights are: the child is not trusted to enforce them. Rights belong
+to the handle, never to the path: a directory opened beneath a read-only
+preopen is read-only, even if a writable preopen also reaches it. Whatever
+gives an existing inode a new name or moves it (path_link, path_rename) needs a
+writable handle on both sides, so nothing a read-only grant shows can be
+carried into a writable one and changed there (wasmtime: PATH_LINK_SOURCE,
+which a read-only preopen lacks).
 """
 
 from __future__ import annotations
@@ -354,7 +360,8 @@ class Broker:
         return protocol.Reply(0), []
 
     def path_link(self, req: protocol.PathLink):
-        old = self._handle(req.old_dir)
+        # The source too: a new name in a writable tree is a writable route to the inode.
+        old = self._handle(req.old_dir, mutating=True)
         new = self._handle(req.new_dir, mutating=True)
         if req.lookupflags & Lookupflags.SYMLINK_FOLLOW:
             # Following the source means linking what it resolves to, which must stay inside.

@@ -169,9 +169,10 @@ DIRECTORY_RIGHTS = (
     | Rights.FD_FILESTAT_SET_TIMES | Rights.PATH_SYMLINK
     | Rights.PATH_REMOVE_DIRECTORY | Rights.PATH_UNLINK_FILE
 )
-# Rights a read-only preopen keeps: everything that does not change the tree.
+# Rights a read-only preopen keeps: everything that does not change the tree,
+# nor gives one of its inodes a name elsewhere (no PATH_LINK_SOURCE, as wasmtime).
 DIRECTORY_READONLY_RIGHTS = (
-    Rights.FD_SYNC | Rights.FD_ADVISE | Rights.PATH_LINK_SOURCE | Rights.PATH_OPEN
+    Rights.FD_SYNC | Rights.FD_ADVISE | Rights.PATH_OPEN
     | Rights.FD_READDIR | Rights.PATH_READLINK | Rights.PATH_FILESTAT_GET
     | Rights.FD_FILESTAT_GET
 )
