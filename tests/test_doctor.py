@@ -185,3 +185,31 @@ def test_hung_namespace_probe_is_reported_not_waited_for(monkeypatch):
     for name in ("userns", "mountns", "netns"):
         assert not got[name].available
         assert "died or hung" in got[name].detail
+
+
+def test_threads_are_capped_the_way_the_supervisor_will():
+    from wasijail.cgroup import CgroupPool, thread_cgroups
+
+    threads = next(limit for limit in doctor.probe_limits() if limit.name == "threads")
+    pool = CgroupPool.open()
+    v1 = thread_cgroups(pool)
+    try:
+        uses_cgroup = (pool is not None and pool.has_pids) or v1 is not None
+        expected = "pids cgroup" if uses_cgroup else ("RLIMIT_NPROC" if os.getuid() else "none")
+        assert threads.layer == expected, threads
+    finally:
+        for opened in (pool, v1):
+            if opened is not None:
+                opened.close()
+
+
+def test_doctor_names_the_layer_of_every_limit():
+    from helpers import wasijail
+
+    proc = wasijail("doctor")
+    assert proc.returncode == 0
+    out = proc.stdout.decode()
+    assert "limits and what enforces them:" in out
+    listed = {line.split()[0] for line in out.split("limits and what enforces them:")[1].splitlines() if line}
+    assert {"memory", "open_files", "descriptors", "threads", "file_size", "disk", "files", "readdir",
+            "host", "cpu_time", "timeout", "output"} <= listed

@@ -26,6 +26,9 @@ from pathlib import Path
 
 # What a child needs beyond linear memory: the interpreter, wasmtime, compiled code.
 PROCESS_OVERHEAD = 256 << 20
+# The host uid a child runs as when the supervisor is root and no pids cgroup
+# caps its threads: RLIMIT_NPROC binds any uid but 0 ("nobody").
+UNPRIVILEGED_UID = 65534
 
 
 def child_threads() -> int:
@@ -207,6 +210,21 @@ class CgroupPool:
             os.rmdir(self.path)
         except OSError:
             pass
+
+
+def thread_cap_uid(pool: CgroupPool | None, v1_pids: CgroupPool | None) -> int:
+    """The host uid children should run as for RLIMIT_NPROC to cap their threads, or -1 (keep).
+
+    Only where the supervisor is root, no pids cgroup caps threads, and that
+    uid may still create the user namespace lockdown builds (else the child
+    would lose a layer to gain this one).
+    """
+    if os.geteuid() != 0 or (pool is not None and pool.has_pids) or v1_pids is not None:
+        return -1
+    from .doctor import unprivileged_userns
+
+    works, _ = unprivileged_userns(UNPRIVILEGED_UID)
+    return UNPRIVILEGED_UID if works else -1
 
 
 def thread_cgroups(pool: CgroupPool | None) -> CgroupPool | None:

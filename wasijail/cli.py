@@ -426,12 +426,13 @@ def cache_command(argv: list[str]) -> int:
 
 def doctor_command(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} doctor",
-                description="Show which sandbox layers this host provides, and why any is missing.")
+                description="Show which sandbox layers this host provides, and why any is missing,"
+                            " and which layer enforces each resource limit.")
     p.parse_args(argv)
-    from .doctor import format_report, probe_layers
+    from .doctor import format_limits, format_report, probe_layers, probe_limits
 
-    report = format_report(probe_layers())
-    sys.stdout.write(report if report.endswith("\n") else report + "\n")
+    sys.stdout.write(f"{format_report(probe_layers())}\n\nlimits and what enforces them:\n"
+                     f"{format_limits(probe_limits())}\n")
     return 0
 
 

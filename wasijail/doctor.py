@@ -19,7 +19,8 @@ import signal
 import time
 from typing import NamedTuple
 
-__all__ = ["Layer", "LAYER_NAMES", "probe_layers", "format_report"]
+__all__ = ["Layer", "LAYER_NAMES", "probe_layers", "format_report", "Limit", "probe_limits",
+           "format_limits"]
 
 LAYER_NAMES = ("seccomp", "landlock", "userns", "mountns", "netns", "openat2", "cgroup")
 
@@ -267,6 +268,29 @@ def _probe_namespaces(timeout: float = 5.0) -> dict[str, Layer]:
     return layers
 
 
+def unprivileged_userns(uid: int) -> tuple[bool, str]:
+    """Whether a process running as host `uid` can create a user namespace here (probed in a child)."""
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        return False, f"could not fork a probe child: {exc}"
+    if pid == 0:  # child: no return from here
+        status = 1
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            status = 0 if _libc.unshare(CLONE_NEWUSER) == 0 else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return True, f"host uid {uid} may create user namespaces"
+    return False, (f"host uid {uid} may not create user namespaces{_userns_hints()}" if code == 2
+                   else f"could not become host uid {uid}")
+
+
 # -- openat2 ---------------------------------------------------------------------------
 
 
@@ -378,5 +402,85 @@ def format_report(layers: list[Layer]) -> str:
     )
 
 
+# -- limits: what enforces each, on this host ------------------------------------------------
+
+
+class Limit(NamedTuple):
+    name: str
+    layer: str  # what enforces it
+    detail: str
+
+
+def _probe_threads() -> Limit:
+    """Which mechanism caps a child's threads here (the supervisor makes the same choice)."""
+    from .cgroup import child_threads, own_cgroup_dir, own_v1_dir
+
+    cap = child_threads()
+    v2 = own_cgroup_dir()
+    if v2 is not None and "pids" in (_read(os.path.join(v2, "cgroup.controllers")) or "").split() \
+            and os.access(v2, os.W_OK):
+        return Limit("threads", "pids cgroup", f"pids.max={cap} per child, cgroup v2 under {v2}")
+    v1 = own_v1_dir("pids")
+    if v1 is not None and os.access(v1, os.W_OK):
+        return Limit("threads", "pids cgroup", f"pids.max={cap} per child, cgroup v1 pids hierarchy under {v1}")
+    from .cgroup import UNPRIVILEGED_UID
+
+    where = ("set inside its user namespace, where the kernel counts this child's tasks alone;"
+             " needs the userns layer")
+    if os.getuid() != 0:
+        return Limit("threads", "RLIMIT_NPROC", f"{cap} per child, {where}")
+    works, why = unprivileged_userns(UNPRIVILEGED_UID)
+    if works:
+        return Limit("threads", "RLIMIT_NPROC", f"{cap} per child, {where}; the supervisor runs as root,"
+                     f" so each child runs as host uid {UNPRIVILEGED_UID} (root is exempt from RLIMIT_NPROC)")
+    return Limit("threads", "none", f"no writable pids cgroup, RLIMIT_NPROC does not bind host uid 0, and {why}")
+
+
+def probe_limits() -> list[Limit]:
+    """Each resource limit and the layer that enforces it on this host."""
+    import resource
+
+    from .broker.readdir import MAX_CHECKPOINTS
+    from .cgroup import PROCESS_OVERHEAD
+    from .child.wasi import MAX_IOVS
+    from .descriptors import RESERVED, RUN_DESCRIPTORS
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    cgroup = _probe_cgroup()
+    memory_extra = (f"; process memory: cgroup memory.max = memory + {PROCESS_OVERHEAD >> 20} MiB"
+                    if cgroup.available else "; process memory beyond linear memory: not capped (no memory cgroup)")
+    return [
+        Limit("memory", "Store limits", "total linear memory: one memory per store (multi-memory off)"
+              + memory_extra),
+        Limit("table_elements", "Store limits", "per table"),
+        Limit("open_files", "broker + child",
+              "the broker holds at most open_files directory handles per child (a compromised child"
+              " included); the child's WASI table answers EMFILE"),
+        Limit("descriptors", "supervisor",
+              f"soft RLIMIT_NOFILE raised to the hard limit ({hard}); each run is admitted"
+              f" only when {RUN_DESCRIPTORS} + its handles fit ({RESERVED} kept back)"),
+        _probe_threads(),
+        Limit("file_size", "RLIMIT_FSIZE", "per file, by the kernel: EFBIG"),
+        Limit("disk", "child (WASI)",
+              "bytes written to files: EDQUOT past it; native code out of wasmtime is held only by"
+              " file_size per writable file"),
+        Limit("files", "broker", "entries created (open with O_CREAT, mkdir, symlink, link): EDQUOT past it"),
+        Limit("readdir memory", "broker", "listings streamed by cookie: one reply plus at most"
+              f" {MAX_CHECKPOINTS} positions per handle, never a whole listing"),
+        Limit("host calls", "child (WASI)", "poll_oneoff, random_get and path lengths handled a piece"
+              f" at a time; at most {MAX_IOVS} iovecs a call (EINVAL past it)"),
+        Limit("cpu_time", "RLIMIT_CPU + watchdog", "SIGXCPU; fractions of a second by a watchdog thread"),
+        Limit("timeout", "supervisor", "kills the child, even in a blocking host call"),
+        Limit("output", "supervisor", "per captured stream"),
+    ]
+
+
+def format_limits(limits: list[Limit]) -> str:
+    """One line per limit: 'threads      pids cgroup  (pids.max=36 per child, ...)'."""
+    return "\n".join(f"{limit.name:<15} {limit.layer:<22} ({limit.detail})" for limit in limits)
+
+
 if __name__ == "__main__":
     print(format_report(probe_layers()))
+    print()
+    print(format_limits(probe_limits()))

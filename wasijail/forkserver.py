@@ -27,6 +27,7 @@ from .child.sandbox import LockdownConfig, LockdownError, lockdown
 from .stdio import fill_closed_stdio
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 _libc = ctypes.CDLL(None, use_errno=True)
 # A child that could not be set up at all exits with this (the supervisor
 # reports it as an error; a lockdown refusal is reported over the socket).
@@ -35,6 +36,24 @@ EXIT_SETUP_FAILED = 125
 
 def _die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _become_user(uid: int) -> None:
+    """Run as host `uid` from here on, so RLIMIT_NPROC (set in lockdown) binds.
+
+    The supervisor asks for it when it runs as root with no pids cgroup to
+    cap threads: the kernel exempts uid 0 from RLIMIT_NPROC. Changing
+    credentials clears the dumpable flag (lockdown writes its own uid map
+    through /proc/self) and the parent-death signal: both are set again.
+    """
+    server = os.getppid()
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+    _die_with_parent()
+    if os.getppid() != server:  # the server died before the signal was armed again
+        os._exit(EXIT_SETUP_FAILED)
 
 
 def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], violation_fd: int,
@@ -50,6 +69,8 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], viola
         for cgroup_fd in cgroup_fds:
             os.write(cgroup_fd, b"0")  # join this child's cgroups ("0": the writer itself)
             os.close(cgroup_fd)
+        if spawn.host_uid >= 0:
+            _become_user(spawn.host_uid)
         require = frozenset(filter(None, spawn.require.decode().split(",")))
         config = LockdownConfig(
             keep_fds=(0, 1, 2, broker_fd),

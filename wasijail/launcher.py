@@ -95,13 +95,14 @@ class Launcher:
     async def spawn(self, broker_fd: int, stdio: tuple[int, int, int], violation_fd: int, *,
                     file_size: int = -1, open_files: int = -1, cpu_time: float = 0.0,
                     require: tuple[str, ...] = (), cgroup_procs: tuple[int, ...] = (),
-                    threads: int = -1) -> Child:
+                    threads: int = -1, host_uid: int = -1) -> Child:
         if self._gone or self._sock is None:
             raise ForkServerGone("the fork server is not running")
         run_id = next(self._ids)
         done, slot = trio.Event(), []
         self._spawned[run_id] = (done, slot)
-        message = protocol.Spawn(run_id, file_size, open_files, cpu_time, threads, ",".join(require).encode())
+        message = protocol.Spawn(run_id, file_size, open_files, cpu_time, threads, host_uid,
+                                 ",".join(require).encode())
         fds = array.array("i", (broker_fd, *stdio, violation_fd, *cgroup_procs))
         await self._sock.sendmsg([message.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         await done.wait()

@@ -656,13 +656,14 @@ class Spawn(Message):
     then the `cgroup.procs` of each cgroup the child joins (none, one or two)."""
 
     OP = Op.START  # the control channel has its own numbering space
-    FIXED = struct.Struct("<Qqqdq")
+    FIXED = struct.Struct("<Qqqdqq")
     BLOBS = ("require",)
     run_id: int
     file_size: int  # RLIMIT_FSIZE, -1: leave
     open_files: int  # RLIMIT_NOFILE, -1: leave
     cpu_time: float  # RLIMIT_CPU seconds, 0: leave
     threads: int  # RLIMIT_NPROC in the child's user namespace, -1: leave
+    host_uid: int  # the host uid (and gid) the child runs as before lockdown, -1: the server's
     require: bytes  # comma-separated sandbox layers that must be applied
 
 

@@ -31,7 +31,7 @@ from .broker.handlers import DEFAULT_MAX_HANDLES, Broker
 from .broker.resolve import Resolver
 from .broker.session import BrokerSession
 from .cache import ModuleCache, engine_fingerprint
-from .cgroup import PROCESS_OVERHEAD, CgroupPool, Leaf, child_threads, thread_cgroups
+from .cgroup import PROCESS_OVERHEAD, CgroupPool, Leaf, child_threads, thread_cap_uid, thread_cgroups
 from .descriptors import RUN_DESCRIPTORS, DescriptorBudget
 from .launcher import Launcher
 from .policy import Policy
@@ -201,11 +201,13 @@ class Supervisor:
     def __init__(self, launcher: Launcher, *, resolver: Resolver | None = None,
                  max_parallel: int | None = None, cache: ModuleCache | None = None,
                  cgroups: CgroupPool | None = None, descriptors: DescriptorBudget | None = None,
-                 thread_cgroups: CgroupPool | None = None) -> None:
+                 thread_cgroups: CgroupPool | None = None, host_uid: int = -1) -> None:
         self.launcher = launcher
         self.cache = cache
         self.cgroups = cgroups  # per-child memory (and thread) caps, where the host offers cgroup v2
         self.thread_cgroups = thread_cgroups  # per-child thread caps in the v1 pids hierarchy
+        # Where no pids cgroup caps threads and we are root: children run as this host uid (-1: ours).
+        self.host_uid = host_uid
         self.resolver = resolver or Resolver()
         self.max_parallel = max_parallel or os.cpu_count() or 1
         self._limiter = trio.CapacityLimiter(self.max_parallel)
@@ -343,6 +345,7 @@ class Supervisor:
                 require=spec.policy.sandbox.require,
                 cgroup_procs=tuple(leaf.procs_fd for leaf in leaves),
                 threads=child_threads(),
+                host_uid=self.host_uid,
             )
             for leaf in leaves:
                 leaf.close_fd()
@@ -643,13 +646,14 @@ async def open_supervisor(*, resolver: Resolver | None = None, max_parallel: int
     if cgroups is None:
         cgroups = CgroupPool.open()  # None where the host delegates no cgroup v2 memory or pids
     threads = thread_cgroups(cgroups)  # the v1 pids hierarchy where v2 has no pids controller
+    host_uid = thread_cap_uid(cgroups, threads)  # RLIMIT_NPROC's uid where no cgroup caps threads
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         launcher = launcher or Launcher()
         await launcher.start(nursery)
         try:
             yield Supervisor(launcher, resolver=resolver, max_parallel=max_parallel, cache=cache,
-                             cgroups=cgroups, thread_cgroups=threads)
+                             cgroups=cgroups, thread_cgroups=threads, host_uid=host_uid)
         except BaseException as exc:
             # Re-raised below, outside the nursery, so callers see their own
             # exception rather than an ExceptionGroup around it.

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import trio
 
 from wasijail import OutcomeKind, Policy
-from wasijail.cgroup import child_threads
+from wasijail.cgroup import UNPRIVILEGED_UID, child_threads
 from wasijail.wasi import Errno, Oflags, Rights
 
 HEALTHY = "import time\ntime.sleep(0.2)\nRESULT = sum(range(1000))"
@@ -35,22 +36,26 @@ async def beside_a_healthy_job(attempt, source: str, policy: Policy):
     return results["abuse"]
 
 
+_THREAD_FLOOD = """
+    import threading
+    stop = threading.Event()
+    started = 0
+    try:
+        for _ in range(1000):
+            threading.Thread(target=stop.wait, daemon=True).start()
+            started += 1
+    except RuntimeError as exc:
+        failure = str(exc)
+    else:
+        failure = None
+    stop.set()
+    RESULT = (started, failure)
+"""
+
+
 async def test_threads_are_capped_in_the_kernel(attempt):
-    result = await beside_a_healthy_job(attempt, """
-        import threading, time
-        stop = threading.Event()
-        started = 0
-        try:
-            for _ in range(1000):
-                threading.Thread(target=stop.wait, daemon=True).start()
-                started += 1
-        except RuntimeError as exc:
-            failure = str(exc)
-        else:
-            failure = None
-        stop.set()
-        RESULT = (started, failure)
-    """, Policy())
+    # A pids cgroup where the host delegates one (this one does: `wasijail doctor`).
+    result = await beside_a_healthy_job(attempt, _THREAD_FLOOD, Policy())
     started, failure = eval(result.stdout)
     assert failure == "can't start new thread"
     assert 0 < started < child_threads()
@@ -150,3 +155,36 @@ def test_rlimit_nproc_does_not_bind_root():
     result = run_locked(_START_THREADS, threads=8)
     assert "does not bind host uid 0" in str(result.lockdown), result.explain()
     assert result.value("started") == 200  # which is why the supervisor uses a pids cgroup
+
+
+@pytest.fixture
+def no_pids_cgroup(monkeypatch):
+    """A host that delegates no pids cgroup: the supervisor falls back to RLIMIT_NPROC."""
+    from wasijail.cgroup import CgroupPool
+
+    monkeypatch.setattr(CgroupPool, "open", classmethod(lambda cls, base=None: None))
+    monkeypatch.setattr(CgroupPool, "open_v1_pids", classmethod(lambda cls, base=None: None))
+
+
+async def test_without_a_pids_cgroup_root_children_are_capped_by_rlimit_nproc(no_pids_cgroup, attempt):
+    # The supervisor runs as root here: each child becomes host uid 65534 before
+    # lockdown, so the RLIMIT_NPROC set in its user namespace binds.
+    assert attempt.supervisor.host_uid == (UNPRIVILEGED_UID if os.geteuid() == 0 else -1)
+    result = await beside_a_healthy_job(attempt, _THREAD_FLOOD, Policy())
+    started, failure = eval(result.stdout)
+    assert failure == "can't start new thread"
+    assert 0 < started < child_threads()
+
+
+async def test_a_child_running_as_an_unprivileged_uid_still_runs_real_programs(no_pids_cgroup, tmp_path):
+    from helpers import program
+    from wasijail import open_supervisor
+
+    (tmp_path / "test.txt").write_text("copied through the broker\n")
+    policy = Policy.default().with_preopen(tmp_path, ".")
+    async with open_supervisor() as sup:
+        result = await sup.run(program("demo.wasm"), ["test.txt", "out.txt"], policy=policy,
+                               capture_stdout=True, capture_stderr=True)
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert (tmp_path / "out.txt").read_text() == "copied through the broker\n"
+    assert (tmp_path / "out.txt").stat().st_uid == os.geteuid()  # the broker made it, as before

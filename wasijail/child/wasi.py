@@ -83,7 +83,7 @@ _ALL_FDFLAGS = int(Fdflags.APPEND | Fdflags.DSYNC | Fdflags.NONBLOCK | Fdflags.R
 _ALL_OFLAGS = int(Oflags.CREAT | Oflags.DIRECTORY | Oflags.EXCL | Oflags.TRUNC)
 _LOOKUPFLAGS = int(Lookupflags.SYMLINK_FOLLOW)
 _I64_SIGN = 1 << 63
-_MAX_IOVS = 1024  # IOV_MAX: more is EINVAL, as the kernel would say
+MAX_IOVS = 1024  # IOV_MAX: more is EINVAL, as the kernel would say
 
 
 class ProcExit(Exception):
@@ -204,7 +204,7 @@ class WasiHost:
         return entry
 
     def _buffers(self, iovs: int, iovs_len: int) -> list[memoryview]:
-        if iovs_len > _MAX_IOVS:
+        if iovs_len > MAX_IOVS:
             raise WasiError(Errno.INVAL)
         mem = self.mem
         buffers = []
