@@ -37,3 +37,13 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, status: int = 1) ->
     assert "Traceback" not in err, err
     assert err.endswith("\n") and err.count("\n") == 1, repr(err)
     return err.strip()
+
+
+def summary_rows(err: str) -> dict[str, str]:
+    """The rows of `wasijail batch`'s closing summary ("  ran  12" -> {"ran": "12"}), from its stderr."""
+    block = err[err.rindex("\njobs ") + 1:] if "\njobs " in err else err[err.index("jobs "):]
+    rows = {}
+    for line in block.splitlines():
+        key, _, value = line.strip().partition("  ")
+        rows[key] = value.strip()
+    return rows

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import final
 
+from .nofollow import open_dir, read_regular, write_beneath
+
 DEFAULT_MAX_BYTES = 1 << 30
 _KEY_FILE = "key"
 _SUFFIX = ".cwasm"
@@ -102,7 +104,7 @@ class ModuleCache:
                 # run starting at the same moment sees no key or all of it, never half.
                 secret = secrets.token_bytes(32)
                 tmp = self.path / f"{_KEY_FILE}.{secrets.token_hex(8)}"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(secret)
                 try:
@@ -111,7 +113,7 @@ class ModuleCache:
                     pass  # another run won: use its key
                 finally:
                     os.unlink(tmp)
-            self._secret = key_path.read_bytes()
+            self._secret = read_regular(key_path)  # a link planted at the key's name is refused
             if len(self._secret) != 32:
                 raise OSError(f"{key_path}: not a wasijail cache key")
         return self._secret
@@ -128,21 +130,22 @@ class ModuleCache:
         return hmac.new(self._ensure(), b"\0".join(parts), hashlib.sha256).digest()
 
     def _write_file(self, path: Path, data: bytes, mode: int) -> None:
-        tmp = path.with_name(f"{path.name}.tmp{secrets.token_hex(8)}")  # unique: stores may overlap
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        # A fresh name made with O_EXCL|O_NOFOLLOW beneath the folder's fd, renamed over `path`:
+        # readers see the whole file or none, and a link planted at its name is replaced, never
+        # written through.
+        folder = open_dir(path.parent)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_beneath(folder, path.name, data, mode)
         finally:
-            os.close(fd)
-        os.replace(tmp, path)  # readers see the whole file or none
+            os.close(folder)
 
     def _read_sealed(self, path: Path, *context: bytes) -> bytes | None:
         """The payload of a sealed record, or None when absent or not ours."""
         try:
-            data = path.read_bytes()
+            data = read_regular(path)
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError:  # a link or anything but a regular file: not a record this cache wrote
             return None
         payload, mac = data[:-_MAC_SIZE], data[-_MAC_SIZE:]
         if len(data) <= _MAC_SIZE or not hmac.compare_digest(mac, self._mac(*context, payload)):
@@ -197,7 +200,8 @@ class ModuleCache:
             expected = self._read_sealed(seal, b"artifact", key.encode())
             if stat.S_ISREG(st.st_mode) and expected == file_identity(st):
                 try:
-                    os.utime(seal)  # recently used: evicted last (the artifact's own times are sealed)
+                    # recently used: evicted last (the artifact's own times are sealed)
+                    os.utime(seal, follow_symlinks=False)
                 except OSError:
                     pass
                 return CachedArtifact(fd, st.st_size)

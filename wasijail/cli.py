@@ -281,16 +281,25 @@ def _is_interrupt(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt)
 
 
-def batch_command(argv: list[str]) -> int:
-    p = _Parser(prog=f"{PROG} batch", description="Run every job of a JSON Lines manifest, resumably.")
+def _batch_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} batch", description="Run every job of a JSON Lines manifest, resumably, and judge"
+                " the runs; `wasijail batch report RESULTS` shows the results.")
     add_policy_flags(p)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="jobs running at once (default: the number of cores)")
-    p.add_argument("--results", default="results.jsonl", metavar="FILE",
-                   help="results file, one JSON object per finished job (default: results.jsonl);"
-                        " jobs already in it are skipped")
-    p.add_argument("--output-dir", metavar="DIR", help="write each job's stdout/stderr here instead of inline")
-    p.add_argument("--allow-failures", action="store_true", help="exit 0 even when jobs did not exit 0")
+    p.add_argument("--results", metavar="FILE",
+                   help="results file, one JSON object per finished job (default: beside the manifest,"
+                        " jobs.jsonl -> jobs.results.jsonl); a job whose latest result is of the same job"
+                        " (same fingerprint) is skipped")
+    p.add_argument("--retry", metavar="OUTCOMES",
+                   help="also run again the jobs whose latest result has one of these outcomes"
+                        " (comma-separated, e.g. error,timeout,crash)")
+    p.add_argument("--check-timeout", metavar="DURATION", default="60s",
+                   help="how long a job's checker may run before it is killed (default: 60s)")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="write each job's stdout/stderr here instead of inline (not inside a writable preopen)")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when jobs failed (did not pass, or without a verdict did not exit 0)")
     add_cache_flags(p)
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="run the jobs on a Dask cluster: tcp://HOST:PORT of a running scheduler (its workers"
@@ -299,36 +308,61 @@ def batch_command(argv: list[str]) -> int:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="with --cluster: show each worker's `wasijail doctor` report and dask's warnings")
     p.add_argument("manifest", metavar="MANIFEST", help="JSON Lines file, one job per line")
+    return p
+
+
+def batch_command(argv: list[str]) -> int:
+    if argv and argv[0] == "report":  # a manifest named "report" runs as ./report
+        return batch_report_command(argv[1:])
+    p = _batch_parser()
     ns = p.parse_args(argv)
     if ns.jobs < 1:
         p.error("--jobs must be at least 1")
-    if ns.cluster is not None:
-        return _cluster_batch(p, ns)
-    import trio
-
-    from .batch import Progress, failures, finished_ids, format_summary, load_manifest, run_batch
-    from .policy import PolicyError
+    from .batch import Progress, default_results_path, format_summary, load_manifest, parse_retry
+    from .policy import PolicyError, parse_duration
 
     try:
+        retry = parse_retry(ns.retry) if ns.retry is not None else frozenset()
+        check_timeout = parse_duration(ns.check_timeout, key="--check-timeout", source="--check-timeout")
+    except (ValueError, PolicyError) as exc:
+        p.error(str(exc))
+    if check_timeout <= 0:
+        p.error("--check-timeout must be more than 0 s")
+    if ns.cluster is not None:
+        from .cluster import check_address
+
+        problem = check_address(ns.cluster)
+        if problem is not None:
+            p.error(f"--cluster: {problem}")
+        if ns.cache_dir is not None:
+            p.error("--cache-dir applies to the local batch; with --cluster each worker keeps its own cache")
+    try:
+        if ns.cluster is not None:
+            from .cluster import import_distributed
+
+            import_distributed()
         policy = build_policy(ns)
-        jobs = load_manifest(Path(ns.manifest))
+        manifest = Path(ns.manifest)
+        jobs = load_manifest(manifest, policy)
     except (PolicyError, WasijailError) as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return STATUS_ERROR
-    results = Path(ns.results)
-    skipped = len({j.id for j in jobs} & finished_ids(results))
-    progress = Progress(len(jobs), skipped)
+    results = Path(ns.results) if ns.results else default_results_path(manifest)
+    output_dir = Path(ns.output_dir) if ns.output_dir else None
+    progress = Progress(len(jobs), 0)
+    options = dict(policy=policy, results=results, output_dir=output_dir, retry=retry,
+                   check_timeout=check_timeout, on_result=progress.update, on_start=progress.start)
     try:
-        # Ctrl-C lands at a checkpoint, like a cancellation: every running
-        # child is killed and reaped, and no result line is cut in half.
-        summary = trio.run(lambda: run_batch(
-            jobs, policy=policy, results=results, parallel=ns.jobs,
-            output_dir=Path(ns.output_dir) if ns.output_dir else None, on_result=progress.update,
-            cache=open_cache(ns)),
-            restrict_keyboard_interrupt_to_checkpoints=True)
-    except OSError as exc:
+        summary = _cluster_batch(ns, jobs, options) if ns.cluster is not None else _local_batch(ns, jobs, options)
+    except WasijailError as exc:  # a refused output folder, an unusable results file, a lost cluster
         progress.close()
-        sys.stderr.write(f"{PROG}: error: {exc.filename or ns.results}: {exc.strerror}\n")
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    except OSError as exc:  # the results or output files, or dask's connections (errors without an errno)
+        progress.close()
+        what = (f"{exc.filename or results}: {exc.strerror}" if exc.strerror
+                else f"the Dask cluster failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        sys.stderr.write(f"{PROG}: error: {what}\n")
         return STATUS_ERROR
     except BaseException as exc:
         if not _is_interrupt(exc):
@@ -338,69 +372,71 @@ def batch_command(argv: list[str]) -> int:
         return 130
     progress.close()
     sys.stderr.write(format_summary(summary))
-    failed = failures(results, {job.id for job in jobs})  # this run's and earlier runs' jobs
-    return 0 if ns.allow_failures or failed == 0 else STATUS_ERROR
+    return 0 if ns.allow_failures or summary.ok else STATUS_ERROR
 
 
-def _cluster_batch(p: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+def batch_report_command(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} batch report",
+                description="Show a batch's results: a table here, or a CSV file, or one self-contained HTML page.")
+    p.add_argument("--csv", metavar="FILE", help="write one row per job to FILE ('-': standard output)")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report to FILE")
+    p.add_argument("results", metavar="RESULTS", help="a results file written by `wasijail batch`")
+    ns = p.parse_args(argv)
+    from .report import print_table, rows_of, title_for, write_csv, write_html
+    from .resultsfile import read_results
+
+    results = Path(ns.results)
+    try:
+        records, problems = read_results(results)
+    except WasijailError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return STATUS_ERROR
+    rows = rows_of(records)
+    try:
+        if ns.csv == "-":
+            write_csv(rows, sys.stdout)
+        elif ns.csv:
+            with open(ns.csv, "w", newline="") as out:
+                write_csv(rows, out)
+        if ns.html:
+            write_html(rows, title_for(results), problems, Path(ns.html))
+    except OSError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc.filename}: {exc.strerror}\n")
+        return STATUS_ERROR
+    if ns.csv != "-":
+        if ns.csv or ns.html:  # the files say it all; only the unreadable lines are worth a word here
+            for problem in problems:
+                sys.stderr.write(f"{PROG}: warning: {problem}\n")
+        else:
+            print_table(rows, problems)
+    return 0
+
+
+def _local_batch(ns: argparse.Namespace, jobs, options: dict):
+    import trio
+
+    from .batch import run_batch
+
+    # Ctrl-C lands at a checkpoint, like a cancellation: every running
+    # child and checker is killed and reaped, and no result line is cut in half.
+    return trio.run(lambda: run_batch(jobs, parallel=ns.jobs, cache=open_cache(ns), **options),
+                    restrict_keyboard_interrupt_to_checkpoints=True)
+
+
+def _cluster_batch(ns: argparse.Namespace, jobs, options: dict):
     """`batch --cluster`: the same manifest and results file, the jobs run by Dask workers."""
-    from .cluster import check_address
-
-    problem = check_address(ns.cluster)
-    if problem is not None:
-        p.error(f"--cluster: {problem}")
-    if ns.cache_dir is not None:
-        p.error("--cache-dir applies to the local batch; with --cluster each worker keeps its own cache")
     import logging
 
-    from .batch import Progress, failures, finished_ids, format_summary, load_manifest
-    from .cluster import ClusterError, import_distributed, open_cluster, run_cluster_batch, worker_reports
-    from .policy import PolicyError
+    from .cluster import open_cluster, run_cluster_batch, worker_reports
 
-    try:
-        import_distributed()
-        policy = build_policy(ns)
-        jobs = load_manifest(Path(ns.manifest))
-    except (PolicyError, WasijailError) as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return STATUS_ERROR
-    results = Path(ns.results)
-    progress = None
-    try:
-        workers = int(ns.cluster.split(":")[1]) if ns.cluster.startswith("local:") else 1
-        # Dask logs to stderr: the batch says what went wrong in one line, so only -v shows its warnings.
-        log_level = logging.WARNING if ns.verbose else logging.CRITICAL
-        with open_cluster(ns.cluster, threads_per_worker=-(-ns.jobs // workers), log_level=log_level) as client:
-            if ns.verbose:
-                for address, report in worker_reports(client).items():
-                    sys.stderr.write(f"worker {address}:\n{report}\n")
-            skipped = len({j.id for j in jobs} & finished_ids(results))
-            progress = Progress(len(jobs), skipped)
-            summary = run_cluster_batch(
-                jobs, policy=policy, results=results, client=client,
-                output_dir=Path(ns.output_dir) if ns.output_dir else None, on_result=progress.update,
-                cache=not ns.no_cache)
-    except ClusterError as exc:
-        if progress is not None:
-            progress.close()
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return STATUS_ERROR
-    except OSError as exc:  # the results file, or dask's connections (errors without an errno)
-        if progress is not None:
-            progress.close()
-        what = (f"{exc.filename or ns.results}: {exc.strerror}" if exc.strerror
-                else f"the Dask cluster failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-        sys.stderr.write(f"{PROG}: error: {what}\n")
-        return STATUS_ERROR
-    except KeyboardInterrupt:
-        if progress is not None:
-            progress.close()
-        sys.stderr.write(f"{PROG}: interrupted: finished jobs are in {results}; rerun to resume\n")
-        return 130
-    progress.close()
-    sys.stderr.write(format_summary(summary))
-    failed = failures(results, {job.id for job in jobs})
-    return 0 if ns.allow_failures or failed == 0 else STATUS_ERROR
+    workers = int(ns.cluster.split(":")[1]) if ns.cluster.startswith("local:") else 1
+    # Dask logs to stderr: the batch says what went wrong in one line, so only -v shows its warnings.
+    log_level = logging.WARNING if ns.verbose else logging.CRITICAL
+    with open_cluster(ns.cluster, threads_per_worker=-(-ns.jobs // workers), log_level=log_level) as client:
+        if ns.verbose:
+            for address, report in worker_reports(client).items():
+                sys.stderr.write(f"worker {address}:\n{report}\n")
+        return run_cluster_batch(jobs, client=client, cache=not ns.no_cache, **options)
 
 
 def cache_command(argv: list[str]) -> int:

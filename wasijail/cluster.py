@@ -13,10 +13,11 @@ Two halves, one module:
 * The client side (`open_cluster`, `run_cluster_batch`) reads the manifest
   as the local batch does, sends every distinct module once (scattered under
   its SHA-256), submits tasks of one or a few jobs (`_ClusterBatch`) and
-  writes each job's result through `batch.result_record`, so results.jsonl
-  has the same format and resumes the same way. Only the client writes it: a
-  job a dead worker was running is run again elsewhere, and its line is still
-  written once.
+  hands each job's result to the local batch's `batch.Batch`, which judges
+  it (expectations, checkers: on the client) and writes its record, so the
+  results file has the same format, fingerprints and resume rules. Only the
+  client writes it: a job a dead worker was running is run again elsewhere,
+  and its line is still written once.
 
 Dask is an optional extra (`pip install 'wasijail[cluster]'`): it is imported
 only by the functions here that need it, never by the local batch.
@@ -38,15 +39,18 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from .batch import BatchSummary, Job, job_policy, pending_jobs, write_result
+from .batch import Batch, BatchSummary, Job, job_policy
 from .doctor import Layer, format_report
+from .nofollow import open_dir, write_beneath
 from .policy import Policy, PolicyError
 from .results import Outcome, OutcomeKind, RunResult, WasijailError
+from .verdict import DEFAULT_CHECK_TIMEOUT
 
 INSTALL_HINT = "pip install 'wasijail[cluster]'"
 PRELOAD = "wasijail.cluster"
@@ -221,9 +225,11 @@ class WorkerRuntime:
             if hashlib.sha256(module).hexdigest() != task.sha:
                 return f"{task.argv0}: the module's bytes do not match their hash"
             if not path.exists():
-                tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
-                tmp.write_bytes(module)
-                os.replace(tmp, path)  # other threads see the whole module or none
+                folder = open_dir(self.modules)
+                try:
+                    write_beneath(folder, path.name, module)  # other threads see the whole module or none
+                finally:
+                    os.close(folder)
             self._written.add(path.name)
         return path
 
@@ -468,7 +474,7 @@ class _Pending:
     sent: dict[str, int] = field(default_factory=dict)  # blob -> which sending of it the job's task used
 
 
-def _module_digest(job: Job, policy: Policy, seen: dict[Path, str]) -> str:
+def _module_digest(job: Job, policy: Policy, seen: dict[Path, str | None]) -> str:
     """The SHA-256 of the job's module, checked as the supervisor checks it (same messages)."""
     from .supervisor import RunSpec, open_module
 
@@ -723,39 +729,43 @@ def run_jobs(items: list[tuple[Task, bytes | None]], modules: dict[str, bytes],
 
 def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
                       output_dir: Path | None = None,
-                      on_result: Callable[[Job, RunResult], None] | None = None,
-                      cache: bool = True, window: int | None = None) -> ClusterSummary:
-    """Run every job not already in `results` on the cluster behind `client` (a distributed.Client).
+                      on_result: Callable[[Job, dict], None] | None = None,
+                      cache: bool = True, window: int | None = None, retry: Iterable[str] = (),
+                      check_timeout: float = DEFAULT_CHECK_TIMEOUT,
+                      on_start: Callable[[Batch], None] | None = None) -> ClusterSummary:
+    """Run every job whose result is missing, stale or retried on the cluster behind `client`.
 
-    Appends one line per finished job (`batch.result_record`, plus the
-    address of the worker that ran it) as results arrive: the client is the
-    only writer, and a job whose task dask ran twice is still written once.
-    `cache`: workers keep compiled modules. `window`: tasks in flight at once.
+    Appends one record per finished job (`batch.Batch`, plus the address of
+    the worker that ran it) as results arrive: the client is the only writer,
+    and a job whose task dask ran twice is still written once. Verdicts are
+    judged on the client, in threads, as many at once as the cluster has job
+    slots. `cache`: workers keep compiled modules. `window`: tasks in flight
+    at once. The summary is the whole batch's, as the local batch's is.
     """
     from distributed import as_completed
 
-    summary = ClusterSummary(total=len(jobs))
-    todo = pending_jobs(jobs, results, output_dir, summary)
-    started = time.monotonic()
-    written: set[str] = set()
-    with results.open("a") as sink:
+    summary = ClusterSummary()
+    with Batch(jobs, policy=policy, results=results, output_dir=output_dir, retry=retry,
+               check_timeout=check_timeout, on_result=on_result) as plan:
+        if on_start is not None:
+            on_start(plan)
+        written: set[str] = set()
+        judging = ThreadPoolExecutor(max_workers=max(1, sum(client.nthreads().values())),
+                                     thread_name_prefix="wasijail-judge")
+        judged: list[Future] = []
 
         def record(job: Job, result: RunResult, worker: str | None) -> None:
             if job.id in written:
                 return
             written.add(job.id)
-            if worker is not None:
-                summary.workers[worker] += 1
-                write_result(sink, summary, job, result, output_dir, worker=worker)
-            else:
-                write_result(sink, summary, job, result, output_dir)
-            if on_result is not None:
-                on_result(job, result)
+            if job.expect is None and job.check is None:
+                plan.finish(job, result, worker)
+            else:  # files to compare, a checker to run: beside the cluster's work, not in its way
+                judged.append(judging.submit(plan.finish, job, result, worker))
 
         batch = _ClusterBatch(client, summary, record, cache, window)
-        digests: dict[Path, str] = {}
-        for job in todo:
-            batch.add(job, policy, digests)
+        for job in plan.todo:
+            batch.add(job, policy, plan.digests)
         completed = as_completed(with_results=True, raise_errors=False)
         try:
             batch.top_up(completed)
@@ -763,15 +773,19 @@ def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
                 for future, value in completed.next_batch(block=True):
                     batch.done(future, value)
                 batch.top_up(completed)
+            for future in judged:
+                future.result()  # a write that failed fails the batch, as it does locally
         except (OSError, RuntimeError) as exc:
             batch.cancel()
-            if client.status != "running" or isinstance(exc, OSError):  # dask's comm errors are OSErrors
-                raise ClusterError(batch.lost(exc)) from None
+            judging.shutdown(wait=False, cancel_futures=True)
+            if client.status != "running" or (isinstance(exc, OSError) and exc.errno is None):
+                raise ClusterError(batch.lost(exc)) from None  # dask's comm errors are OSErrors without errno
             raise
         except BaseException:
             # Interrupted (Ctrl-C) or the scheduler went away: what finished is written; the rest is
-            # cancelled on the cluster and runs on the next, resuming, run.
+            # cancelled on the cluster and runs on the next, resuming, run; checkers are killed.
             batch.cancel()
+            judging.shutdown(wait=False, cancel_futures=True)
             raise
-    summary.wall_time = time.monotonic() - started
-    return summary
+        judging.shutdown()
+        return plan.summary(summary)
