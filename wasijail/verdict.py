@@ -314,20 +314,23 @@ class Judge:
 
     def _run_checker(self, job_id: str, check: Check, files: tuple[OutputFile, ...],
                      result: RunResult) -> Verdict:
-        workdir = Path(tempfile.mkdtemp(prefix=f"{job_id}.", dir=self.scratch))
+        private = Path(tempfile.mkdtemp(prefix=f"{job_id}.", dir=self.scratch))
         try:
-            return self._checker_in(workdir, job_id, check, files, result)
+            workdir = private / "job"  # the checker's: nothing of ours beside its inputs
+            workdir.mkdir()
+            self._copy_inputs(workdir, files, result)
+            return self._checker_in(workdir, private / "output", job_id, check, result)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(private, ignore_errors=True)
 
-    def _checker_in(self, workdir: Path, job_id: str, check: Check, files: tuple[OutputFile, ...],
-                    result: RunResult) -> Verdict:
+    @staticmethod
+    def _copy_inputs(workdir: Path, files: tuple[OutputFile, ...], result: RunResult) -> None:
+        """The checker's inputs, read-only: stdout, stderr and files/GUEST-PATH for each output file."""
         fd = open_dir(workdir)
         try:
             write_beneath(fd, "stdout", result.stdout or b"", 0o444)
             write_beneath(fd, "stderr", result.stderr or b"", 0o444)
-            files_fd = open_dir("files", dir_fd=fd, create=True)
-            os.close(files_fd)
+            os.close(open_dir("files", dir_fd=fd, create=True))
         finally:
             os.close(fd)
         for output in files:
@@ -343,11 +346,13 @@ class Judge:
                 write_beneath(fd, name, data, 0o444)
             finally:
                 os.close(fd)
+
+    def _checker_in(self, workdir: Path, output: Path, job_id: str, check: Check, result: RunResult) -> Verdict:
         env = {**os.environ, "WASIJAIL_ID": job_id, "WASIJAIL_OUTCOME": result.outcome.kind.value,
                "WASIJAIL_STATUS": str(result.returncode), "WASIJAIL_STDOUT": str(workdir / "stdout"),
                "WASIJAIL_STDERR": str(workdir / "stderr"), "WASIJAIL_FILES": str(workdir / "files")}
         argv = list(check.argv)
-        with open(workdir / "stdout", "rb") as stdin, open(workdir / ".check-out", "w+b") as out:
+        with open(workdir / "stdout", "rb") as stdin, open(output, "w+b") as out:
             try:
                 proc = subprocess.Popen(argv, cwd=workdir, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
                                         env=env, start_new_session=True)
@@ -365,9 +370,9 @@ class Judge:
             finally:
                 if self.live is not None:
                     self.live.discard(proc)
-            output = _tail(out)
-        score = _score(output)
-        record = {"status": status, "output": output}
+            text = _tail(out)
+        score = _score(text)
+        record = {"status": status, "output": text}
         if status < 0:
             return Verdict(ERROR, [f"checker killed by signal {-status}"], check=record)
         if status != 0:
