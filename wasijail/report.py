@@ -220,10 +220,10 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _tag(name: str) -> str:
+def _tag(name: str, colour: str | None = None) -> str:
     if not name:
         return '<span class="none">-</span>'
-    return f'<span class="tag" style="background:{COLOURS.get(name, "#455a64")}">{_e(name)}</span>'
+    return f'<span class="tag" style="background:{colour or COLOURS.get(name, "#455a64")}">{_e(name)}</span>'
 
 
 def histogram(values: list[float], label, title: str, width: int = 520, height: int = 170) -> str:
@@ -296,7 +296,10 @@ def _job_rows(rows: list[Row], with_details: bool) -> str:
         why = _why(record)
         search = " ".join(str(x) for x in (row.id, record.get("outcome"), record.get("verdict", ""), why,
                                            "failed" if row.failed else "")).lower()
-        cells = [f"<td>{_e(row.id)}</td>", f"<td>{_tag(str(record.get('outcome', '?')))}</td>",
+        outcome = str(record.get("outcome", "?"))
+        # An exit with another status than 0 is not shown in the colour of success.
+        colour = COLOURS["limit"] if outcome == "exit" and record.get("returncode") != 0 else None
+        cells = [f"<td>{_e(row.id)}</td>", f"<td>{_tag(outcome, colour)}</td>",
                  f"<td class=num>{_e(record.get('returncode', ''))}</td>",
                  f"<td>{_tag(str(record.get('verdict', '')))}</td>",
                  f"<td class=num>{'' if score is None else _e(f'{score:g}')}</td>",

@@ -42,8 +42,7 @@ def parse_results(data: bytes, name: str) -> tuple[dict[str, dict], list[str], i
         if not isinstance(record, dict) or not isinstance(record.get("id"), str):
             problems.append(f"{name}:{number}: unreadable line ignored (not a record with an id)")
             continue
-        records.pop(record["id"], None)  # re-inserted: the dict keeps the order of each id's latest line
-        records[record["id"]] = record
+        records[record["id"]] = record  # the dict keeps the position of each id's first line
     if whole < len(data):
         problems.append(f"{name}:{len(lines) + 1}: incomplete last line (a write cut short) ignored")
     return records, problems, whole
@@ -88,7 +87,6 @@ class ResultsFile:
         view = memoryview(line)
         while view:
             view = view[os.write(self._fd, view):]
-        self.records.pop(record["id"], None)
         self.records[record["id"]] = record
 
     def close(self) -> None:

@@ -25,7 +25,9 @@ writable preopen, holding read-only copies: ``stdout``, ``stderr`` and
 ``files/GUEST-PATH`` for each output file (the path the job wrote it
 under); its stdin is the job's stdout, its environment the host's plus
 WASIJAIL_ID, WASIJAIL_OUTCOME, WASIJAIL_STATUS, WASIJAIL_STDOUT,
-WASIJAIL_STDERR and WASIJAIL_FILES. It is killed, with every process it
+WASIJAIL_STDERR, WASIJAIL_FILES and WASIJAIL_MANIFEST_DIR (where the
+grader's own files are). A checker named by a path (``./grade.py``) is
+found relative to the manifest's folder. It is killed, with every process it
 started, at its timeout.
 """
 
@@ -136,7 +138,8 @@ class Expect:
 
 @dataclass(frozen=True)
 class Check:
-    argv: tuple[str, ...]
+    argv: tuple[str, ...]  # the program made absolute when named by a path
+    base: Path  # the manifest's folder (WASIJAIL_MANIFEST_DIR)
 
 
 def _expected(value: Any, key: str, base: Path) -> Expected:
@@ -151,9 +154,9 @@ def output_file(name: Any, key: str, base: Path, preopens: tuple[Preopen, ...]) 
     """`name` (a host path, relative to the manifest's folder) as a file beneath one of `preopens`."""
     if not isinstance(name, str) or not name:
         raise ExpectationError(f"{key}: expected a file path")
-    host = os.path.normpath(os.path.join(base, name))
+    host = os.path.abspath(os.path.join(base, name))
     for index, pre in enumerate(preopens):
-        root = os.path.normpath(pre.host)
+        root = os.path.abspath(pre.host)
         if host.startswith(root.rstrip("/") + "/"):
             rel = host[len(root.rstrip("/")) + 1:]
             guest = posixpath.normpath(posixpath.join(pre.guest, rel)).lstrip("/")
@@ -192,9 +195,9 @@ def parse_check(value: Any, base: Path) -> Check:
     if not isinstance(value, list) or not value or not all(isinstance(a, str) and a for a in value):
         raise ExpectationError("check: expected a command, a list of non-empty strings")
     program = value[0]
-    if "/" in program and not os.path.isabs(program):
-        program = str(base / program)
-    return Check((program, *value[1:]))
+    if "/" in program:  # the checker runs in a folder of its own: name the program absolutely
+        program = os.path.abspath(os.path.join(base, program))
+    return Check((program, *value[1:]), Path(os.path.abspath(base)))
 
 
 def parse_outputs(value: Any, base: Path, preopens: tuple[Preopen, ...]) -> tuple[OutputFile, ...]:
@@ -350,7 +353,8 @@ class Judge:
     def _checker_in(self, workdir: Path, output: Path, job_id: str, check: Check, result: RunResult) -> Verdict:
         env = {**os.environ, "WASIJAIL_ID": job_id, "WASIJAIL_OUTCOME": result.outcome.kind.value,
                "WASIJAIL_STATUS": str(result.returncode), "WASIJAIL_STDOUT": str(workdir / "stdout"),
-               "WASIJAIL_STDERR": str(workdir / "stderr"), "WASIJAIL_FILES": str(workdir / "files")}
+               "WASIJAIL_STDERR": str(workdir / "stderr"), "WASIJAIL_FILES": str(workdir / "files"),
+               "WASIJAIL_MANIFEST_DIR": str(check.base)}
         argv = list(check.argv)
         with open(workdir / "stdout", "rb") as stdin, open(output, "w+b") as out:
             try:
