@@ -171,24 +171,32 @@ def test_expected_output_files_are_read_beneath_their_preopen(tmp_path):
 
 
 def test_cache_entries_never_write_or_read_through_a_planted_link(tmp_path):
-    cache = ModuleCache(tmp_path / "cache")
+    folder = tmp_path / "cache"
+    cache = ModuleCache(folder)
     key = ModuleCache.key(b"module", "engine")
     cache.store(key, b"artifact")
-    good = (tmp_path / "cache" / f"{key}.cwasm").read_bytes()
-    # A link at an entry's name: load refuses (and removes) it, the target stays as it was.
-    (tmp_path / "elsewhere.cwasm").write_bytes(good)
+    # Links at an artifact's and a seal's names (to copies of good ones): refused and removed, targets kept.
     other = ModuleCache.key(b"other", "engine")
-    os.symlink(tmp_path / "elsewhere.cwasm", tmp_path / "cache" / f"{other}.cwasm")
-    assert cache.load(key) == b"artifact"
-    assert cache.load(other) is None and cache.refused == 1
-    assert not os.path.lexists(tmp_path / "cache" / f"{other}.cwasm")
-    assert (tmp_path / "elsewhere.cwasm").read_bytes() == good
-    # A link where a store goes: the entry replaces the link, and the target is untouched.
-    (tmp_path / "victim").write_text("victim\n")
-    os.symlink(tmp_path / "victim", tmp_path / "cache" / f"{other}.cwasm")
+    for suffix in (".cwasm", ".seal"):
+        (tmp_path / f"elsewhere{suffix}").write_bytes((folder / f"{key}{suffix}").read_bytes())
+        os.symlink(tmp_path / f"elsewhere{suffix}", folder / f"{other}{suffix}")
+    found = cache.open(key)
+    assert found is not None
+    found.close()
+    assert cache.open(other) is None and cache.refused == 1
+    assert not os.path.lexists(folder / f"{other}.cwasm") and not os.path.lexists(folder / f"{other}.seal")
+    assert (tmp_path / "elsewhere.cwasm").read_bytes() == b"artifact"
+    # Links where a store writes: the new files replace the links; the targets are untouched.
+    for suffix in (".cwasm", ".seal"):
+        (tmp_path / f"victim{suffix}").write_text("victim\n")
+        os.symlink(tmp_path / f"victim{suffix}", folder / f"{other}{suffix}")
     cache.store(other, b"second")
-    assert (tmp_path / "victim").read_text() == "victim\n"
-    assert not (tmp_path / "cache" / f"{other}.cwasm").is_symlink() and cache.load(other) == b"second"
+    for suffix in (".cwasm", ".seal"):
+        assert (tmp_path / f"victim{suffix}").read_text() == "victim\n"
+        assert not (folder / f"{other}{suffix}").is_symlink()
+    found = cache.open(other)
+    assert found is not None and os.pread(found.fd, 100, 0) == b"second"
+    found.close()
     # A link at the key's name is not read as the key.
     (tmp_path / "cache2").mkdir()
     (tmp_path / "fake-key").write_bytes(b"k" * 32)
