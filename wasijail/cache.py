@@ -50,11 +50,25 @@ def default_cache_dir() -> Path:
     return Path(base) / "wasijail"
 
 
+def _wasmtime_version() -> str:
+    """wasmtime-py's version, from its dist-info folder's name: importing importlib.metadata
+    (or wasmtime itself) would cost every CLI run tens of milliseconds."""
+    from importlib.util import find_spec
+
+    spec = find_spec("wasmtime")
+    if spec is not None and spec.origin:
+        site = Path(spec.origin).parent.parent
+        found = [p.name[len("wasmtime-"):-len(".dist-info")] for p in site.glob("wasmtime-*.dist-info")]
+        if len(found) == 1:
+            return found[0]
+    from importlib import metadata  # several or none: ask the slow, thorough way
+
+    return metadata.version("wasmtime")
+
+
 def engine_fingerprint(*, fuel: bool) -> str:
     """What, besides the module, decides the compiled code (keep in step with runner.make_engine)."""
-    from importlib import metadata  # only when a cache is in use: it is slow to import
-
-    version = metadata.version("wasmtime")
+    version = _wasmtime_version()
     return f"wasmtime-{version};features=bulk,multivalue,reftypes,simd,tailcall,exceptions;" \
            f"memory_may_move=0;multi_memory=0;fuel={int(fuel)}"
 

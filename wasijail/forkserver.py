@@ -166,3 +166,7 @@ def _reap(control: socket.socket) -> None:
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]))
+    # The supervisor has gone and every child is reaped: skip the interpreter's teardown
+    # (wasmtime's and the imports' finalizers), which the supervisor would otherwise wait
+    # for at the end of every CLI run.
+    os._exit(0)
