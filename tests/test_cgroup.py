@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from wasijail import OutcomeKind, Policy, open_supervisor
-from wasijail.cgroup import PROCESS_OVERHEAD, CgroupPool, child_threads, own_cgroup_dir
+from wasijail.cgroup import COMPILE_OVERHEAD_PER_BYTE, PROCESS_OVERHEAD, CgroupPool, child_threads, own_cgroup_dir
 from wasijail.doctor import probe_layers
 from wasijail.results import STATUS_LIMIT
 
@@ -117,7 +117,9 @@ async def test_child_joins_its_leaf_with_the_policy_cap(base, no_v1_pids):
     assert result.stdout == b"hello world\n"
     (leaf,) = [p for p in StandInPool.made if p.name.startswith("child-")]
     assert (leaf / "cgroup.procs").read_text() == "0"  # the child wrote itself in, before lockdown
-    assert (leaf / "memory.max").read_text() == str((64 << 20) + PROCESS_OVERHEAD)
+    # room for the compiler too: it runs in the same process, before the guest
+    size = program("demo_p1.wasm").stat().st_size
+    assert (leaf / "memory.max").read_text() == str((64 << 20) + PROCESS_OVERHEAD + COMPILE_OVERHEAD_PER_BYTE * size)
 
 
 async def test_no_leaf_without_a_memory_limit(base, no_v1_pids):
@@ -139,5 +141,6 @@ async def test_out_of_memory_kill_is_a_memory_limit(base):
         result = await handle.wait()
     assert result.outcome.kind is OutcomeKind.LIMIT
     assert result.outcome.detail == (
-        f"memory: the child process passed its cgroup cap of {(64 << 20) + PROCESS_OVERHEAD} bytes")
+        f"memory: the child process passed its cgroup cap of "
+        f"{(64 << 20) + PROCESS_OVERHEAD + COMPILE_OVERHEAD_PER_BYTE * program('spin.wasm').stat().st_size} bytes")
     assert result.returncode == STATUS_LIMIT

@@ -7,8 +7,9 @@ one leaf per child, and the child joins its leaf (through `cgroup.procs` fds
 it is handed) before lockdown:
 
 * cgroup v2 with the memory controller: `memory.max` = the policy's `memory`
-  plus PROCESS_OVERHEAD; a child the kernel kills for passing it is reported
-  as a `memory` limit.
+  plus PROCESS_OVERHEAD plus the compiler's share (COMPILE_OVERHEAD_PER_BYTE
+  times the module's size); a child the kernel kills for passing it is
+  reported as a `memory` limit.
 * the pids controller, on cgroup v2 or, on a hybrid host, on the v1 `pids`
   hierarchy: `pids.max` = CHILD_THREADS, so a child (even one whose native
   code escaped wasmtime) cannot start more threads than that.
@@ -29,6 +30,18 @@ PROCESS_OVERHEAD = 256 << 20
 # The host uid a child runs as when the supervisor is root and no pids cgroup
 # caps its threads: RLIMIT_NPROC binds any uid but 0 ("nobody").
 UNPRIVILEGED_UID = 65534
+
+# The compiler's peak memory per byte of wasm, with room to spare: Cranelift peaked at 19x
+# the module's size for yosys (69 MB -> 1.3 GiB), 30x for GCC's cc1 (24 MB -> 0.7 GiB) and
+# 12x for CPython (26 MB -> 0.3 GiB) on wasijail's engine settings. The cap stays this
+# high for the run: linear memory is capped by the Store either way.
+COMPILE_OVERHEAD_PER_BYTE = 40
+
+
+def memory_cap(memory: int, module_size: int) -> int:
+    """memory.max for a child whose linear memory may reach `memory`, running a module of
+    `module_size` bytes (compiled in the child, or loaded from the cache)."""
+    return memory + PROCESS_OVERHEAD + COMPILE_OVERHEAD_PER_BYTE * module_size
 
 
 def child_threads() -> int:

@@ -31,7 +31,7 @@ from .broker.handlers import DEFAULT_MAX_HANDLES, Broker
 from .broker.resolve import Resolver
 from .broker.session import BrokerSession
 from .cache import ModuleCache, engine_fingerprint
-from .cgroup import PROCESS_OVERHEAD, CgroupPool, Leaf, child_threads, thread_cap_uid, thread_cgroups
+from .cgroup import CgroupPool, Leaf, child_threads, memory_cap, thread_cap_uid, thread_cgroups
 from .descriptors import RUN_DESCRIPTORS, DescriptorBudget
 from .launcher import Launcher
 from .policy import Policy
@@ -337,7 +337,7 @@ class Supervisor:
             started = time.monotonic()
             violations, violation_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             closing += [violations, violation_end]
-            leaves = self._leaves(limits.memory)
+            leaves = self._leaves(limits.memory, os.fstat(module_fd).st_size)
             child = await self.launcher.spawn(
                 child_sock.fileno(), plumbing.child_fds, violation_end,
                 file_size=limits.file_size if limits.file_size is not None else -1,
@@ -406,9 +406,9 @@ class Supervisor:
             if child is not None:
                 child.close()
 
-    def _leaves(self, memory: int | None) -> list[Leaf]:
+    def _leaves(self, memory: int | None, module_size: int) -> list[Leaf]:
         """The child's cgroups: its memory cap (with a memory limit) and its thread cap."""
-        memory_max = memory + PROCESS_OVERHEAD if memory is not None else None
+        memory_max = memory_cap(memory, module_size) if memory is not None else None
         leaves: list[Leaf] = []
         try:
             for pool in (self.cgroups, self.thread_cgroups):
