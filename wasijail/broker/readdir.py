@@ -8,8 +8,11 @@ through 200 handles was 150 MiB). Instead each handle keeps a `DirCursor`: the
 kernel's position (getdents64's `d_off`, which `lseek` accepts back) of the
 entries of its last reply, plus sparse checkpoints. Resuming where the last
 reply ended, or anywhere in it, costs what the reply returns; another cookie
-is reached from the nearest checkpoint. A cursor holds at most
-`MAX_CHECKPOINTS` + the entries of one reply, whatever the directory's size.
+is reached from the nearest checkpoint (every CHECKPOINT_EVERY-th entry; when
+MAX_CHECKPOINTS are held, every other one is dropped and the spacing doubles),
+and a cookie past the end, once the end is known, costs nothing. A cursor
+holds at most MAX_CHECKPOINTS + the entries of one reply, whatever the
+directory's size. Cookie 0 starts afresh (as rewinddir does).
 """
 
 from __future__ import annotations
@@ -66,11 +69,24 @@ def _entries(fd: int, start: int):
 class DirCursor:
     """Where one handle's entries sit in the kernel's stream (see the module docstring)."""
 
-    __slots__ = ("_recent", "_checkpoints")
+    __slots__ = ("_recent", "_checkpoints", "_every", "_end")
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._recent: dict[int, int] = {}  # entry index (from 0, dots excluded) -> kernel position
         self._checkpoints: dict[int, int] = {0: 0}
+        self._every = CHECKPOINT_EVERY
+        self._end: int | None = None  # the number of entries, once a read reached the end
+
+    def _checkpoint(self, index: int, position: int) -> None:
+        if index % self._every or index in self._checkpoints:
+            return
+        self._checkpoints[index] = position
+        if len(self._checkpoints) > MAX_CHECKPOINTS:
+            self._every *= 2
+            self._checkpoints = {i: p for i, p in self._checkpoints.items() if i % self._every == 0}
 
     def _start(self, index: int) -> tuple[int, int]:
         """The known entry at or before `index`: (its index, its kernel position)."""
@@ -88,6 +104,8 @@ class DirCursor:
 
         `dots` are the inode numbers of `.` and `..`.
         """
+        if cookie == 0:
+            self._reset()  # a fresh look at the directory
         out = bytearray()
         index = cookie
         while index < 2 and len(out) < max_bytes:
@@ -97,11 +115,12 @@ class DirCursor:
         if len(out) >= max_bytes:
             return bytes(out[:max_bytes])
         wanted = index - 2
+        if self._end is not None and wanted >= self._end:
+            return bytes(out)
         at, position = self._start(wanted)
         recent: dict[int, int] = {}
         for position, name, ino, d_type in _entries(dirfd, position):
-            if at % CHECKPOINT_EVERY == 0 and len(self._checkpoints) < MAX_CHECKPOINTS:
-                self._checkpoints.setdefault(at, position)
+            self._checkpoint(at, position)
             if at >= wanted:
                 if len(out) >= max_bytes:
                     recent[at] = position  # where the next reply starts
@@ -109,6 +128,8 @@ class DirCursor:
                 recent[at] = position
                 out += DIRENT.pack(at + 3, ino, len(name), _filetype(dirfd, name, d_type)) + name
             at += 1
+        else:
+            self._end = at
         self._recent = recent
         return bytes(out[:max_bytes])
 
