@@ -24,7 +24,7 @@ import pytest
 pytest.importorskip("distributed", reason="the cluster extra is not installed: pip install -e '.[cluster]'"
                                           " (scripts/test installs it)")
 
-from wasijail.batch import load_manifest  # noqa: E402
+from wasijail.batch import BatchError, load_manifest  # noqa: E402
 from wasijail.cache import ModuleCache, engine_fingerprint  # noqa: E402
 from wasijail.cluster import (  # noqa: E402
     ClusterError, open_cluster, run_cluster_batch, worker_reports, worker_stats)
@@ -505,3 +505,44 @@ def test_losing_the_scheduler_ends_the_batch_with_one_line(tmp_path):
             process.kill()
             process.wait()
         log.close()
+
+
+def test_verdicts_fingerprints_and_retry_through_the_cluster(cluster, tmp_path):
+    """The local batch's resume, --retry, verdicts and whole-batch summary, with the jobs on workers."""
+    module = str(nap_module(tmp_path, "judged"))
+    checker = tmp_path / "grade.sh"
+    checker.write_text('#!/bin/sh\ngrep -q "rested judged" && echo 0.5\n')
+    checker.chmod(0o755)
+    jobs = [{"id": "right", "module": module, "expect": {"stdout": "rested judged\n"}},
+            {"id": "wrong", "module": module, "expect": {"stdout": "tired\n"}},
+            {"id": "checked", "module": module, "check": ["./grade.sh"]},
+            {"id": "slow", "module": str(PROGRAMS / "spin.wasm"), "limits": {"timeout": "200ms"}}]
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+    results = tmp_path / "r.jsonl"
+
+    def run(**extra):
+        return run_cluster_batch(load_manifest(manifest), policy=Policy.default(), results=results, client=cluster,
+                                 **extra)
+
+    first = run()
+    records = {r["id"]: r for r in read_lines(results)}
+    assert {k: (r["outcome"], r.get("verdict"), r.get("score")) for k, r in records.items()} == {
+        "right": ("exit", "pass", None), "wrong": ("exit", "fail", None), "checked": ("exit", "pass", 0.5),
+        "slow": ("timeout", None, None)}
+    assert records["wrong"]["diff"]["stdout"].endswith("-tired\n+rested judged\n")
+    assert all("worker" in r for r in records.values())
+    assert (first.ran, first.failing, first.verdicts) == (4, ["wrong", "slow"], Counter({"pass": 2, "fail": 1}))
+    again = run()
+    assert (again.ran, again.skipped, again.failing, again.scores) == (0, 4, ["wrong", "slow"], [0.5])
+    retried = run(retry={"timeout"})
+    assert (retried.ran, retried.outcomes["timeout"]) == (1, 1)
+    jobs[1]["expect"] = {"stdout": "rested judged\n"}  # the grader fixes the expectation: that job alone reruns
+    manifest.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+    fixed = run()
+    assert (fixed.ran, fixed.failing, fixed.verdicts["pass"]) == (1, ["slow"], 3)
+    assert len(read_lines(results)) == 4 + 1 + 1
+    with pytest.raises(BatchError, match="is inside .*, a writable preopen of job"):
+        (tmp_path / "out").mkdir()
+        manifest.write_text(json.dumps({**jobs[0], "preopens": [".::/all"]}) + "\n")
+        run(output_dir=tmp_path / "out")
