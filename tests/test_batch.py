@@ -543,3 +543,23 @@ def test_bad_expectations_are_named(tmp_path, line, message):
 def test_bad_check_timeout_is_a_usage_error(tmp_path):
     err = assert_one_line_error(wasijail("batch", "--check-timeout", "0", tmp_path / "j.jsonl"), status=2)
     assert "--check-timeout must be more than 0 s" in err
+
+
+def test_ctrl_c_kills_running_checkers_and_writes_no_verdict_for_them(tmp_path):
+    pid_file = tmp_path / "checker.pid"
+    write_jobs(tmp_path / "jobs.jsonl", {"id": "quick", "module": str(PROGRAMS / "demo_p1.wasm")},
+               {"id": "judged", "module": str(PROGRAMS / "demo_p1.wasm"),
+                "check": ["sh", "-c", f'echo $$ > {pid_file}; sleep 60']})
+    proc = subprocess.Popen([sys.executable, "-m", "wasijail", "batch", "--jobs", "1", str(tmp_path / "jobs.jsonl")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline, text(proc.stderr.read())
+        time.sleep(0.02)
+    checker = int(pid_file.read_text())
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=15) == 130  # not the checker's 60 s
+    assert text(proc.stderr.read()).endswith("rerun to resume\n")
+    time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{checker}") or open(f"/proc/{checker}/stat").read().split()[2] == "Z"
+    assert [r["id"] for r in read_lines(tmp_path / "jobs.results.jsonl")] == ["quick"]
