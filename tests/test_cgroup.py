@@ -144,3 +144,29 @@ async def test_out_of_memory_kill_is_a_memory_limit(base):
         f"memory: the child process passed its cgroup cap of "
         f"{(64 << 20) + PROCESS_OVERHEAD + COMPILE_OVERHEAD_PER_BYTE * program('spin.wasm').stat().st_size} bytes")
     assert result.returncode == STATUS_LIMIT
+
+
+def test_subtrees_of_dead_supervisors_are_swept():
+    """A supervisor killed with children running leaves `wasijail-<pid>/child-N`: the next one removes it."""
+    from wasijail.cgroup import own_v1_dir
+    import subprocess
+    import sys
+
+    base = own_v1_dir("pids")
+    if base is None or not os.access(base, os.W_OK):
+        # Only the v2 pool can be in use here; doctor says there is no v1 pids hierarchy to sweep.
+        assert "v1" not in next(limit for limit in __import__("wasijail.doctor").doctor.probe_limits()
+                                if limit.name == "threads").detail
+        return
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = base / f"wasijail-{dead}"
+    os.mkdir(stale)
+    os.mkdir(stale / "child-1")
+    pool = CgroupPool.open_v1_pids()
+    try:
+        assert not stale.exists()
+        assert pool.path.exists()
+    finally:
+        pool.close()
+    assert not pool.path.exists()

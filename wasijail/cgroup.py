@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from pathlib import Path
 
 # What a child needs beyond linear memory: the interpreter, wasmtime, compiled code.
@@ -188,6 +189,8 @@ class CgroupPool:
         return pool
 
     def _mkdir(self, path: Path) -> None:
+        if path == self.path:
+            _sweep_stale(self.base)
         os.mkdir(path)  # the kernel fills it with control files
 
     def leaf(self, memory_max: int | None, pids_max: int | None) -> Leaf:
@@ -223,6 +226,39 @@ class CgroupPool:
             os.rmdir(self.path)
         except OSError:
             pass
+
+
+_POOL_NAME = re.compile(r"wasijail-([0-9]+)")
+
+
+def _sweep_stale(base: Path) -> None:
+    """Remove the subtrees of supervisors that died without closing theirs (killed, say)."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        match = _POOL_NAME.fullmatch(name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        stale = base / name
+        try:
+            for leaf in os.scandir(stale):
+                if leaf.is_dir(follow_symlinks=False):
+                    os.rmdir(leaf.path)
+            os.rmdir(stale)
+        except OSError:
+            pass  # still busy, or not ours to remove: leave it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def thread_cap_uid(pool: CgroupPool | None, v1_pids: CgroupPool | None) -> int:
