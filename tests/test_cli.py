@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -90,6 +91,37 @@ def test_read_only_preopen_refuses_writes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     fsops = wasijail("run", f"--dir={tmp_path}::/data::ro", program("fsops.wasm"), "/data")
     assert text(fsops.stdout) == "ERR mkdir: Capabilities insufficient\n"
+
+
+def test_files_dated_before_1970_and_far_ahead_are_stated_sanely(tmp_path):
+    """Host times WASI cannot carry are clamped as wasmtime does (before 1970: 0),
+    through the broker (stat, lstat, readdir) and in the child (fstat of a
+    donated file); the run ends normally, with no traceback."""
+    (tmp_path / "old").write_text("old\n")
+    (tmp_path / "ahead").write_text("ahead\n")
+    os.utime(tmp_path / "old", ns=(-1, -86_400 * 365 * 10**9))  # 1969
+    try:  # year 5138, or as far as this file system goes
+        os.utime(tmp_path / "ahead", (1e11, 1e11))
+    except OverflowError:
+        pass
+    ahead = os.stat(tmp_path / "ahead")
+    proc = wasijail("run", f"--dir={tmp_path}::/d::ro", program("pathops.wasm"),
+                    "stat", "/d/old", "lstat", "/d/old", "fstat", "/d/old", "stat", "/d/ahead",
+                    "fstat", "/d/ahead", "ls", "/d")
+    assert (proc.returncode, text(proc.stderr)) == (0, "")
+    lines = text(proc.stdout).splitlines()
+    ctim = _seconds(os.stat(tmp_path / "old").st_ctime_ns)
+    for line in lines[:3]:
+        assert line.endswith(f": ok size=4 nlink=1 atim=0.000000000 mtim=0.000000000 ctim={ctim}"), lines
+    expected = _seconds(min(ahead.st_mtime_ns, 2**64 - 1))
+    for line in lines[3:5]:
+        assert line.endswith(f": ok size=6 nlink=1 atim={expected} mtim={expected} "
+                             f"ctim={_seconds(ahead.st_ctime_ns)}"), lines
+    assert lines[5] == "ls /d: ok . .. ahead old inodes=match"
+
+
+def _seconds(ns: int) -> str:
+    return f"{ns // 10**9}.{ns % 10**9:09}"
 
 
 # --- bad input: one line, no traceback ---------------------------------------

@@ -13,7 +13,7 @@
  *   write PATH TEXT        open(PATH, O_WRONLY|O_TRUNC) and write TEXT
  *   read PATH              prints the content
  *   stat PATH / lstat PATH / fstat PATH
- *                          size, nlink and the three times in ns (fstat: of an fd
+ *                          size, nlink and the three times as SECONDS.NANOSECONDS (fstat: of an fd
  *                          opened O_RDONLY, so the child answers, not the broker)
  *   ls DIR                 the names in DIR, sorted, and whether every d_ino matched stat's
  *
@@ -34,14 +34,11 @@ static int err(void) {
     return 0;
 }
 
-static long long ns(struct timespec t) {
-    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
 static void show_stat(const struct stat *st) {
-    printf("ok size=%llu nlink=%llu atim=%lld mtim=%lld ctim=%lld\n",
+    printf("ok size=%llu nlink=%llu atim=%lld.%09ld mtim=%lld.%09ld ctim=%lld.%09ld\n",
            (unsigned long long)st->st_size, (unsigned long long)st->st_nlink,
-           ns(st->st_atim), ns(st->st_mtim), ns(st->st_ctim));
+           (long long)st->st_atim.tv_sec, st->st_atim.tv_nsec, (long long)st->st_mtim.tv_sec,
+           st->st_mtim.tv_nsec, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
 }
 
 static int open_dir(const char *dir) {

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from .. import protocol
 from ..wasi import (
+    filestat_of,
     filetype_of_mode,
     fstflags_conflict,
     times_for,
@@ -49,6 +50,7 @@ _CREATES_ONE = (protocol.PathCreateDirectory, protocol.PathSymlink, protocol.Pat
 # child opening millions of files cannot grow the supervisor; past it the
 # oldest are forgotten (re-timing those through a descriptor is ENOTCAPABLE).
 MAX_RETIMABLE = 1 << 16
+HANDLE_MAX = (1 << 32) - 1  # the largest handle number OpenReply carries
 
 
 class BrokerError(Exception):
@@ -163,8 +165,11 @@ class Broker:
         if len(self.handles) >= self.max_handles:
             _close(fd)
             raise BrokerError(Errno.MFILE)
+        # Numbers travel as u32 (OpenReply.handle): past the last one, wrap to a free one.
         number = self._next
-        self._next += 1
+        while number in self.handles:
+            number = (number + 1) & HANDLE_MAX
+        self._next = (number + 1) & HANDLE_MAX
         self.handles[number] = Handle(fd, readonly)
         return number
 
@@ -490,8 +495,8 @@ def _dot_inodes(handle: Handle) -> tuple[int, int]:
 
 
 def _stat_reply(st: os.stat_result) -> protocol.StatReply:
-    return protocol.StatReply(0, st.st_dev, st.st_ino, filetype_of_mode(st.st_mode), st.st_nlink,
-                              st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
+    # Clamped to WASI's fields: a file dated before 1970 is ordinary on real disks.
+    return protocol.StatReply(0, *filestat_of(st))
 
 
 def _stat_error(errno: int) -> protocol.StatReply:

@@ -24,7 +24,7 @@ import time
 from .. import protocol
 from ..wasi import (
     ALL_FSTFLAGS,
-    filetype_of_mode,
+    filestat_of,
     fstflags_conflict,
     ACCESS_MODE_RIGHTS,
     DIRECTORY_READONLY_RIGHTS,
@@ -239,12 +239,16 @@ class WasiHost:
         return kept
 
     def _write_filestat(self, ptr: int, reply) -> None:
-        self.mem.pack(self.filestat, ptr, reply.dev, reply.ino, reply.filetype, reply.nlink,
-                      reply.size, reply.atim, reply.mtim, reply.ctim)
+        self._pack_filestat(ptr, reply.dev, reply.ino, reply.filetype, reply.nlink, reply.size,
+                            reply.atim, reply.mtim, reply.ctim)
 
     def _write_host_stat(self, ptr: int, st: os.stat_result) -> None:
-        self.mem.pack(self.filestat, ptr, st.st_dev, st.st_ino, filetype_of_mode(st.st_mode),
-                      st.st_nlink, st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
+        self._pack_filestat(ptr, *filestat_of(st))
+
+    def _pack_filestat(self, ptr: int, dev, ino, filetype, nlink, size, atim, mtim, ctim) -> None:
+        # Values are u64 already (filestat_of); preview0's nlink is narrower.
+        self.mem.pack(self.filestat, ptr, dev, ino, filetype, min(nlink, self.snapshot.nlink_max),
+                      size, atim, mtim, ctim)
 
     def _ask(self, request: protocol.Message) -> None:
         errno = self.s.broker.call_errno(request)

@@ -1,7 +1,14 @@
 """The WASI ABI as data: constants, layouts and signatures for preview1 and preview0."""
 
 from .constants import *  # noqa: F401,F403
-from .constants import errno_from_host, filetype_of_mode, fstflags_conflict, times_for
+from .constants import (
+    errno_from_host,
+    filestat_of,
+    filetype_of_mode,
+    fstflags_conflict,
+    timestamp_of,
+    times_for,
+)
 from .layouts import (
     DIRENT,
     EVENT,

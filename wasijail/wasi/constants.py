@@ -8,6 +8,7 @@ WASI constant.
 from __future__ import annotations
 
 import errno as _host
+import os as _os
 import stat as _stat
 import time as _time
 from enum import IntEnum, IntFlag
@@ -222,6 +223,33 @@ def filetype_of_mode(mode: int) -> Filetype:
     if _stat.S_ISSOCK(mode):
         return Filetype.SOCKET_STREAM
     return Filetype.UNKNOWN
+
+
+U64_MAX = (1 << 64) - 1
+# The largest WASI timestamp (u64 ns since 1970): 2554-07-21.
+TIMESTAMP_MAX = U64_MAX
+
+
+def timestamp_of(ns: int) -> int:
+    """A host time (ns since 1970, any sign or size) as a WASI timestamp.
+
+    Before 1970 is 0, as wasmtime reports a time WASI cannot carry (it drops
+    it, then fills 0); past 2554 is the largest timestamp (wasmtime fails the
+    whole stat with EOVERFLOW there; a listing that works is worth more).
+    """
+    return 0 if ns < 0 else min(ns, TIMESTAMP_MAX)
+
+
+def filestat_of(st: _os.stat_result) -> tuple[int, int, int, int, int, int, int, int]:
+    """(dev, ino, filetype, nlink, size, atim, mtim, ctim) of a host stat, each
+    within its WASI u64 field, whatever the host file system reports."""
+    return (_u64(st.st_dev), _u64(st.st_ino), filetype_of_mode(st.st_mode), _u64(st.st_nlink),
+            _u64(st.st_size), timestamp_of(st.st_atime_ns), timestamp_of(st.st_mtime_ns),
+            timestamp_of(st.st_ctime_ns))
+
+
+def _u64(value: int) -> int:
+    return min(max(value, 0), U64_MAX)
 
 
 class Fdflags(IntFlag):

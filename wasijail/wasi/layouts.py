@@ -46,6 +46,7 @@ class Snapshot:
 
     module: str
     filestat: struct.Struct  # dev, ino, filetype, nlink, size, atim, mtim, ctim
+    nlink_max: int  # filestat's nlink field: u64 in preview1, u32 in preview0
     whence: dict[int, int]  # WASI whence -> os.SEEK_*
     subscription: SubscriptionLayout
     functions: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
@@ -109,6 +110,7 @@ PREVIEW0_FUNCTIONS = {k: v for k, v in PREVIEW1_FUNCTIONS.items() if k != "sock_
 PREVIEW1 = Snapshot(
     module="wasi_snapshot_preview1",
     filestat=struct.Struct("<QQBxxxxxxxQQQQQ"),
+    nlink_max=(1 << 64) - 1,
     whence={0: os.SEEK_SET, 1: os.SEEK_CUR, 2: os.SEEK_END},
     subscription=SubscriptionLayout(
         size=48,
@@ -124,6 +126,7 @@ PREVIEW1 = Snapshot(
 PREVIEW0 = Snapshot(
     module="wasi_unstable",
     filestat=struct.Struct("<QQBxxxIQQQQ"),
+    nlink_max=(1 << 32) - 1,
     whence={0: os.SEEK_CUR, 1: os.SEEK_END, 2: os.SEEK_SET},
     subscription=SubscriptionLayout(
         size=56,
