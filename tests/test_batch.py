@@ -368,6 +368,7 @@ def write_graded(folder, *jobs: dict):
 async def test_verdicts_by_expectation(tmp_path):
     (tmp_path / "expected").mkdir()
     (tmp_path / "expected" / "42.txt").write_text("42\n")
+    (tmp_path / "expected" / "link.txt").symlink_to("42.txt")  # the grader's own links are followed
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "in.txt").write_text("copied\n")
     (tmp_path / "out").mkdir()
@@ -381,6 +382,7 @@ async def test_verdicts_by_expectation(tmp_path):
         cat_job("spaces_exact", "42   \n", expect={"stdout": "42\n"}),
         cat_job("no_expected_file", "42\n", expect={"stdout": {"file": "expected/none.txt"}}),
         cat_job("empty", "", expect={"stdout": "42\n"}),
+        cat_job("linked", "42\n", expect={"stdout": {"file": "expected/link.txt"}}),
     ) + [
         *(load_manifest_lines(tmp_path, [
             {"id": "file_ok", **copy, "args": ["/data/in.txt", "/out/a.txt"],
@@ -402,6 +404,7 @@ async def test_verdicts_by_expectation(tmp_path):
         "spaces_exact": ("fail", "stdout differs"),
         "no_expected_file": ("error", f"expected file {tmp_path / 'expected' / 'none.txt'}: No such file or directory"),
         "empty": ("fail", "stdout differs"),
+        "linked": ("pass", None),
         "file_ok": ("pass", None),
         "file_missing": ("fail", "out/b.txt: not written"),
         "exit7": ("pass", None),
@@ -411,7 +414,7 @@ async def test_verdicts_by_expectation(tmp_path):
     }
     assert latest(results)["wrong"]["diff"] == {
         "stdout": "--- expected stdout\n+++ actual stdout\n@@ -1 +1 @@\n-42\n+41\n"}
-    assert summary.verdicts == Counter({"pass": 5, "fail": 6, "error": 1})
+    assert summary.verdicts == Counter({"pass": 6, "fail": 6, "error": 1})
     assert sorted(summary.failing) == sorted(k for k, (v, _) in got.items() if v != "pass")
 
 

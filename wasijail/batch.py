@@ -321,7 +321,7 @@ class Batch:
             if any(job.check is not None for job in jobs):
                 self.scratch = Path(tempfile.mkdtemp(prefix="wasijail-check-"))
                 refuse_writable_overlap(jobs, policy, {"the checkers' folder": self.scratch})
-            self.judge = Judge(scratch=self.scratch or Path(), timeout=check_timeout, live=self.live)
+            self.judge = Judge(scratch=self.scratch, timeout=check_timeout, live=self.live)
             self.digests: dict[Path, str | None] = {}
             version = _version()
             retry = frozenset(retry)
