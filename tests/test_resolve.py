@@ -563,9 +563,21 @@ def test_parent_with_at_calls(resolver, tree):
 # the fallback under EAGAIN, races, fd leaks
 
 
-def test_openat2_eagain_falls_back_to_the_walk(tree, monkeypatch):
-    if not openat2_available():
-        pytest.skip("openat2 is not available on this kernel")
+LEGITIMATE = [
+    (b"file", b"inside-file"),
+    (b"a/../file", b"inside-file"),
+    (b"a/b/../../sub/s", b"sub-s"),
+    (b"a/b/c/../../f", b"a-f"),
+    (b"chain1/c/deep", b"deep"),
+    (b"a/link_up/file", b"inside-file"),
+    (b"a/link_up/a/link_up/a/f", b"a-f"),
+    (b"link_to_sub/../file", b"inside-file"),
+    (b"a/b/link_root_file", b"inside-file"),
+]
+
+
+def _eagain_forever(monkeypatch) -> list:
+    """openat2 answers EAGAIN every time, as under a rename storm that never ends."""
     calls = []
 
     def always_eagain(*args):
@@ -573,10 +585,20 @@ def test_openat2_eagain_falls_back_to_the_walk(tree, monkeypatch):
         raise OSError(errno.EAGAIN, "racing rename")
 
     monkeypatch.setattr(resolve, "_openat2", always_eagain)
+    return calls
+
+
+@pytest.mark.parametrize("path, content", LEGITIMATE)
+def test_exhausted_eagain_falls_back_to_the_walk_never_to_a_refusal(tree, monkeypatch, path, content):
+    if not openat2_available():
+        pytest.skip("openat2 is not available on this kernel")
+    calls = _eagain_forever(monkeypatch)
     r = Resolver(use_openat2=True)
-    assert tree.read(r, b"a/../link_file") == b"inside-file"
-    tree.escapes(r, b"link_out")
+    assert tree.read(r, path) == content
+    assert tree.where(r, path, os.O_PATH, follow=False) == tree.where(Resolver(use_openat2=False), path,
+                                                                       os.O_PATH, follow=False)
     assert len(calls) == 2 * resolve._EAGAIN_RETRIES
+    tree.escapes(r, b"link_out")  # the walk still refuses what leaves
 
 
 def _renameat2_exchange():
@@ -594,47 +616,150 @@ def _renameat2_exchange():
     return exchange
 
 
-def test_race_dir_swapped_for_symlink(resolver, tree):
-    """root/d flips between a real directory and a symlink to ../outside while
-    we open d/secret: each open gets the inside secret or fails, never more."""
+def _walking(resolver: Resolver, monkeypatch) -> Resolver:
+    """The resolver, forced onto the walk (openat2 exhausting its retries)."""
+    if resolver.use_openat2:
+        _eagain_forever(monkeypatch)
+    return resolver
+
+
+def _swap_when_an_open_fails(monkeypatch, name: bytes, a: str, b: str) -> list:
+    """Exchange a and b right after the first failed open of `name`: a rename
+    landing between the walk's open of a name and its second look at it."""
     exchange = _renameat2_exchange()
-    d, other = os.path.join(tree.root, "d"), os.path.join(tree.root, "d_other")
-    os.mkdir(d)
-    Path(d, "secret").write_bytes(b"inside")
-    os.symlink("../outside", other)
-    Path(tree.outside, "secret").write_bytes(b"SECRET")  # same content as before
+    real_open = os.open
+    swapped = []
+
+    def open_then_swap(path, flags, *args, **kw):
+        try:
+            return real_open(path, flags, *args, **kw)
+        except OSError:
+            if path == name and not swapped:
+                exchange(a.encode(), b.encode())
+                swapped.append(flags)
+            raise
+
+    monkeypatch.setattr(resolve.os, "open", open_then_swap)
+    return swapped
+
+
+def test_walk_enters_a_symlink_swapped_for_a_directory_mid_step(resolver, tree, monkeypatch):
+    """d is a symlink when the walk steps into it and a directory when it looks
+    again: the walk enters what is there, instead of failing with ENOTDIR."""
+    os.mkdir(os.path.join(tree.root, "real"))
+    Path(tree.root, "real", "secret").write_bytes(b"via-link")
+    os.symlink("real", os.path.join(tree.root, "d"))
+    os.mkdir(os.path.join(tree.root, "d_dir"))
+    Path(tree.root, "d_dir", "secret").write_bytes(b"via-dir")
+    r = _walking(resolver, monkeypatch)
+    swapped = _swap_when_an_open_fails(monkeypatch, b"d", os.path.join(tree.root, "d"),
+                                       os.path.join(tree.root, "d_dir"))
+    assert tree.read(r, b"d/secret") == b"via-dir"
+    assert swapped
+
+
+@pytest.mark.parametrize("flags", [RD, os.O_RDONLY | os.O_DIRECTORY], ids=["file", "directory"])
+def test_walk_opens_a_symlink_swapped_for_the_real_thing_at_the_last_name(resolver, tree, monkeypatch,
+                                                                          flags):
+    """The last name is a symlink when opened with O_NOFOLLOW and the real
+    thing when looked at again: the walk opens it again instead of failing."""
+    is_dir = bool(flags & os.O_DIRECTORY)
+    os.symlink("sub" if is_dir else "file", os.path.join(tree.root, "f"))
+    if is_dir:
+        os.mkdir(os.path.join(tree.root, "f_real"))
+    else:
+        Path(tree.root, "f_real").write_bytes(b"plain")
+    r = _walking(resolver, monkeypatch)
+    swapped = _swap_when_an_open_fails(monkeypatch, b"f", os.path.join(tree.root, "f"),
+                                       os.path.join(tree.root, "f_real"))
+    fd = tree.open(r, b"f", flags)
+    try:
+        if is_dir:
+            assert os.listdir(fd) == []
+        else:
+            assert os.read(fd, 100) == b"plain"
+    finally:
+        os.close(fd)
+    assert swapped
+
+
+def _flip_while(exchange, a: str, b: str, opens: int, attempt) -> dict:
+    """Exchange a and b in a loop on another thread while `attempt()` runs `opens` times."""
     stop = threading.Event()
 
     def flipper():
         while not stop.is_set():
-            exchange(d.encode(), other.encode())
+            exchange(a.encode(), b.encode())
 
     old_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
     thread = threading.Thread(target=flipper)
     thread.start()
-    outcomes = {"ok": 0, "escape": 0, "other": 0}
+    outcomes: dict = {}
     try:
-        for _ in range(2000):
-            try:
-                fd = resolver.open(tree.root_fd, b"d/secret", RD)
-            except EscapeError:
-                outcomes["escape"] += 1
-                continue
-            except OSError:
-                outcomes["other"] += 1
-                continue
-            try:
-                assert_beneath(fd, tree.root)
-                assert os.read(fd, 100) == b"inside"
-            finally:
-                os.close(fd)
-            outcomes["ok"] += 1
+        for _ in range(opens):
+            outcome = attempt()
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
     finally:
         stop.set()
         thread.join()
         sys.setswitchinterval(old_interval)
-    assert outcomes["ok"] > 0, outcomes
+    return outcomes
+
+
+def test_race_dir_swapped_for_symlink(resolver, tree):
+    """root/d flips between a real directory and a symlink to ../outside while
+    we open d/secret: each open gets the inside secret or is refused as an
+    escape (what d was at that moment), never the outside one, never another error."""
+    exchange = _renameat2_exchange()
+    d, other = os.path.join(tree.root, "d"), os.path.join(tree.root, "d_other")
+    os.mkdir(d)
+    Path(d, "secret").write_bytes(b"inside")
+    os.symlink("../outside", other)
+
+    def attempt():
+        try:
+            fd = resolver.open(tree.root_fd, b"d/secret", RD)
+        except EscapeError:
+            return "escape"
+        except OSError as e:
+            return errno.errorcode[e.errno]
+        try:
+            assert_beneath(fd, tree.root)
+            return os.read(fd, 100).decode()
+        finally:
+            os.close(fd)
+
+    outcomes = _flip_while(exchange, d, other, 2000, attempt)
+    assert set(outcomes) <= {"inside", "escape"}, outcomes
+
+
+@pytest.mark.parametrize("path", [b"d/secret", b"sub/../d/secret", b"d/../d/secret"])
+def test_legitimate_opens_never_fail_under_a_rename_storm(resolver, tree, path):
+    """Liveness: root/d flips between a directory and a symlink that stays inside
+    (through a "..", where openat2 answers EAGAIN while renames are in flight):
+    every one of the opens succeeds, under openat2 (retries, then the walk) and
+    the walk alike."""
+    exchange = _renameat2_exchange()
+    d, other = os.path.join(tree.root, "d"), os.path.join(tree.root, "d_other")
+    os.makedirs(os.path.join(tree.root, "twin"))
+    Path(tree.root, "twin", "secret").write_bytes(b"inside")
+    os.mkdir(d)
+    Path(d, "secret").write_bytes(b"inside")
+    os.symlink("a/../twin", other)
+
+    def attempt():
+        try:
+            fd = resolver.open(tree.root_fd, path, RD)
+        except OSError as e:
+            return f"{type(e).__name__} {errno.errorcode.get(e.errno)}"
+        try:
+            assert_beneath(fd, tree.root)
+            return os.read(fd, 100).decode()
+        finally:
+            os.close(fd)
+
+    assert _flip_while(exchange, d, other, 1000, attempt) == {"inside": 1000}
 
 
 def test_no_fd_leaks(tree):

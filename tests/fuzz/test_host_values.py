@@ -6,12 +6,15 @@ mode. Hypothesis feeds such stats to the broker's stat handler, encodes and
 decodes the reply as the wire carries it, and has the child write it into
 guest memory in both snapshots' layouts (and the child's own fstat path for
 donated files): nothing raises, and each field is the host's value clamped to
-WASI's range (times before 1970 are 0, as wasmtime reports them).
+WASI's range (times before 1970 are 0, as wasmtime reports them). The same
+holds for a host clock read by clock_time_get, and for the broker's handle
+numbers, which travel as u32.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from unittest import mock
 
 import pytest
@@ -24,6 +27,7 @@ from wasijail.broker.handlers import Broker
 from wasijail.child.memory import GuestMemory
 from wasijail.child.wasi import WasiHost, WasiState
 from wasijail.wasi import SNAPSHOTS, TIMESTAMP_MAX, U64_MAX, Oflags, filetype_of_mode
+from wasijail.wasi import U64 as U64_LAYOUT
 
 U64 = st.integers(0, U64_MAX)
 EXTREME_U64 = st.sampled_from([0, 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, U64_MAX])
@@ -103,3 +107,11 @@ def test_handle_numbers_wrap_to_a_free_one(tmp_path):
     for r in opened:
         assert protocol.decode_reply(protocol.OpenReply, r.encode()) == r
     broker.close()
+
+
+@pytest.mark.parametrize("host_ns, guest_ns", [(-5, 0), (-(2**63), 0), (2**64 + 7, TIMESTAMP_MAX), (123, 123)])
+def test_a_host_clock_outside_wasi_range_is_clamped(hosts, host_ns, guest_ns):
+    for host in hosts:
+        with mock.patch.object(time, "clock_gettime_ns", return_value=host_ns):
+            assert host.clock_time_get(0, 0, 64) == 0  # REALTIME
+        assert host.mem.unpack(U64_LAYOUT, 64) == (guest_ns,)

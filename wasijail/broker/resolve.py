@@ -13,7 +13,13 @@ Two implementations sit behind the one API and give the same answers:
   open with O_NOFOLLOW, symlinks read and spliced in by us, and `..` answered
   from our own stack of directory fds, so the kernel never follows a link or a
   `..` on our behalf. A directory swapped for a symlink between two steps is
-  therefore met by O_NOFOLLOW and checked like any other link.
+  therefore met by O_NOFOLLOW and checked like any other link; a name that
+  changes between its open and a second look is judged by the object that
+  second look opened (O_PATH|O_NOFOLLOW), never by the name again, so renames
+  racing a lookup never fail a legitimate path.
+
+openat2 answers EAGAIN while a rename anywhere on the system races a `..`;
+after a few retries the walk answers instead, never a refusal.
 
 Both report an escape as EscapeError (errno EXDEV, as RESOLVE_BENEATH does);
 the broker answers it with WASI's ENOTCAPABLE. Linux only; stdlib + ctypes.
@@ -50,6 +56,10 @@ _O_PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_TMPFILE_BIT = os.O_TMPFILE & ~os.O_DIRECTORY  # the kernel's __O_TMPFILE
 # How the fallback steps into an intermediate directory.
 _STEP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# How it looks at a name whatever it is (a symlink itself, never followed).
+_OBJECT_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+# How often the walk opens a final name again that changed between two looks.
+_RACE_RETRIES = 16
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -270,37 +280,75 @@ class _Walk:
         """Enter directory `name`, or splice it in if it is a symlink."""
         try:
             self.stack.append(os.open(name, _STEP_FLAGS, dir_fd=self.cur))
+            return
         except OSError as e:
             # A symlink opened with O_DIRECTORY|O_NOFOLLOW gives ENOTDIR.
             if e.errno not in (errno.ENOTDIR, errno.ELOOP):
                 raise
-            self._expand(name, e)
+            err = e
+        # A symlink, not a directory, or swapped since that open: decide from
+        # the object itself, opened once, so a rename between two looks at the
+        # name can never make a legitimate path fail.
+        fd = os.open(name, _OBJECT_FLAGS, dir_fd=self.cur)
+        try:
+            kind = stat.S_IFMT(os.fstat(fd).st_mode)
+            if kind == stat.S_IFDIR:  # a directory now: enter the one we hold
+                self.stack.append(fd)
+                fd = -1
+                return
+            if kind != stat.S_IFLNK:
+                raise err
+            target = os.readlink(b"", dir_fd=fd)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self._splice(target)
 
     def _open_last(self, name, flags, mode, follow) -> int | None:
         """Open the final name; None if it was a symlink, now spliced in."""
-        try:
-            fd = os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=self.cur)
-        except OSError as e:
-            # O_NOFOLLOW on a symlink: ELOOP, or ENOTDIR with O_DIRECTORY.
-            # EEXIST (O_CREAT|O_EXCL) is final: O_EXCL never follows.
-            if not follow or e.errno not in (errno.ELOOP, errno.ENOTDIR):
-                raise
-            self._expand(name, e)
-            return None
-        # O_PATH|O_NOFOLLOW opens a symlink itself instead of failing.
-        if follow and flags & os.O_PATH and stat.S_ISLNK(os.fstat(fd).st_mode):
-            os.close(fd)
-            self._expand(name, OSError(errno.ELOOP, os.strerror(errno.ELOOP)))
-            return None
-        return fd
+        for _ in range(_RACE_RETRIES):
+            try:
+                fd = os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=self.cur)
+            except OSError as e:
+                # O_NOFOLLOW on a symlink: ELOOP, or ENOTDIR with O_DIRECTORY.
+                # EEXIST (O_CREAT|O_EXCL) is final: O_EXCL never follows.
+                if not follow or e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                target = self._link_target(name, e)
+                if target is None:
+                    continue  # swapped between the open and the look: open again
+                self._splice(target)
+                return None
+            # O_PATH|O_NOFOLLOW opens a symlink itself instead of failing.
+            if follow and flags & os.O_PATH and stat.S_ISLNK(os.fstat(fd).st_mode):
+                try:
+                    target = os.readlink(b"", dir_fd=fd)
+                finally:
+                    os.close(fd)
+                self._splice(target)
+                return None
+            return fd
+        raise OSError(errno.EAGAIN, "the name kept changing while it was opened")
 
-    def _expand(self, name: bytes, err: OSError) -> None:
-        """Replace symlink `name` by its target in the names still to walk;
-        re-raise `err` if `name` turns out not to be a symlink."""
+    def _link_target(self, name: bytes, err: OSError) -> bytes | None:
+        """The target of symlink `name`, read from the object itself; None if
+        `name` changed since `err` (ask again); `err` if it is what it says."""
         try:
-            target = os.readlink(name, dir_fd=self.cur)
-        except OSError:
-            raise err from None
+            fd = os.open(name, _OBJECT_FLAGS, dir_fd=self.cur)
+        except FileNotFoundError:
+            return None  # gone since: the next open says what is there now
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode):
+                return os.readlink(b"", dir_fd=fd)
+        finally:
+            os.close(fd)
+        if err.errno == errno.ENOTDIR and not stat.S_ISDIR(mode):
+            raise err  # O_DIRECTORY on a file: the genuine answer
+        return None
+
+    def _splice(self, target: bytes) -> None:
+        """Replace the symlink just met by its target in the names still to walk."""
         # The kernel's order: count, magic-link check, then absolute targets.
         self.links += 1
         if self.links > _MAXSYMLINKS:

@@ -25,6 +25,7 @@ from .. import protocol
 from ..wasi import (
     ALL_FSTFLAGS,
     filestat_of,
+    timestamp_of,
     fstflags_conflict,
     ACCESS_MODE_RIGHTS,
     DIRECTORY_READONLY_RIGHTS,
@@ -295,7 +296,8 @@ class WasiHost:
         clock = _CLOCKS.get(clock_id)
         if clock is None:
             return Errno.INVAL
-        self.mem.set_u64(result, time.clock_gettime_ns(clock))
+        # A host clock set before 1970 reads as 0 rather than failing the call.
+        self.mem.set_u64(result, timestamp_of(time.clock_gettime_ns(clock)))
         return Errno.SUCCESS
 
     def random_get(self, buf: int, length: int) -> int:
