@@ -231,3 +231,19 @@ def test_html_report_renders_in_chromium(graded, tmp_path):
     assert console == [] and "<title>Batch report: jobs.results.jsonl</title>" in dom
     assert "pwned" not in dom.split("<body>")[0] and "<img" not in dom
     assert "x&lt;b&gt;y" in dom
+
+
+def test_report_shows_outputs_kept_in_the_output_dir(tmp_path):
+    (tmp_path / "in.txt").write_text("from the output folder\n" + "x" * 5000)
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "kept", "module": str(PROGRAMS / "cat.wasm"), "stdin": "in.txt"}) + "\n"
+                        + json.dumps({"id": "linked", "module": str(PROGRAMS / "demo_p1.wasm")}) + "\n")
+    assert wasijail("batch", "--output-dir", tmp_path / "out", manifest).returncode == 0
+    (tmp_path / "secret.txt").write_text("SECRET\n")
+    (tmp_path / "out" / "linked.stdout").unlink()
+    (tmp_path / "out" / "linked.stdout").symlink_to(tmp_path / "secret.txt")  # replaced after the batch
+    page = tmp_path / "report.html"
+    assert wasijail("batch", "report", "--html", page, tmp_path / "jobs.results.jsonl").returncode == 0
+    html = page.read_text()
+    assert "<pre>from the output folder\nxxx" in html and "xxx\n... (cut)</pre>" in html  # an excerpt
+    assert "SECRET" not in html and f"({tmp_path / 'out' / 'linked.stdout'}: Too many levels of symbolic links)" in html
