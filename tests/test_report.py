@@ -67,7 +67,8 @@ def graded(tmp_path_factory) -> Path:
     retried = subprocess.run([*command[:-1], "--retry", "timeout", "hw1.jsonl"], cwd=folder, capture_output=True,
                              timeout=120)
     rows = summary_rows(text(retried.stderr))
-    assert (rows["ran"], rows["pass"], rows["fail"], rows["failed"]) == ("1", "6", "5", "5: dave, erin, frank, grace, judy")
+    assert (rows["ran"], rows["pass"], rows["fail"]) == ("1", "6", "5")
+    assert rows["failed"] == "5: dave, erin, frank, grace, judy"
     assert rows["score"] == "1.5 total, 0.75 mean of 2"
     return folder
 
@@ -108,7 +109,8 @@ def test_report_csv_takes_the_last_line_per_id(graded, tmp_path):
         f.write("not json\n")
     proc = wasijail("batch", "report", "--csv", tmp_path / "r.csv", results)
     assert proc.returncode == 0
-    assert text(proc.stderr) == f"wasijail: warning: {results}:{len(results.read_text().splitlines())}: unreadable line ignored (Expecting value)\n"
+    line = len(results.read_text().splitlines())
+    assert text(proc.stderr) == f"wasijail: warning: {results}:{line}: unreadable line ignored (Expecting value)\n"
     rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
     assert [r["id"] for r in rows] == list(latest(graded / "hw1.results.jsonl"))  # in the order of their lines
     by_id = {r["id"]: r for r in rows}

@@ -377,7 +377,8 @@ def batch_command(argv: list[str]) -> int:
 
 def batch_report_command(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} batch report",
-                description="Show a batch's results: a table on the terminal, a CSV file, or one self-contained HTML page.")
+                description="Show a batch's results: a table on the terminal, a CSV file, or one"
+                            " self-contained HTML page.")
     p.add_argument("--csv", metavar="FILE", help="write one row per job to FILE ('-': standard output)")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report to FILE")
     p.add_argument("results", metavar="RESULTS", help="a results file written by `wasijail batch`")

@@ -438,7 +438,8 @@ def compare(expect: Expect, result: RunResult) -> Verdict:
             return Verdict(ERROR, [str(exc)])
         if len(expected) > FILE_LIMIT:
             return Verdict(ERROR, [f"expected {name} is larger than {FILE_LIMIT} bytes"])
-        a, b = _normalize(expected, expect.ignore_trailing_whitespace), _normalize(got, expect.ignore_trailing_whitespace)
+        ws = expect.ignore_trailing_whitespace
+        a, b = _normalize(expected, ws), _normalize(got, ws)
         if a != b:
             why.append(f"{name} differs")
             diffs[name] = short_diff(a, b, name)
