@@ -224,3 +224,23 @@ def test_policy_module_has_no_heavy_imports():
                 if isinstance(node, (ast.Import, ast.ImportFrom))
                 for alias in node.names}
     assert imported <= {"annotations", "errno"}
+
+
+@pytest.mark.parametrize("pid", [1, 4242, 65535, 4194304])
+def test_prebuilt_filter_patched_for_a_pid_is_the_filter_built_for_it(pid):
+    """The fork server compiles the filter once; each child patches in its pid. The
+    result must be the very program libseccomp builds for that pid, byte for byte."""
+    sandbox.prebuild_seccomp()
+    try:
+        for action in (pyseccomp.TRAP, pyseccomp.KILL_PROCESS):
+            patched = sandbox.program_for(pid, action)
+            assert patched is not None
+            assert patched == sandbox.export_program(pid, action)
+            assert sandbox._PREBUILT[action].pid_offsets  # the pid is in the program
+    finally:
+        sandbox._PREBUILT.clear()
+
+
+def test_without_a_prebuilt_filter_there_is_nothing_to_patch():
+    sandbox._PREBUILT.clear()
+    assert sandbox.program_for(1234, pyseccomp.TRAP) is None

@@ -14,7 +14,7 @@ from wasijail.broker.session import BrokerSession
 async def _serve(*messages: protocol.Message) -> BrokerSession:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     kills = []
-    session = BrokerSession(Broker([]), trio.socket.from_stdlib_socket(ours), lambda: kills.append(1))
+    session = BrokerSession(Broker([]), ours, lambda: kills.append(1))
     for message in messages:
         theirs.send(message.encode())
     theirs.shutdown(socket.SHUT_WR)

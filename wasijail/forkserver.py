@@ -23,7 +23,7 @@ import sys
 
 from . import protocol
 from .child import runner
-from .child.sandbox import LockdownConfig, LockdownError, lockdown
+from .child.sandbox import LockdownConfig, LockdownError, lockdown, prebuild_seccomp
 from .stdio import fill_closed_stdio
 
 _PR_SET_PDEATHSIG = 1
@@ -99,6 +99,7 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], viola
 def serve(control_fd: int) -> None:
     fill_closed_stdio()
     _die_with_parent()
+    prebuild_seccomp()  # once here, not in every child
     # Ctrl-C is for the supervisor, which stops the children; the fork server ends with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)

@@ -19,12 +19,13 @@ before the child is locked down and no size limit applies to argv or env.
 from __future__ import annotations
 
 import array
+import operator
 import os
 import socket
 import struct
 from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from .wasi import ALL_FSTFLAGS, PATH_MAX, Fdflags, Lookupflags, Oflags
 
@@ -101,9 +102,11 @@ class Message:
     FDS: ClassVar[int] = 0  # descriptors that travel with it (SCM_RIGHTS); any other count is a violation
 
     def encode(self) -> bytes:
-        names = [f.name for f in fields(self)]  # type: ignore[arg-type]
-        ints = [getattr(self, n) for n in names if n not in self.BLOBS]
-        parts = [_HEADER.pack(self.OP), self.FIXED.pack(*ints)]
+        layout = _LAYOUTS.get(type(self)) or _layout(type(self))
+        head = layout.head.pack(self.OP, *layout.ints(self))
+        if not self.BLOBS:
+            return head
+        parts = [head]
         for name in self.BLOBS:
             blob = getattr(self, name)
             parts.append(_BLOB_LEN.pack(len(blob)))
@@ -117,28 +120,50 @@ class Message:
         except struct.error as exc:
             raise ProtocolError(f"{cls.__name__}: truncated fixed part") from exc
         offset += cls.FIXED.size
-        blobs = []
-        for name in cls.BLOBS:
-            if offset + _BLOB_LEN.size > len(data):
-                raise ProtocolError(f"{cls.__name__}.{name}: truncated length")
-            (length,) = _BLOB_LEN.unpack_from(data, offset)
-            offset += _BLOB_LEN.size
-            if offset + length > len(data):
-                raise ProtocolError(f"{cls.__name__}.{name}: length {length} past the end")
-            blobs.append(bytes(data[offset:offset + length]))
-            offset += length
+        if cls.BLOBS:
+            blobs = []
+            end = len(data)
+            for name in cls.BLOBS:
+                if offset + _BLOB_LEN.size > end:
+                    raise ProtocolError(f"{cls.__name__}.{name}: truncated length")
+                (length,) = _BLOB_LEN.unpack_from(data, offset)
+                offset += _BLOB_LEN.size
+                if offset + length > end:
+                    raise ProtocolError(f"{cls.__name__}.{name}: length {length} past the end")
+                blobs.append(bytes(data[offset:offset + length]))
+                offset += length
+            ints = (*ints, *blobs)
         if offset != len(data):
             raise ProtocolError(f"{cls.__name__}: {len(data) - offset} trailing bytes")
-        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-        values = dict(zip([n for n in names if n not in cls.BLOBS], ints))
-        values.update(zip(cls.BLOBS, blobs))
-        message = cls(**values)
+        message = cls(*ints)  # fields are declared ints first, then blobs (checked by _layout)
         message.validate()
         return message
 
     def validate(self) -> None:
         for name in self.PATHS:
             _check_path(f"{type(self).__name__}.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    head: struct.Struct  # the op and the fixed fields, packed in one call
+    ints: Callable[[Message], tuple]  # the fixed fields' values, in order
+
+
+_LAYOUTS: dict[type, _Layout] = {}
+
+
+def _layout(cls: type[Message]) -> _Layout:
+    """Made once per message class: precompiled structs, no per-field work per message."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    int_names = [n for n in names if n not in cls.BLOBS]
+    if names != int_names + list(cls.BLOBS):
+        raise TypeError(f"{cls.__name__}: blob fields must come last, in BLOBS order")
+    getter = operator.attrgetter(*int_names) if int_names else (lambda m: ())
+    ints = getter if len(int_names) != 1 else (lambda m: (getter(m),))
+    layout = _Layout(struct.Struct("<H" + cls.FIXED.format.lstrip("<")), ints)
+    _LAYOUTS[cls] = layout
+    return layout
 
 
 # --- requests (child -> parent) -------------------------------------------

@@ -362,7 +362,7 @@ class Supervisor:
                 closing.remove(fd)
             if cached.fd >= 0:
                 closing.append(cached.fd)
-            session = BrokerSession(broker, trio.socket.from_stdlib_socket(parent_sock), child.kill)
+            session = BrokerSession(broker, parent_sock, child.kill)
             if cached.mode == protocol.ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
             memory_leaf = next((leaf for leaf in leaves if leaf.memory_max is not None), None)

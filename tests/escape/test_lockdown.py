@@ -766,3 +766,24 @@ def test_child_is_not_dumpable():
     result = run_locked(body, setup="import ctypes")
     assert_survived(result)
     assert result.value("dumpable") == 0
+
+
+def test_the_filter_compiled_in_the_fork_server_holds_the_same_line():
+    """The fork server's way: the filter is compiled before the fork, the child patches its
+    pid in and loads the program itself. Forbidden calls still die and are named, signals
+    to itself still work, the rest gets EPERM."""
+    body = """
+        import ctypes, signal
+        libc = ctypes.CDLL(None, use_errno=True)
+        signal.signal(signal.SIGUSR1, lambda *a: report("signalled", True))
+        signal.pthread_kill(__import__("threading").get_ident(), signal.SIGUSR1)
+        rc = libc.syscall(0x1234, 0, 0)
+        report("unknown", [rc, errno.errorcode.get(ctypes.get_errno())])
+        libc.syscall(59, 0, 0, 0)  # execve
+    """
+    result = run_locked(body, setup="import ctypes, signal, threading\nsandbox.prebuild_seccomp()")
+    assert_killed(result, "execve")
+    assert result.value("signalled") is True
+    assert result.value("unknown") == [-1, "EPERM"]
+    seccomp = [layer for layer in result.lockdown["layers"] if layer["name"] == "seccomp"][0]
+    assert seccomp["applied"] and "compiled once in the fork server" in seccomp["detail"]

@@ -112,7 +112,7 @@ async def test_hostile_child_cannot_hurt_the_broker(messages, use_openat2):
         broker = Broker([(root_fd, False)], resolver=Resolver(use_openat2=use_openat2))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         kills = []
-        session = BrokerSession(broker, trio.socket.from_stdlib_socket(ours), lambda: kills.append(1))
+        session = BrokerSession(broker, ours, lambda: kills.append(1))
         donated = open("/dev/null", "rb")
 
         async def fake_child():
@@ -166,7 +166,7 @@ async def test_descriptors_from_a_child_are_closed_and_reported():
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     kills = []
     broker = Broker([])
-    session = BrokerSession(broker, trio.socket.from_stdlib_socket(ours), lambda: kills.append(1))
+    session = BrokerSession(broker, ours, lambda: kills.append(1))
     sock_fd = ours.fileno()
     with open("/dev/null", "rb") as f:
         before = _open_fds()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import os
 import socket
+import threading
 from typing import Callable
 
 import trio
@@ -20,9 +21,17 @@ from .handlers import Broker
 
 
 class BrokerSession:
-    def __init__(self, broker: Broker, sock, kill: Callable[[], None]) -> None:
+    """One child's broker socket, served by a thread of its own.
+
+    Answering is blocking code on a worker thread, off the event loop: a
+    request costs one receive and one send (no reschedule of the trio loop
+    per message), and one child's slow calls never queue behind another's —
+    the threads share only the GIL, which the host calls release.
+    """
+
+    def __init__(self, broker: Broker, sock: socket.socket, kill: Callable[[], None]) -> None:
         self.broker = broker
-        self.sock = sock  # a trio socket
+        self.sock = sock  # a blocking stdlib socket: the thread's alone while it serves
         self.kill = kill
         self.reported: protocol.Result | None = None
         self.violation: str | None = None  # what the child did that ended it
@@ -32,40 +41,71 @@ class BrokerSession:
         self.sandbox_missing: tuple[str, ...] | None = None  # layers the child could not apply
         self.artifact_sink = -1  # the memfd the child writes its artifact to, if it should
         self.artifact: bytes | None = None  # what it wrote, copied before any guest code ran
+        self._notify: Callable = lambda fn: fn()
 
     async def serve(self) -> None:
         """Answer the child until it hangs up; end it at the first message it should not send.
 
         Nothing raised while serving reaches the caller: a broken or hostile
         message ends the run as a violation, anything unexpected on our side
-        as a crash (`failure`), and either way the socket is closed at once so
+        as a crash (`failure`), and either way the socket is shut at once so
         descriptors the child queued in it (copies of its stdout, say) are
-        dropped and the run's output ends with the child.
+        dropped and the run's output ends with the child. Cancelling `serve`
+        shuts the socket too, so the thread ends before the run's descriptors
+        are closed: it never outlives them.
         """
+        self.sock.setblocking(True)
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        self._notify = token.run_sync_soon  # thread -> loop, never blocking the thread
+
+        def run() -> None:
+            try:
+                self._serve_in_thread()
+            finally:
+                try:
+                    token.run_sync_soon(done.set)
+                except trio.RunFinishedError:
+                    pass
+
+        thread = threading.Thread(target=run, name="wasijail-broker", daemon=True)
+        thread.start()
         try:
-            await self._serve()
+            await done.wait()
+        finally:
+            if not done.is_set():  # cancelled (a deadline, Ctrl-C): wake the thread, let it finish
+                self._shut()
+                thread.join()
+
+    def _shut(self) -> None:
+        """Wake the thread: its receive returns nothing and it ends (and closes the socket)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _serve_in_thread(self) -> None:
+        try:
+            self._serve()
         except protocol.ProtocolError as exc:
-            self._end(f"malformed broker request: {exc}")
-        except trio.Cancelled:
-            raise
+            self.violation = f"malformed broker request: {exc}"
+            self.kill()
         except Exception as exc:  # a bug or a host value we did not foresee: this run alone ends
             self.failure = f"internal error while serving the child: {type(exc).__name__}: {exc}"
             self.kill()
+        finally:
+            # Closing, not just shutting, drops every message still queued and the
+            # descriptors they carry. Only this thread uses the socket, so it closes it.
             self.sock.close()
 
-    def _end(self, violation: str) -> None:
-        self.violation = violation
-        self.kill()
-        self.sock.close()  # drops whatever the child queued, descriptors included
-
-    async def _serve(self) -> None:
+    def _serve(self) -> None:
+        sock = self.sock
         while True:
             try:
-                data, ancdata, flags, _ = await self.sock.recvmsg(
-                    protocol.MAX_MESSAGE + 1, protocol.RECV_CMSG_SPACE)
-            except (ConnectionResetError, trio.ClosedResourceError):
-                return  # the child died with a request unanswered
-            fds = protocol.unpack_fds(ancdata)
+                data, ancdata, flags, _ = sock.recvmsg(protocol.MAX_MESSAGE + 1, protocol.RECV_CMSG_SPACE)
+            except (ConnectionResetError, OSError):
+                return  # the child died with a request unanswered, or the run shut the socket
+            fds = protocol.unpack_fds(ancdata) if ancdata else ()
             try:
                 if not data:
                     return
@@ -76,7 +116,10 @@ class BrokerSession:
             if reply is None:
                 continue
             try:
-                await self.sock.sendmsg([reply.encode()], _rights(reply_fds))
+                if reply_fds:
+                    sock.sendmsg([reply.encode()], _rights(reply_fds))
+                else:
+                    sock.send(reply.encode())
             except OSError:
                 return  # the child is gone
             finally:
@@ -107,8 +150,8 @@ class BrokerSession:
             if request.artifact_size:
                 self.artifact = _read_artifact(self.artifact_sink, request.artifact_size)
             if self.on_compiled is not None:
-                self.on_compiled()
-            self.compiled.set()
+                self.on_compiled()  # on this thread, before the reply lets guest code run
+            self._notify(self.compiled.set)
             return protocol.Reply(0), []
         return self.broker.dispatch(request, tuple(fds))
 

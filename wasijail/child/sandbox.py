@@ -30,15 +30,47 @@ import os
 import platform
 import resource
 import signal
+import struct
 import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 
-# Imported here, at module import time, on purpose: `import pyseccomp` runs
-# `ldconfig -p` (ctypes.util.find_library), which lockdown forbids.
-import pyseccomp
+
+def _import_pyseccomp():
+    """`import pyseccomp`, without its two `ldconfig -p` runs.
+
+    pyseccomp locates libc and libseccomp with ctypes.util.find_library,
+    which starts `ldconfig -p` each time: ~25 ms apiece, on the path of every
+    cold start. The sonames are tried first; find_library remains the
+    fallback. Imported here, at module import time, on purpose: lockdown
+    forbids starting processes and opening files.
+    """
+    import ctypes.util
+
+    original = ctypes.util.find_library
+    sonames = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+
+    def find_library(name: str) -> str | None:
+        soname = sonames.get(name)
+        if soname is not None:
+            try:
+                ctypes.CDLL(soname)
+                return soname
+            except OSError:
+                pass
+        return original(name)
+
+    ctypes.util.find_library = find_library
+    try:
+        import pyseccomp
+    finally:
+        ctypes.util.find_library = original
+    return pyseccomp
+
+
+pyseccomp = _import_pyseccomp()
 
 from . import seccomp_policy as policy
 
@@ -836,6 +868,78 @@ def build_filter(pid: int, forbidden_action: int) -> pyseccomp.SyscallFilter:
     return f
 
 
+# Stands for the child's pid in a filter compiled before the child exists;
+# patched in the BPF program after fork (it occurs nowhere else in the policy).
+_PID_PLACEHOLDER = 0x3ABCDEF1
+_BPF_INSN = struct.Struct("<HBBI")  # struct sock_filter: code, jt, jf, k
+_BPF_JMP = 0x05
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_TSYNC = 1
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+@dataclass(frozen=True)
+class _Prebuilt:
+    program: bytes  # the BPF program, with _PID_PLACEHOLDER where the pid goes
+    pid_offsets: tuple[int, ...]  # byte offsets of those `k` fields
+
+
+_PREBUILT: dict[int, _Prebuilt] = {}  # by forbidden action
+
+
+def export_program(pid: int, forbidden_action: int) -> bytes:
+    """The filter as the BPF program libseccomp would load (for prebuilding and for tests)."""
+    read, write = os.pipe()
+    try:
+        with os.fdopen(write, "wb", closefd=True) as sink:
+            build_filter(pid, forbidden_action).export_bpf(sink)
+        chunks = []
+        while chunk := os.read(read, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(read)
+
+
+def prebuild_seccomp() -> None:
+    """Compile the filter once, before any child is forked (the fork server calls this).
+
+    libseccomp spends milliseconds building and optimising the program; each
+    child then only patches its own pid in and loads it.
+    """
+    for action in (pyseccomp.TRAP, pyseccomp.KILL_PROCESS):
+        program = export_program(_PID_PLACEHOLDER, action)
+        offsets = tuple(
+            i * _BPF_INSN.size for i, (code, _, _, k) in enumerate(_BPF_INSN.iter_unpack(program))
+            if k == _PID_PLACEHOLDER and code & 0x07 == _BPF_JMP)
+        _PREBUILT[action] = _Prebuilt(program, offsets)
+
+
+def program_for(pid: int, forbidden_action: int) -> bytes | None:
+    """The prebuilt program with `pid` patched in, or None when none was prebuilt."""
+    prebuilt = _PREBUILT.get(forbidden_action)
+    if prebuilt is None:
+        return None
+    program = bytearray(prebuilt.program)
+    for offset in prebuilt.pid_offsets:
+        struct.pack_into("<I", program, offset + 4, pid)
+    return bytes(program)
+
+
+def _load_program(program: bytes) -> None:
+    """seccomp(SECCOMP_SET_MODE_FILTER, TSYNC, program), as libseccomp's load() does."""
+    nr = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, "seccomp")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // _BPF_INSN.size, ctypes.addressof(buffer))
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if _libc.syscall(nr, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def _load_seccomp(config: LockdownConfig, reporter_problem: str | None) -> LayerStatus:
     if not config.seccomp:
         return LayerStatus("seccomp", False, "disabled by config")
@@ -846,11 +950,16 @@ def _load_seccomp(config: LockdownConfig, reporter_problem: str | None) -> Layer
         action = pyseccomp.KILL_PROCESS
         naming = f"forbidden syscalls: SIGSYS, not named ({reporter_problem})"
     try:
-        build_filter(os.getpid(), action).load()
+        program = program_for(os.getpid(), action)
+        if program is not None:
+            _load_program(program)
+        else:
+            build_filter(os.getpid(), action).load()
     except OSError as exc:
         return LayerStatus("seccomp", False, f"loading the filter failed: {exc}")
     return LayerStatus("seccomp", True,
-                       f"allow-list (default EPERM), TSYNC; {naming}")
+                       f"allow-list (default EPERM), TSYNC; {naming}"
+                       + ("; compiled once in the fork server" if program is not None else ""))
 
 
 # ---------------------------------------------------------------------------
