@@ -143,6 +143,11 @@ class PrivateStdio:
         for pump in self._pumps:
             pump.start()
 
+    @property
+    def copying(self) -> bool:
+        """Whether threads copy through pipes (then `finish` may block for a moment)."""
+        return bool(self._pumps)
+
     def finish(self, *, drain_timeout: float = 1.0) -> None:
         """The child is gone: flush output copies, stop input ones, hand offsets back. Blocking."""
         for pump in self._pumps:

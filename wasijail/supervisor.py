@@ -378,8 +378,11 @@ class Supervisor:
                     with trio.CancelScope(shield=True):
                         await child.wait()
                 self.live_children -= 1
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(plumbing.private.finish)
+                if plumbing.private.copying:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(plumbing.private.finish)
+                else:
+                    plumbing.private.finish()  # no thread to wait for: offsets only
             if session.artifact is not None and self.cache is not None and cached.key:
                 try:
                     await trio.to_thread.run_sync(self.cache.store, cached.key, session.artifact)
