@@ -26,6 +26,7 @@ import fcntl
 import os
 import select
 import stat
+import sys
 import threading
 from dataclasses import dataclass
 from typing import final
@@ -35,8 +36,13 @@ _CHUNK = 1 << 16
 
 
 def fill_closed_stdio() -> None:
-    """Open /dev/null on whichever of 0, 1, 2 is closed (reads: end of file; writes: lost)."""
-    for fd in (0, 1, 2):
+    """Open /dev/null on whichever of 0, 1, 2 is closed (reads: end of file; writes: lost).
+
+    Python started with the stream closed left `sys.stdin`/`stdout`/`stderr`
+    None; it gets a text stream on the new descriptor, so a message written
+    to it is lost quietly instead of raising.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
         try:
             os.fstat(fd)
         except OSError as exc:
@@ -48,6 +54,8 @@ def fill_closed_stdio() -> None:
                 os.close(null)
             else:
                 os.set_inheritable(fd, True)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(fd, mode, closefd=False, errors="backslashreplace"))
 
 
 @dataclass
