@@ -134,3 +134,82 @@ async def test_policy_built_in_code(tmp_path):
 def test_run_sync():
     result = wasijail.run_sync(program("exit7.wasm"))
     assert result.returncode == 7
+
+
+# --- argument checks, module problems, kill, args, check_returncode ---
+
+from wasijail import Killed, ModuleError, PIPE, RunFailed  # noqa: E402
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda: wasijail.run(program("exit7.wasm"), "hello"), TypeError, "args must be a sequence of str, not str"),
+    (lambda: wasijail.run(program("exit7.wasm"), [1]), TypeError, "not one holding int"),
+    (lambda: wasijail.run(program("cat.wasm"), stdin="text"), TypeError, "stdin=text.encode()"),
+    (lambda: wasijail.run(program("exit7.wasm"), policy="p.toml"), TypeError, "Policy.from_toml(path)"),
+    (lambda: wasijail.run(42), TypeError, "module must be a path"),
+    (lambda: wasijail.run(program("exit7.wasm"), stdout=1, capture_stdout=True), ValueError,
+     "stdout= and capture_stdout=True cannot be given together"),
+    (lambda: wasijail.run(program("cat.wasm"), stdin=PIPE), ValueError, "stdin=PIPE is only valid with nursery"),
+    (lambda: wasijail.run(program("exit7.wasm"), stdout=PIPE), ValueError, "stdout=PIPE is only valid"),
+])
+async def test_wrong_arguments_raise_at_the_call(call, error, message):
+    with trio.fail_after(5):  # raised at once, never a hang
+        with pytest.raises(error) as info:
+            await call()
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("make,detail", [
+    (lambda d: d / "missing.wasm", "no such file"),
+    (lambda d: d, "is a directory"),
+    (lambda d: (d / "x.wasm").write_bytes(b"GIF89a") and d / "x.wasm", "bad magic number"),
+    (lambda d: (d / "c.wasm").write_bytes(b"\0asm\x0d\x00\x01\x00") and d / "c.wasm", "a WebAssembly component"),
+    (lambda d: (d / "i.wat").write_text('(module (import "env" "f" (func)))') and d / "i.wat", "unknown import"),
+    (lambda d: (d / "e.wasm").write_bytes(b"") is not None and d / "e.wasm", "empty file"),
+])
+async def test_every_module_problem_is_an_error_outcome(tmp_path, make, detail):
+    module = make(tmp_path)
+    result = await wasijail.run(module)
+    assert (result.outcome.kind, result.returncode) == (OutcomeKind.ERROR, 1)
+    assert detail in result.outcome.detail and str(module) in result.outcome.detail
+    with pytest.raises(ModuleError):
+        await wasijail.run(module, check=True)
+    with pytest.raises(ModuleError):
+        result.check_returncode()
+
+
+async def test_a_missing_module_under_nursery_start_hands_back_an_ended_handle(tmp_path):
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(wasijail.run, tmp_path / "nope.wasm")
+        assert handle.pid is None
+        assert (await handle.wait()).outcome.kind is OutcomeKind.ERROR
+
+
+async def test_kill_ends_as_killed():
+    async with open_supervisor() as sup:
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(sup.run, program("spin.wasm"))
+            handle.kill()
+            result = await handle.wait()
+    assert (result.outcome.kind, result.returncode, result.outcome.signal) == (OutcomeKind.KILLED, 137, 9)
+    with pytest.raises(Killed):
+        result.check_returncode()
+
+
+async def test_result_carries_its_command_and_check_returncode():
+    result = await wasijail.run(program("exit7.wasm"), ["a", "b"])
+    assert result.args == (str(program("exit7.wasm")), "a", "b")
+    with pytest.raises(GuestExit) as info:
+        result.check_returncode()
+    assert isinstance(info.value, RunFailed) and info.value.result is result
+    ok = await wasijail.run(program("demo_p1.wasm"), capture_stdout=True)
+    assert ok.check_returncode() is None
+
+
+async def test_a_missing_parent_layer_is_reported_with_the_result():
+    """openat2 missing: paths are still confined (the fallback walk), and the result says it ran without it."""
+    from wasijail.broker.resolve import Resolver
+
+    async with open_supervisor(resolver=Resolver(use_openat2=False)) as sup:
+        result = await sup.run(program("exit7.wasm"))
+    assert [m.split(":")[0] for m in result.sandbox_missing] == ["openat2"]

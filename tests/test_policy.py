@@ -415,17 +415,45 @@ def test_symlinks_are_not_resolved_and_host_need_not_exist(tmp_path):
     assert p.preopens[1].host == tmp_path / "missing"
 
 
-def test_duplicate_guest_names_are_kept_in_order(tmp_path):
-    p = load('[[fs.preopen]]\nhost = "a"\nguest = "g"\n[[fs.preopen]]\nhost = "b"\nguest = "g"\n', tmp_path)
-    assert [(x.host.name, x.guest) for x in p.preopens] == [("a", "g"), ("b", "g")]
+def test_a_guest_name_granted_twice_is_an_error(tmp_path):
+    with pytest.raises(PolicyError) as info:
+        load('[[fs.preopen]]\nhost = "a"\nguest = "g"\n[[fs.preopen]]\nhost = "b"\nguest = "g"\n', tmp_path)
+    assert str(info.value).endswith("p.toml: [[fs.preopen]] #2 guest: 'g' is already granted by [[fs.preopen]] #1")
+    with pytest.raises(PolicyError, match="guest name 'g' is granted twice"):
+        Policy(preopens=(Preopen(Path("/a"), "g"), Preopen(Path("/b"), "g")))
 
 
-def test_empty_file_is_the_empty_policy(tmp_path):
+def test_a_flag_granting_a_file_guest_name_again_is_an_error(tmp_path):
+    p = load('[[fs.preopen]]\nhost = "a"\nguest = "g"\n', tmp_path)
+    with pytest.raises(PolicyError) as info:
+        p.with_preopen("/elsewhere", "g")
+    assert str(info.value) == f"--dir: guest name 'g' is already granted (by {tmp_path / 'p.toml'}: {tmp_path / 'a'})"
+    assert p.with_preopen("/elsewhere", "h").preopens[1].guest == "h"
+
+
+def test_empty_file_is_the_built_in_default(tmp_path):
     p = load("", tmp_path)
-    assert p == Policy(source=str(tmp_path / "p.toml"))
-    assert p.limits == Limits()
-    assert all(getattr(p.limits, k) is None for k in LIMIT_KEYS)
+    assert p == dataclasses.replace(Policy.default(), source=str(tmp_path / "p.toml"))
+    assert p.sandbox.require == ("seccomp",)
+
+
+def test_a_key_left_out_inherits_the_default_and_unlimited_must_be_written(tmp_path):
+    p = load('[limits]\nmemory = "1GiB"\n[sandbox]\n', tmp_path)
+    default = Policy.default()
+    assert p.limits == dataclasses.replace(default.limits, memory=GiB)
+    assert p.sandbox.require == ("seccomp",)  # [sandbox] without require keeps it
+    p = load('[limits]\ntimeout = "unlimited"\n[sandbox]\nrequire = []\n', tmp_path)
+    assert p.limits.timeout is None and p.limits.memory == default.limits.memory
     assert p.sandbox.require == ()
+
+
+def test_policy_show_marks_where_each_value_came_from(tmp_path):
+    p = load('[limits]\nmemory = "1GiB"\n', tmp_path).with_limits(timeout="5s")
+    lines = p.to_toml().splitlines()
+    assert f'memory = "1GiB"  # from {tmp_path / "p.toml"}' in lines
+    assert 'timeout = "5s"  # from --timeout' in lines
+    assert 'cpu_time = "1m"  # built-in default' in lines
+    assert 'require = ["seccomp"]  # built-in default' in lines
 
 
 def test_env_vars_as_subtable(tmp_path):
@@ -435,7 +463,7 @@ def test_env_vars_as_subtable(tmp_path):
 
 def test_unlimited_and_fuel_zero(tmp_path):
     p = load('[limits]\nmemory = "unlimited"\ntimeout = "none"\nfuel = 0\n', tmp_path)
-    assert p.limits == Limits()
+    assert (p.limits.memory, p.limits.timeout, p.limits.fuel) == (None, None, 0)  # fuel 0: none at all
 
 
 def test_boundary_values_accepted():
@@ -651,7 +679,8 @@ def test_frozen():
 
 
 def test_limits_constructor_normalizes():
-    assert Limits(memory="1GiB", timeout="2s", fuel=0, cpu_time=3) == Limits(memory=GiB, timeout=2.0, cpu_time=3.0)
+    assert Limits(memory="1GiB", timeout="2s", fuel="unlimited", cpu_time=3) == Limits(memory=GiB, timeout=2.0,
+                                                                                       cpu_time=3.0)
     assert type(Limits(cpu_time=3).cpu_time) is float
     with pytest.raises(PolicyError) as info:
         Limits(memory=0)
@@ -753,7 +782,7 @@ def test_with_limits():
     assert base.limits == Policy.default().limits  # original unchanged
     assert base.with_limits(timeout=None).limits.timeout is None
     assert base.with_limits(timeout="unlimited").limits.timeout is None
-    assert base.with_limits(fuel=0).limits.fuel is None
+    assert base.with_limits(fuel=0).limits.fuel == 0  # as wasmtime's -W fuel=0: no fuel at all
     assert base.with_limits() == base
 
 
@@ -952,7 +981,7 @@ def test_env_flag_errors(text, message):
         ("max-memory-size=256MiB", {"memory": 256 * MiB}),
         ("max-table-elements=1000", {"table_elements": 1000}),
         ("fuel=1000", {"fuel": 1000}),
-        ("fuel=0", {"fuel": None}),
+        ("fuel=0", {"fuel": 0}),
         ("timeout=2s,fuel=1000,max-memory-size=1M",
          {"timeout": 2.0, "fuel": 1000, "memory": MiB}),
         ("timeout=1s,timeout=3s", {"timeout": 3.0}),
@@ -1025,21 +1054,21 @@ def test_to_toml_text():
         '"weird name" = "q\\"\\\\\\n"\n'
         "\n"
         "[limits]\n"
-        'memory = "256MiB"\n'
-        "# table_elements: unlimited\n"
+        'memory = "256MiB"  # built-in default\n'
+        'table_elements = "unlimited"\n'
         'timeout = "1500ms"\n'
-        "# cpu_time: unlimited\n"
-        "# fuel: unlimited\n"
+        'cpu_time = "unlimited"\n'
+        'fuel = "unlimited"  # built-in default\n'
         "output = 1000\n"
         "open_files = 10\n"
-        "# file_size: unlimited\n"
-        "# disk: unlimited\n"
-        "# files: unlimited\n"
-        "# module_size: unlimited\n"
-        "# compile_timeout: unlimited\n"
+        'file_size = "unlimited"\n'
+        'disk = "unlimited"\n'
+        'files = "unlimited"\n'
+        'module_size = "unlimited"\n'
+        'compile_timeout = "unlimited"\n'
         "\n"
         "[sandbox]\n"
-        'require = ["seccomp"]\n'
+        'require = ["seccomp"]  # built-in default\n'
     )
     assert Policy.from_toml_text(p.to_toml(), source="p.toml", base_dir=Path("/x")) == p
 
@@ -1070,8 +1099,8 @@ def limit_values(key):
 @st.composite
 def policies(draw):
     preopens = tuple(
-        Preopen(Path("/", *draw(st.lists(PATH_PART, max_size=4))), draw(NO_NUL), draw(st.sampled_from(["ro", "rw"])))
-        for _ in range(draw(st.integers(0, 3)))
+        Preopen(Path("/", *draw(st.lists(PATH_PART, max_size=4))), guest, draw(st.sampled_from(["ro", "rw"])))
+        for guest in draw(st.lists(NO_NUL, max_size=3, unique=True))  # a guest name is granted once
     )
     env = tuple(draw(st.dictionaries(ENV_NAME, st.text().filter(lambda s: "\0" not in s), max_size=4)).items())
     inherit = tuple(draw(st.lists(ENV_NAME, max_size=4, unique=True)))

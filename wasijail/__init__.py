@@ -30,8 +30,10 @@ from .stdio import fill_closed_stdio
 fill_closed_stdio()
 
 _EXPORTS = {
-    "run": "api", "run_sync": "api",
-    "open_supervisor": "supervisor", "Supervisor": "supervisor", "RunSpec": "supervisor",
+    "run": "api", "run_sync": "api", "open_supervisor": "api",
+    "AsyncioSupervisor": "aio", "AsyncioRunHandle": "aio", "AsyncioStream": "aio",
+    "EngineOptions": "engine", "Killed": "results",
+    "Supervisor": "supervisor", "RunSpec": "supervisor",
     "RunHandle": "supervisor", "PIPE": "supervisor",
     "Policy": "policy", "Preopen": "policy", "Limits": "policy", "PolicyError": "policy",
     "RunResult": "results", "Outcome": "results", "OutcomeKind": "results", "Usage": "results",
@@ -43,7 +45,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'wasijail' has no attribute {name!r}")
@@ -52,9 +54,33 @@ def __getattr__(name: str):
     return value
 
 
-if TYPE_CHECKING:
-    from .api import run, run_sync
-    from .policy import Limits, Policy, PolicyError, Preopen
-    from .results import (ChildCrash, GuestExit, ModuleError, Outcome, OutcomeKind, ResourceLimit, RunFailed,
-                          RunResult, SandboxViolation, Timeout, Trap, Usage, WasijailError)
-    from .supervisor import PIPE, RunHandle, RunSpec, Supervisor, open_supervisor
+if TYPE_CHECKING:  # `X as X`: an explicit re-export, for type checkers
+    from .aio import AsyncioRunHandle as AsyncioRunHandle
+    from .aio import AsyncioStream as AsyncioStream
+    from .aio import AsyncioSupervisor as AsyncioSupervisor
+    from .api import open_supervisor as open_supervisor
+    from .api import run as run
+    from .api import run_sync as run_sync
+    from .engine import EngineOptions as EngineOptions
+    from .policy import Limits as Limits
+    from .policy import Policy as Policy
+    from .policy import PolicyError as PolicyError
+    from .policy import Preopen as Preopen
+    from .results import ChildCrash as ChildCrash
+    from .results import GuestExit as GuestExit
+    from .results import Killed as Killed
+    from .results import ModuleError as ModuleError
+    from .results import Outcome as Outcome
+    from .results import OutcomeKind as OutcomeKind
+    from .results import ResourceLimit as ResourceLimit
+    from .results import RunFailed as RunFailed
+    from .results import RunResult as RunResult
+    from .results import SandboxViolation as SandboxViolation
+    from .results import Timeout as Timeout
+    from .results import Trap as Trap
+    from .results import Usage as Usage
+    from .results import WasijailError as WasijailError
+    from .supervisor import PIPE as PIPE
+    from .supervisor import RunHandle as RunHandle
+    from .supervisor import RunSpec as RunSpec
+    from .supervisor import Supervisor as Supervisor

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import final
 
 from .nofollow import open_dir, read_regular, write_beneath
+from .engine import EngineOptions
 
 DEFAULT_MAX_BYTES = 1 << 30
 _KEY_FILE = "key"
@@ -66,11 +67,9 @@ def _wasmtime_version() -> str:
     return metadata.version("wasmtime")
 
 
-def engine_fingerprint(*, fuel: bool) -> str:
-    """What, besides the module, decides the compiled code (keep in step with runner.make_engine)."""
-    version = _wasmtime_version()
-    return f"wasmtime-{version};features=bulk,multivalue,reftypes,simd,tailcall,exceptions;" \
-           f"memory_may_move=0;multi_memory=0;fuel={int(fuel)}"
+def engine_fingerprint(*, fuel: bool, options: EngineOptions = EngineOptions()) -> str:
+    """What, besides the module, decides the compiled code (EngineOptions.make_config's settings)."""
+    return f"wasmtime-{_wasmtime_version()};{options.fingerprint()};memory_may_move=0;fuel={int(fuel)}"
 
 
 def file_identity(st: os.stat_result) -> bytes:

@@ -11,8 +11,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from .engine import EngineOptions
 from .results import STATUS_ERROR, STATUS_USAGE, OutcomeKind, RunResult, WasijailError
+from .wasmtime_options import SUBCOMMANDS, W_KEYS
 
 PROG = "wasijail"
 
@@ -39,6 +42,12 @@ LIMIT_FLAGS = (
 )
 
 
+#: `-W` keys the engine takes, and `-W` switches accepted as they are (the rest are limits).
+ENGINE_KEYS = frozenset(EngineOptions.names())
+_W_SWITCHES = frozenset(option.name for option in W_KEYS if option.name not in ENGINE_KEYS
+                        and (option.keeps is not None or option.name == "unknown-exports-allow"))
+
+
 def add_policy_flags(p: argparse.ArgumentParser) -> None:
     """The flags that fill a Policy: shared by `run`, `policy show` and `batch`."""
     p.add_argument("--policy", metavar="FILE", help="policy file (TOML); default: the built-in safe default")
@@ -48,8 +57,8 @@ def add_policy_flags(p: argparse.ArgumentParser) -> None:
                    help="legacy form of --dir, guest name first")
     p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="set NAME for the module, or copy it from the host when no value is given")
-    p.add_argument("-W", dest="wasm_options", action="append", default=[], metavar="OPT=VAL",
-                   help="wasmtime's spelling of limits: timeout=, max-memory-size=, fuel=, ...")
+    p.add_argument("-W", "--wasm", dest="wasm_options", action="append", default=[], metavar="KEY[=VAL,...]",
+                   help="wasmtime's wasm options: timeout=, max-memory-size=, fuel=, ...; `-W help` lists them")
     group = p.add_argument_group("limits (override the policy file)")
     for flag, metavar, text in LIMIT_FLAGS:
         group.add_argument(f"--{flag}", dest=f"limit_{flag.replace('-', '_')}", metavar=metavar, help=text)
@@ -63,52 +72,198 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
 
 
 def open_cache(ns: argparse.Namespace):
+    """The compiled-module cache the flags ask for; its folder is made now, so that a --cache-dir that
+    cannot be one (under a file, on /proc) is an OSError naming it before anything runs."""
     from .cache import ModuleCache
 
-    return None if getattr(ns, "no_cache", False) else ModuleCache(ns.cache_dir)
+    if getattr(ns, "no_cache", False):
+        return None
+    cache = ModuleCache(ns.cache_dir)
+    try:
+        cache.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(cache.path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot hold a cache: {exc.strerror}", str(cache.path)) from None
+    return cache
+
+
+def usage_error(message: str) -> NoReturn:
+    """A usage error: one line on stderr, status 2 (as argparse's own)."""
+    sys.stderr.write(f"{PROG}: {message}\n")
+    raise SystemExit(STATUS_USAGE)
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} run", description="Run a WASI module under a sandbox policy.")
+    from .wasmtime_options import FLAGS, spellings
+
+    p = _Parser(prog=f"{PROG} run", description="Run a WASI module under a sandbox policy.", allow_abbrev=False,
+                epilog="`-W help` and `-S help` list the wasm and WASI options.")
     add_policy_flags(p)
     add_cache_flags(p)
     p.add_argument("--invoke", metavar="NAME", help="call this export instead of _start and print its results")
-    p.add_argument("module", metavar="MODULE", help="a .wasm or .wat file")
+    p.add_argument("--argv0", metavar="NAME", help="the module's argv[0] (default: the module's file name)")
+    p.add_argument("-S", "--wasi", dest="wasi_options", action="append", default=[], metavar="KEY[=VAL,...]",
+                   help="wasmtime's WASI options: inherit-env, inherit-stdin=n, preview0=n, ...; `-S help`")
+    p.add_argument("-V", "--version", action="store_true", help="print the version")
+    refused = p.add_argument_group("wasmtime options wasijail refuses (each says why)")
+    for option in FLAGS:
+        if option.refused:
+            names = spellings(option)
+            takes_value = len(option.name.split()) > len(names)
+            dest = f"refused_{names[-1].lstrip('-')}"
+            if takes_value:
+                refused.add_argument(*names, dest=dest, action="append", help=argparse.SUPPRESS)
+            else:
+                refused.add_argument(*names, dest=dest, action="append_const", const="", help=argparse.SUPPRESS)
+    p.add_argument("module", nargs="?", metavar="MODULE", help="a .wasm or .wat file, or - to read it from stdin")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the module")
     return p
 
 
+def _items(values: list[str]) -> list[tuple[str, str | None]]:
+    """`-W a=1,b` flags as (key, value) pairs; value None for a bare key."""
+    out = []
+    for text in values:
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            out.append((key.strip(), value.strip() if sep else None))
+    return out
+
+
+def _refuse(flag: str, key: str, reason: str) -> NoReturn:
+    usage_error(f"{flag} {key}: not supported: {reason}" if key else f"{flag}: not supported: {reason}")
+
+
+def check_refused(ns: argparse.Namespace) -> None:
+    """Refuse, by name and with the reason, every wasmtime option wasijail does not take."""
+    from .wasmtime_options import FLAGS, refusal, spellings
+
+    for option in FLAGS:
+        if not option.refused:
+            continue
+        names = spellings(option)
+        given = getattr(ns, f"refused_{names[-1].lstrip('-')}", None)
+        if not given:
+            continue
+        value = given[0] if isinstance(given[0], str) else ""
+        if names[0] in ("-O", "-C", "-D", "-R"):  # groups of keys: name the key, as wasmtime would
+            _refuse(names[0], value.split(",")[0].split("=")[0], option.refused)
+        _refuse(names[-1] if names[-1].startswith("--") else names[0], "", option.refused)
+    for flag, values in (("-W", ns.wasm_options), ("-S", getattr(ns, "wasi_options", []))):
+        for key, value in _items(values):
+            reason = refusal(flag, key, value)
+            if reason:
+                _refuse(flag, key, reason)
+
+
 def _main_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="A WASI runtime for untrusted WebAssembly, with an OS-level sandbox.",
-                usage=f"{PROG} [run] [OPTIONS] MODULE [ARGS...]\n       {PROG} COMMAND ...")
+                usage=f"{PROG} [run] [OPTIONS] MODULE [ARGS...]\n       {PROG} COMMAND ...",
+                epilog=f"`{PROG} help COMMAND` shows a command's options.")
+    p.add_argument("-V", "--version", action="store_true", help="print the version")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, text) in COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)
+    sub.add_parser("help", help="show this help, or a command's (`help COMMAND`)", add_help=False)
     return p
 
 
+def version_command(argv: list[str]) -> int:
+    """`wasijail --version`: wasijail's version and the wasmtime-py it runs."""
+    from importlib import metadata
+
+    print(f"{PROG} {metadata.version('wasijail')} (wasmtime-py {metadata.version('wasmtime')})")
+    return 0
+
+
+def help_command(argv: list[str]) -> int:
+    """`wasijail help [COMMAND]`, as `wasmtime help [COMMAND]`."""
+    if not argv:
+        _main_parser().print_help()
+        return 0
+    if argv[0] in COMMANDS:
+        return COMMANDS[argv[0]][0]([*argv[1:], "--help"])  # argparse prints the help and exits 0
+    if argv[0] in SUBCOMMANDS:
+        usage_error(f"{argv[0]}: not supported: {SUBCOMMANDS[argv[0]]}")
+    usage_error(f"error: help: no command {argv[0]!r}; commands: {', '.join(COMMANDS)}")
+
+
 def build_policy(ns: argparse.Namespace):
-    from .policy import Policy, parse_dir_flag, parse_env_flag, parse_mapdir_flag, parse_wasmtime_w_flag
+    """The Policy of the file (or the built-in default) with the flags applied.
+
+    A bad flag value, or two flags that set the same limit, is a usage error
+    (status 2); a bad policy file raises PolicyError (status 1).
+    """
+    from .policy import Policy, PolicyError, parse_dir_flag, parse_env_flag, parse_mapdir_flag, parse_wasmtime_w_flag
 
     policy = Policy.from_toml(ns.policy) if ns.policy else Policy.default()
-    for text in ns.dir:
-        pre = parse_dir_flag(text)
-        policy = policy.with_preopen(pre.host, pre.guest, mode=pre.mode)
-    for text in ns.mapdir:
-        pre = parse_mapdir_flag(text)
-        policy = policy.with_preopen(pre.host, pre.guest, mode=pre.mode)
-    for text in ns.env:
-        name, value = parse_env_flag(text)
-        policy = policy.with_env(name, value)
-    for text in ns.wasm_options:
-        policy = policy.with_limits("-W", **parse_wasmtime_w_flag(text))
-    for flag, _, _ in LIMIT_FLAGS:
-        value = getattr(ns, f"limit_{flag.replace('-', '_')}")
-        if value is not None:
-            policy = policy.with_limits(f"--{flag}", **{flag.replace("-", "_"): value})
-    if ns.require:
-        policy = policy.with_require(*ns.require)
+    try:
+        for text in ns.dir:
+            pre = parse_dir_flag(text)
+            policy = policy.with_preopen(pre.host, pre.guest, mode=pre.mode, source="--dir")
+        for text in ns.mapdir:
+            pre = parse_mapdir_flag(text)
+            policy = policy.with_preopen(pre.host, pre.guest, mode=pre.mode, source="--mapdir")
+        for text in ns.env:
+            name, value = parse_env_flag(text)
+            policy = policy.with_env(name, value)
+        set_by: dict[str, str] = {}
+        changes: list[tuple[str, dict]] = []
+        for key, value in _items(ns.wasm_options):
+            if key in ENGINE_KEYS or key in _W_SWITCHES:
+                if not hasattr(ns, "wasi_options"):
+                    usage_error(f"error: -W {key}: only `wasijail run` takes engine options")
+                continue  # run's _engine_and_stdio takes these
+            changes.append(("-W " + key, parse_wasmtime_w_flag(key if value is None else f"{key}={value}")))
+        for flag, _, _ in LIMIT_FLAGS:
+            value = getattr(ns, f"limit_{flag.replace('-', '_')}")
+            if value is not None:
+                changes.append((f"--{flag}", {flag.replace("-", "_"): value}))
+        for source, change in changes:
+            for key in change:
+                earlier = set_by.setdefault(key, source)
+                if earlier != source:  # a conflict, not an override: `--timeout 5s -W timeout=9`
+                    usage_error(f"error: {earlier} and {source} both set the {key} limit; give one")
+            policy = policy.with_limits(source.split(" ")[0], **change)
+        if ns.require:
+            policy = policy.with_require(*ns.require)
+    except PolicyError as exc:
+        usage_error(f"error: {exc}")
     return policy
+
+
+def _engine_and_stdio(ns: argparse.Namespace, policy):
+    """`-W` engine options, `-S` options: the EngineOptions, the policy with `-S inherit-env`, and which
+    of stdin, stdout and stderr the module inherits (`-S inherit-stdin=n`...)."""
+    from .engine import EngineOptionError, EngineOptions, parse_bool
+    from .policy import PolicyError
+    from .wasmtime_options import S_KEYS
+
+    engine = EngineOptions()
+    inherit = {"stdin": True, "stdout": True, "stderr": True}
+    try:
+        for key, value in _items(ns.wasm_options):
+            if key in ENGINE_KEYS:
+                engine = engine.with_option(key, value or "")
+            elif key in _W_SWITCHES:
+                parse_bool(f"-W {key}", value or "")  # accepted as it is (check_refused let it through)
+        for key, value in _items(ns.wasi_options):
+            if key not in {option.name for option in S_KEYS}:
+                usage_error(f"error: -S: unknown option {key!r}; `-S help` lists them")
+            on = parse_bool(f"-S {key}", value or "")  # every -S option wasijail accepts is a switch
+            if key == "preview0":
+                engine = engine.with_option(key, value or "")
+            elif key == "inherit-env" and on:
+                for name in os.environ:
+                    policy = policy.with_env(name)
+            elif key.startswith("inherit-std"):
+                inherit[key.removeprefix("inherit-")] = on
+    except EngineOptionError as exc:
+        usage_error(f"error: {exc}")
+    except PolicyError as exc:
+        usage_error(f"error: -S inherit-env: {exc}")
+    return engine, policy, inherit
 
 
 def format_cause_chain(detail: str) -> str:
@@ -150,7 +305,22 @@ def _report(result: RunResult, module: str) -> None:
 
 
 def run_command(argv: list[str]) -> int:
-    ns = _run_parser().parse_args(argv)
+    p = _run_parser()
+    ns = p.parse_args(argv)
+    if ns.version:
+        return version_command([])
+    for flag, values in (("-W", ns.wasm_options), ("-S", ns.wasi_options)):
+        if any(key in ("help", "help-long") for key, _ in _items(values)):
+            from .wasmtime_options import help_text
+
+            sys.stdout.write(help_text(flag))
+            return 0
+    check_refused(ns)
+    if ns.module is None:
+        p.error("the following arguments are required: MODULE")
+    if ns.module.endswith(".cwasm"):
+        usage_error(f"error: {ns.module}: precompiled artifacts are not accepted: wasijail compiles every module"
+                    " itself, inside the sandbox, and never runs native code from its input")
     from .serverproc import start_server
 
     # Start the fork server first: its imports overlap with ours (trio, the supervisor).
@@ -163,38 +333,56 @@ def run_command(argv: list[str]) -> int:
 
 
 def _run(ns: argparse.Namespace, server) -> int:
-    import trio
-
-    from .launcher import Launcher
     from .policy import PolicyError
-    from .supervisor import RunSpec, open_supervisor
 
     try:
         policy = build_policy(ns)
     except PolicyError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return STATUS_ERROR
+    engine, policy, inherit = _engine_and_stdio(ns, policy)
+    import trio
+
+    from .launcher import Launcher
+    from .supervisor import RunSpec, open_supervisor
+
     args = list(ns.args)
     invoke_args: tuple[str, ...] = ()
     if ns.invoke:
         invoke_args, args = tuple(args), []
-    spec = RunSpec(module=Path(ns.module), args=tuple(args), policy=policy, invoke=ns.invoke,
-                   invoke_args=invoke_args, argv0=os.path.basename(ns.module))
+    source = None
+    module = Path(ns.module)
+    if ns.module == "-":  # the module from stdin, as `wasmtime run -`
+        source, module = sys.stdin.buffer.read(), Path("<stdin>")
+    argv0 = ns.argv0 if ns.argv0 is not None else os.path.basename(ns.module)
+    spec = RunSpec(module=module, args=tuple(args), policy=policy, invoke=ns.invoke, invoke_args=invoke_args,
+                   argv0=argv0, engine=engine, source=source)
+    stdio = {name: None if keep else os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+             for name, keep in inherit.items()}
+
     async def main() -> RunResult:
-        async with open_supervisor(cache=open_cache(ns), max_parallel=1,
+        async with open_supervisor(cache=cache, max_parallel=1,
                                    launcher=Launcher(server=server)) as supervisor:
             if sys.stderr.isatty():
                 supervisor.on_long_compile = compile_notice
-            return await supervisor.run_spec(spec)
+            return await supervisor.run_spec(spec, **stdio)
 
     try:
+        cache = open_cache(ns)
         result = trio.run(main)
     except WasijailError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return STATUS_ERROR
+    except OSError as exc:  # a cache folder that cannot be made or used
+        sys.stderr.write(f"{PROG}: error: {exc.filename or ns.cache_dir}: {exc.strerror}\n")
+        return STATUS_ERROR
+    finally:
+        for fd in stdio.values():
+            if fd is not None:
+                os.close(fd)
     for missing in result.sandbox_missing:
         sys.stderr.write(f"{PROG}: warning: ran without sandbox layer {missing}\n")
-    _report(result, os.path.basename(ns.module))
+    _report(result, module.name if source is None else "-")
     return result.returncode
 
 
@@ -494,6 +682,12 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in ("-h", "--help"):
             _main_parser().print_help()
             return 0
+        if argv and argv[0] in ("-V", "--version"):
+            return version_command(argv[1:])
+        if argv and argv[0] == "help":
+            return help_command(argv[1:])
+        if argv and argv[0] in SUBCOMMANDS:  # wasmtime's other commands: refused by name, not run as modules
+            usage_error(f"{argv[0]}: not supported: {SUBCOMMANDS[argv[0]]}")
         if argv:
             return run_command(argv)  # `wasijail demo.wasm`, like `wasmtime demo.wasm`
         _main_parser().print_help(sys.stderr)

@@ -245,7 +245,7 @@ class WorkerRuntime:
         spec = RunSpec(path, task.args, task.policy, argv0=task.argv0)
         try:
             limits = task.policy.limits
-            first = (task.sha, task.suffix, bool(limits.fuel), bool(limits.cpu_time))
+            first = (task.sha, task.suffix, limits.fuel is not None, bool(limits.cpu_time))
             if task.cached and first not in self._tried:
                 # The first run of a module on this worker compiles it alone; the others wait
                 # and load its artifact, so a module compiles once per worker.

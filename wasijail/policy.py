@@ -9,7 +9,8 @@ environment is consulted only by :meth:`Policy.resolved_env`, with a mapping
 the caller passes in, and preopened directories are not checked for existence
 here (the supervisor checks them when a run starts).
 
-Policy file schema (every table and every key is optional)::
+Policy file schema (every table and every key is optional: a key left out
+keeps the built-in default's value, :meth:`Policy.default`)::
 
     [[fs.preopen]]            # repeatable, in order
     host = "data"             # relative: against the policy file's folder
@@ -20,12 +21,12 @@ Policy file schema (every table and every key is optional)::
     vars = { LANG = "C" }     # explicit variables, in order
     inherit = ["HOME"]        # copied from the host environment at run time
 
-    [limits]                  # absent key = not limited
+    [limits]                  # absent key = the default's value; "unlimited" lifts it
     memory = "256MiB"
     table_elements = 10000
     timeout = "10s"
     cpu_time = "5s"
-    fuel = 0                  # 0 = unlimited
+    fuel = 1000000            # 0 = no fuel at all: the first instruction traps
     output = "16MiB"
     open_files = 256
     file_size = "1GiB"
@@ -35,10 +36,9 @@ Policy file schema (every table and every key is optional)::
     compile_timeout = "30s"
 
     [sandbox]
-    require = ["seccomp"]     # layers that must be available
+    require = ["seccomp"]     # layers that must be available; [] requires none
 
-Any limit may also be given as the string ``"unlimited"`` (or ``"none"``),
-which means the same as leaving it out.
+Any limit may also be given as the string ``"unlimited"`` (or ``"none"``).
 
 Errors are :class:`PolicyError` with a one-line message naming the file (or
 the flag), the key, what was expected and what was found, e.g.
@@ -55,7 +55,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -324,13 +324,13 @@ _YEAR = 365 * 86400.0
 DEFAULT_POLICY_FILE = "default_policy.toml"
 
 #: The bounds of each limit (inclusive). ``None`` (absent) always means
-#: "not limited"; ``fuel = 0`` means the same.
+#: "not limited"; ``fuel = 0`` is a budget of none (as wasmtime's ``-W fuel=0``).
 _LIMIT_SPECS: dict[str, _LimitSpec] = {
     "memory": _LimitSpec("size", 64 * KiB, 2**48, " (one wasm page)"),
     "table_elements": _LimitSpec("count", 1, 2**32, ""),
     "timeout": _LimitSpec("duration", 0.001, _YEAR, ""),
     "cpu_time": _LimitSpec("duration", 0.001, _YEAR, ""),
-    "fuel": _LimitSpec("count", 1, 2**63 - 1, ""),
+    "fuel": _LimitSpec("count", 0, 2**63 - 1, ""),
     "output": _LimitSpec("size", 1, 2**40, ""),
     "open_files": _LimitSpec("count", 4, 2**20, " (stdin, stdout, stderr and one more)"),
     "file_size": _LimitSpec("size", 1, 2**60, ""),
@@ -367,8 +367,6 @@ def _parse_limit(name: str, value: object, *, source: str | None, key: str | Non
         parsed = parse_duration(value, key=k, source=src)
     else:
         parsed = _parse_count(value, key=k, source=src)
-    if name == "fuel" and parsed == 0:
-        return None
     if parsed < spec.minimum:
         bound = _format_bound(spec.kind, spec.minimum)
         raise _error(source, key, f"must be at least {bound}{spec.why_min}, got {_describe(value)}")
@@ -390,8 +388,8 @@ class Limits:
     - ``timeout`` (seconds of wall clock for the whole run): 1ms to 365 days.
     - ``cpu_time`` (seconds of CPU): 1ms to 365 days; an enforcer based on
       RLIMIT_CPU rounds up to whole seconds.
-    - ``fuel`` (wasmtime fuel units): 1 to 2**63-1; 0 means unlimited and is
-      stored as None.
+    - ``fuel`` (wasmtime fuel units): 0 to 2**63-1; 0 is no fuel at all (the
+      first instruction traps), as in wasmtime.
     - ``output`` (bytes per captured stream): 1 to 2**40 (1TiB).
     - ``open_files`` (count, RLIMIT_NOFILE-like): 4 (stdio and one more) to
       2**20 (Linux's default nr_open).
@@ -480,6 +478,7 @@ class Preopen:
 
     @property
     def readonly(self) -> bool:
+        """Whether the preopen is read-only (mode "ro")."""
         return self.mode == "ro"
 
 
@@ -649,6 +648,9 @@ class Policy:
     limits: Limits = Limits()
     sandbox: SandboxPolicy = SandboxPolicy()
     source: str | None = None
+    #: Where values came from, for ``policy show``: ("limits.memory", "x.toml"), ("fs.preopen#1", "--dir")...
+    #: Values not named here are the built-in default's.
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         src = "Policy"
@@ -659,6 +661,10 @@ class Policy:
         for p in preopens:
             if not isinstance(p, Preopen):
                 raise _error(src, "preopens", f"expected Preopen items, got {_describe(p)}")
+        guests = [p.guest for p in preopens]
+        for guest in guests:
+            if guests.count(guest) > 1:
+                raise _error(src, "preopens", f"guest name {guest!r} is granted twice")
         object.__setattr__(self, "preopens", preopens)
 
         env = self.env
@@ -736,9 +742,11 @@ class Policy:
         return cls.from_toml_text(text, source=source, base_dir=p.absolute().parent)
 
     @classmethod
-    def from_toml_text(cls, text: str, *, source: str, base_dir: Path) -> Policy:
+    def from_toml_text(cls, text: str, *, source: str, base_dir: Path, defaults: Policy | None = None) -> Policy:
         """Parse policy TOML; ``source`` names it in errors and in the
-        result, ``base_dir`` is where relative preopen hosts resolve."""
+        result, ``base_dir`` is where relative preopen hosts resolve. A key
+        the text leaves out keeps its value in ``defaults`` (by default
+        :meth:`default`)."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -753,10 +761,11 @@ class Policy:
                 if m:
                     msg = m.group(1)
             raise _error(source, where, f"invalid TOML: {msg}") from None
-        return cls._from_data(data, source=source, base_dir=Path(base_dir).absolute())
+        return cls._from_data(data, source=source, base_dir=Path(base_dir).absolute(),
+                              defaults=cls.default() if defaults is None else defaults)
 
     @classmethod
-    def _from_data(cls, data: dict[str, Any], *, source: str, base_dir: Path) -> Policy:
+    def _from_data(cls, data: dict[str, Any], *, source: str, base_dir: Path, defaults: Policy) -> Policy:
         for name, value in data.items():
             if name not in _TOP_TABLES:
                 tables = ", ".join(f"[{t}]" for t in _TOP_TABLES)
@@ -783,16 +792,19 @@ class Policy:
                 _check_keys(item, _PREOPEN_KEYS, source=source, where=where)
                 if "host" not in item:
                     raise _error(source, f"{where} host", "required key is missing")
-                preopens.append(
-                    _make_preopen(
-                        item["host"],
-                        item.get("guest"),
-                        item.get("mode", "rw"),
-                        base_dir=base_dir,
-                        source=source,
-                        key_prefix=where,
-                    )
+                pre = _make_preopen(
+                    item["host"],
+                    item.get("guest"),
+                    item.get("mode", "rw"),
+                    base_dir=base_dir,
+                    source=source,
+                    key_prefix=where,
                 )
+                for j, earlier in enumerate(preopens, 1):
+                    if earlier.guest == pre.guest:
+                        raise _error(source, f"{where} guest",
+                                     f"{pre.guest!r} is already granted by [[fs.preopen]] #{j}")
+                preopens.append(pre)
 
         # [env]
         env_pairs: list[tuple[str, str]] = []
@@ -817,14 +829,15 @@ class Policy:
                 if name not in inherit:
                     inherit.append(name)
 
-        # [limits]
+        # [limits]: a key left out keeps the built-in default's value
+        base = defaults
         limits_tbl = data.get("limits", {})
         parsed = {
             name: _parse_limit(name, value, source=source, key=f"[limits] {name}") for name, value in limits_tbl.items()
         }
 
         # [sandbox]
-        require: tuple[str, ...] = ()
+        require: tuple[str, ...] = base.sandbox.require
         sandbox = data.get("sandbox", {})
         if "require" in sandbox:
             req = sandbox["require"]
@@ -832,13 +845,18 @@ class Policy:
                 raise _error(source, "[sandbox] require", f"expected an array of layer names, got {_describe(req)}")
             require = _check_layers(req, source=source, key="[sandbox] require")
 
+        origins = [(f"fs.preopen#{i}", source) for i in range(1, len(preopens) + 1)]
+        origins += [(f"env.{key}", source) for key in ("vars", "inherit") if key in env]
+        origins += [(f"limits.{name}", source) for name in parsed]
+        origins += [("sandbox.require", source)] if "require" in sandbox else []
         return cls(
             preopens=tuple(preopens),
             env=tuple(env_pairs),
             inherit_env=tuple(inherit),
-            limits=Limits(**parsed),
+            limits=dataclasses.replace(base.limits, **parsed),
             sandbox=SandboxPolicy(require=require),
             source=source,
+            origins=tuple(origins),
         )
 
     # ---- flags override the file
@@ -849,19 +867,27 @@ class Policy:
         guest: str | None = None,
         *,
         mode: Mode = "rw",
+        source: str = "--dir",
     ) -> Policy:
         """Add a preopen (after the existing ones). A relative ``host`` is
         made absolute against the current directory; ``guest`` defaults to
         ``host`` as written. A :class:`Preopen` may be passed as ``host``
         (then ``guest`` must be None and ``mode`` is taken from it).
-        Errors name ``--dir``."""
+        A guest name already granted is an error: two grants of one name
+        conflict. Errors name ``source`` (default ``--dir``)."""
         if isinstance(host, Preopen):
             if guest is not None:
-                raise _error("--dir", None, "guest must not be given with a Preopen")
+                raise _error(source, None, "guest must not be given with a Preopen")
             pre = host
         else:
-            pre = _make_preopen(host, guest, mode, base_dir=Path.cwd(), source="--dir", key_prefix=None)
-        return dataclasses.replace(self, preopens=self.preopens + (pre,))
+            pre = _make_preopen(host, guest, mode, base_dir=Path.cwd(), source=source, key_prefix=None)
+        origins = dict(self.origins)
+        for i, earlier in enumerate(self.preopens, 1):
+            if earlier.guest == pre.guest:
+                by = origins.get(f"fs.preopen#{i}", "the policy")
+                raise _error(source, None, f"guest name {pre.guest!r} is already granted (by {by}: {earlier.host})")
+        key = f"fs.preopen#{len(self.preopens) + 1}"
+        return dataclasses.replace(self, preopens=self.preopens + (pre,), origins=self.origins + ((key, source),))
 
     def with_env(self, name: str, value: str | None = None) -> Policy:
         """Set a variable (``value`` given: overrides any inherit of that
@@ -894,7 +920,8 @@ class Policy:
                 parsed[key] = _parse_limit(key, value, source="--" + key.replace("_", "-"), key=None)
             else:
                 parsed[key] = _parse_limit(key, value, source=_source, key=key)
-        return dataclasses.replace(self, limits=dataclasses.replace(self.limits, **parsed))
+        origins = self.origins + tuple((f"limits.{key}", _source or "--" + key.replace("_", "-")) for key in parsed)
+        return dataclasses.replace(self, limits=dataclasses.replace(self.limits, **parsed), origins=origins)
 
     def with_require(self, *layers: str) -> Policy:
         """Require more sandbox layers (added after the existing ones,
@@ -929,8 +956,21 @@ class Policy:
     def to_toml(self) -> str:
         """The effective policy as TOML (for ``wasijail policy show``).
         ``from_toml_text(p.to_toml(), ...)`` gives back ``p`` (apart from
-        ``source``). Limits that are not set are listed as comments."""
+        ``source``). Each value is marked with where it came from: the
+        policy file, a flag, or the built-in default."""
         src = self.source
+        origins = dict(self.origins)
+        default = Policy.default()
+
+        def mark(key: str) -> str:
+            origin = origins.get(key)
+            if origin is not None:
+                return "  # from " + _comment_text(origin)
+            table, _, name = key.partition(".")
+            ours = self.sandbox.require if table == "sandbox" else getattr(self.limits, name, None)
+            theirs = default.sandbox.require if table == "sandbox" else getattr(default.limits, name, None)
+            return "  # built-in default" if table in ("limits", "sandbox") and ours == theirs else ""
+
         lines: list[str] = []
         lines.append("# wasijail policy (effective)")
         if src is not None:
@@ -940,7 +980,7 @@ class Policy:
         for i, p in enumerate(self.preopens, 1):
             where = f"[[fs.preopen]] #{i}"
             lines.append("")
-            lines.append("[[fs.preopen]]")
+            lines.append("[[fs.preopen]]" + mark(f"fs.preopen#{i}"))
             lines.append("host = " + _toml_string(str(p.host), source=src, key=f"{where} host"))
             lines.append("guest = " + _toml_string(p.guest, source=src, key=f"{where} guest"))
             lines.append(f'mode = "{p.mode}"')
@@ -948,10 +988,10 @@ class Policy:
             lines.append("")
             lines.append("[env]")
             inherit = ", ".join(_toml_string(n, source=src, key="[env] inherit") for n in self.inherit_env)
-            lines.append(f"inherit = [{inherit}]")
+            lines.append(f"inherit = [{inherit}]" + mark("env.inherit"))
             if self.env:
                 lines.append("")
-                lines.append("[env.vars]")
+                lines.append("[env.vars]" + mark("env.vars"))
                 for name, value in self.env:
                     k = _toml_key(name, source=src, key="[env] vars")
                     lines.append(f"{k} = " + _toml_string(value, source=src, key=f"[env] vars.{name}"))
@@ -961,17 +1001,19 @@ class Policy:
             value = getattr(self.limits, name)
             kind = _LIMIT_SPECS[name].kind
             if value is None:
-                lines.append(f"# {name}: unlimited")
+                line = f'{name} = "unlimited"'
             elif kind == "size":
                 text = format_size(value)
-                lines.append(f"{name} = {text}" if text.isdigit() else f'{name} = "{text}"')
+                line = f"{name} = {text}" if text.isdigit() else f'{name} = "{text}"'
             elif kind == "duration":
-                lines.append(f'{name} = "{format_duration(value)}"')
+                line = f'{name} = "{format_duration(value)}"'
             else:
-                lines.append(f"{name} = {value}")
+                line = f"{name} = {value}"
+            lines.append(line + mark(f"limits.{name}"))
         lines.append("")
         lines.append("[sandbox]")
-        lines.append("require = [" + ", ".join(f'"{layer}"' for layer in self.sandbox.require) + "]")
+        lines.append("require = [" + ", ".join(f'"{layer}"' for layer in self.sandbox.require) + "]"
+                     + mark("sandbox.require"))
         return "\n".join(lines) + "\n"
 
 
@@ -1084,5 +1126,6 @@ def _builtin_default() -> Policy:
     from importlib import resources
 
     text = resources.files(__package__).joinpath(DEFAULT_POLICY_FILE).read_text("utf-8")
-    return dataclasses.replace(Policy.from_toml_text(text, source=DEFAULT_POLICY_FILE, base_dir=Path.cwd()),
-                               source=None)
+    # The default itself inherits from nothing: a key it leaves out is not limited.
+    policy = Policy.from_toml_text(text, source=DEFAULT_POLICY_FILE, base_dir=Path.cwd(), defaults=Policy())
+    return dataclasses.replace(policy, source=None, origins=())

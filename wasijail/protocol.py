@@ -583,11 +583,12 @@ class Setup:
     invoke_args: tuple[bytes, ...] = ()
     memory_limit: int = -1  # bytes, -1 = none
     table_limit: int = -1
-    fuel: int = 0  # 0 = unlimited
+    fuel: int = -1  # -1 = unlimited; 0 = none at all (the first instruction traps, as in wasmtime)
     open_files: int = -1
     file_size: int = -1
     cpu_time_ms: int = 0  # 0 = unlimited
     disk: int = -1  # bytes written to files, -1 = none
+    engine: tuple[bytes, ...] = ()  # engine.EngineOptions.encode()
 
     def encode(self) -> bytes:
         w = _Writer()
@@ -602,6 +603,7 @@ class Setup:
         for value in (self.memory_limit, self.table_limit, self.fuel, self.open_files, self.file_size,
                       self.cpu_time_ms, self.disk):
             w.int(value)
+        w.blobs(self.engine)
         return b"".join(w.parts)
 
     @classmethod
@@ -624,6 +626,7 @@ class Setup:
                 file_size=r.int(),
                 cpu_time_ms=r.int(),
                 disk=r.int(),
+                engine=tuple(r.blobs()),
             )
         except struct.error as exc:
             raise ProtocolError("setup truncated") from exc

@@ -22,7 +22,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Optional, Sequence, Union, final
 
 import trio
 
@@ -33,12 +33,14 @@ from .broker.session import BrokerSession
 from .cache import ModuleCache, engine_fingerprint
 from .cgroup import CgroupPool, Leaf, child_threads, memory_cap, thread_cap_uid, thread_cgroups
 from .descriptors import RUN_DESCRIPTORS, DescriptorBudget
+from .engine import EngineOptions
 from .launcher import Launcher
 from .policy import Policy
 from .protocol import Outcome as WireOutcome
 from .stdio import PrivateStdio, fill_closed_stdio
 from .results import (
     STATUS_ERROR,
+    STATUS_KILLED,
     STATUS_LIMIT,
     STATUS_TRAP,
     STATUS_VIOLATION,
@@ -51,17 +53,35 @@ from .results import (
 )
 
 
+@final
 @dataclass(frozen=True)
 class RunSpec:
-    """What to run: the module, its arguments and the policy that confines it."""
+    """What to run: the module, its arguments and the policy that confines it.
+
+    ``module`` is the module's file (``.wat`` is read as text), or only its
+    name in messages when ``source`` holds its bytes (``wasijail run -``:
+    text unless the bytes start with the wasm magic). ``invoke`` calls that
+    export with ``invoke_args`` instead of ``_start``; ``argv0`` defaults to
+    the module's file name; ``engine`` changes engine, store and linker
+    settings (wasmtime's ``-W`` options that are not limits).
+    """
 
     module: Path
     args: tuple[str, ...] = ()
     policy: Policy = Policy()
     invoke: str | None = None
     invoke_args: tuple[str, ...] = ()
-    argv0: str | None = None  # defaults to the module's file name
+    argv0: str | None = None
+    engine: EngineOptions = EngineOptions()
+    source: bytes | None = None
     compile_only: bool = False  # stop once the module is compiled into the cache (`wasijail compile`)
+
+    @property
+    def is_wat(self) -> bool:
+        """Whether the module is WebAssembly text."""
+        if self.source is not None:
+            return not self.source.startswith(b"\0asm")
+        return self.module.suffix == ".wat"
 
 
 @dataclass(frozen=True)
@@ -80,15 +100,19 @@ LONG_COMPILE = 1.0
 def open_module(spec: RunSpec) -> int:
     """Open the module file for reading, or raise WasijailError saying in one line why not."""
     path = spec.module
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise WasijailError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise WasijailError(f"{path}: is a directory, not a module") from None
-    except OSError as exc:
-        raise WasijailError(f"{path}: cannot open: {exc.strerror}") from None
-    st = os.fstat(fd)
+    if spec.source is not None:
+        fd = os.memfd_create("wasijail-module", os.MFD_CLOEXEC)
+        _write_all(fd, spec.source)
+    else:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise WasijailError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise WasijailError(f"{path}: is a directory, not a module") from None
+        except OSError as exc:
+            raise WasijailError(f"{path}: cannot open: {exc.strerror}") from None
+    st = os.fstat(fd)  # a memfd when the bytes came with the spec: checked the same way
     if stat.S_ISDIR(st.st_mode):
         os.close(fd)
         raise WasijailError(f"{path}: is a directory, not a module")
@@ -132,7 +156,7 @@ def _setup_fd(spec: RunSpec) -> int:
     argv0 = spec.argv0 if spec.argv0 is not None else spec.module.name
     setup = protocol.Setup(
         module_name=os.fsencode(argv0),
-        is_wat=spec.module.suffix == ".wat",
+        is_wat=spec.is_wat,
         args=tuple(os.fsencode(a) for a in spec.args),
         env=tuple(os.fsencode(f"{k}={v}") for k, v in env),
         preopen_names=tuple(p.guest.encode() for p in policy.preopens),
@@ -141,11 +165,12 @@ def _setup_fd(spec: RunSpec) -> int:
         invoke_args=tuple(a.encode() for a in spec.invoke_args),
         memory_limit=limits.memory if limits.memory is not None else -1,
         table_limit=limits.table_elements if limits.table_elements is not None else -1,
-        fuel=limits.fuel or 0,
+        fuel=limits.fuel if limits.fuel is not None else -1,
         open_files=limits.open_files if limits.open_files is not None else -1,
         file_size=limits.file_size if limits.file_size is not None else -1,
         cpu_time_ms=round(limits.cpu_time * 1000) if limits.cpu_time else 0,
         disk=limits.disk if limits.disk is not None else -1,
+        engine=spec.engine.encode(),
     )
     fd = os.memfd_create("wasijail-setup", os.MFD_CLOEXEC)
     _write_all(fd, setup.encode())
@@ -157,31 +182,85 @@ PARENT_LAYERS = frozenset({"openat2", "cgroup"})
 PIPE = subprocess.PIPE  # as stdin/stdout/stderr: hand the other end to the caller as a trio stream
 
 
-class RunHandle:
-    """A live run, handed back by `await nursery.start(supervisor.run, ...)`.
+StdinArg = Union[bytes, bytearray, memoryview, int, None, trio.abc.ReceiveStream, AsyncIterable[bytes]]
+OutputArg = Optional[int]
 
-    `stdin`, `stdout` and `stderr` are trio streams for the ends given as PIPE
-    (None otherwise); `kill()` stops the child; `wait()` returns the RunResult.
+
+def check_run_arguments(module: object, args: object, policy: object, stdin: object, stdout: object,
+                        stderr: object, capture_stdout: object, capture_stderr: object, check: object,
+                        *, started: bool) -> None:
+    """Refuse wrong arguments at the call, as trio.run_process does: TypeError or ValueError, one line.
+
+    ``started`` says whether the call runs under ``nursery.start`` (the only
+    way a PIPE end can reach the caller).
+    """
+    if not isinstance(module, (str, os.PathLike)):
+        raise TypeError(f"module must be a path (str or os.PathLike), not {type(module).__name__}")
+    if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+        raise TypeError(f"args must be a sequence of str, not {type(args).__name__}")
+    for arg in args:  # type: ignore[union-attr]
+        if not isinstance(arg, str):
+            raise TypeError(f"args must be a sequence of str, not one holding {type(arg).__name__}")
+    if policy is not None and not isinstance(policy, Policy):
+        hint = " (load a file with Policy.from_toml(path))" if isinstance(policy, (str, os.PathLike)) else ""
+        raise TypeError(f"policy must be a wasijail.Policy or None, not {type(policy).__name__}{hint}")
+    if not (stdin is None or isinstance(stdin, (bytes, bytearray, memoryview, trio.abc.ReceiveStream))
+            or (isinstance(stdin, int) and not isinstance(stdin, bool)) or hasattr(stdin, "__aiter__")):
+        hint = " (encode text first: stdin=text.encode())" if isinstance(stdin, str) else ""
+        raise TypeError("stdin must be bytes, a trio ReceiveStream, an async iterable of bytes, an fd, None"
+                        f" or PIPE, not {type(stdin).__name__}{hint}")
+    for name, target, capture in (("stdout", stdout, capture_stdout), ("stderr", stderr, capture_stderr)):
+        if target is not None and (not isinstance(target, int) or isinstance(target, bool)):
+            raise TypeError(f"{name} must be an fd, None or PIPE, not {type(target).__name__}")
+        if not isinstance(capture, bool):
+            raise TypeError(f"capture_{name} must be a bool, not {type(capture).__name__}")
+        if capture and target is not None:
+            raise ValueError(f"{name}= and capture_{name}=True cannot be given together")
+    if not isinstance(check, bool):
+        raise TypeError(f"check must be a bool, not {type(check).__name__}")
+    if not started:
+        for name, value in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+            if isinstance(value, int) and not isinstance(value, bool) and value == PIPE:
+                raise ValueError(f"{name}=PIPE is only valid with nursery.start(), which hands back the"
+                                 " RunHandle holding the pipe")
+
+
+@final
+class RunHandle:
+    """A live run, handed back by ``await nursery.start(supervisor.run, ...)``.
+
+    ``stdin``, ``stdout`` and ``stderr`` are trio streams for the ends given
+    as PIPE (None otherwise); ``kill()`` stops the child (the run ends as
+    outcome ``killed``); ``wait()`` returns the RunResult. ``pid`` is the
+    child's process id, or None when the run ended before a child started
+    (a module that could not be opened: ``wait()`` returns its ``error``).
     """
 
-    def __init__(self, child, stdin, stdout, stderr) -> None:
+    def __init__(self, child: Any, stdin: trio.lowlevel.FdStream | None, stdout: trio.lowlevel.FdStream | None,
+                 stderr: trio.lowlevel.FdStream | None) -> None:
         self._child = child
-        self.pid: int = child.pid
+        self.pid: int | None = child.pid if child is not None else None
         self.stdin: trio.lowlevel.FdStream | None = stdin
         self.stdout: trio.lowlevel.FdStream | None = stdout
         self.stderr: trio.lowlevel.FdStream | None = stderr
         self._done = trio.Event()
         self._result: RunResult | None = None
+        self.killed = False  # kill() was called while the child ran
 
     async def send_stdin(self, data: bytes) -> None:
+        """Write all of ``data`` to the module's stdin (given as PIPE)."""
         if self.stdin is None:
             raise WasijailError("stdin was not opened as a pipe (pass stdin=PIPE)")
         await self.stdin.send_all(data)
 
     def kill(self) -> None:
-        self._child.kill()
+        """Stop the run now; it ends with outcome ``killed``. Nothing happens once it has ended."""
+        if self._child is not None and self._child.returncode is None and not self._done.is_set():
+            self.killed = True
+            self._child.kill()
 
     async def wait(self) -> RunResult:
+        """Wait for the run to end and return its RunResult."""
         await self._done.wait()
         assert self._result is not None
         return self._result
@@ -219,10 +298,11 @@ class Supervisor:
         # running after LONG_COMPILE seconds: the CLI says so on a terminal.
         self.on_long_compile: Callable[[Path, bool], None] | None = None
 
-    async def run(self, module: str | os.PathLike, args: Sequence[str] = (), *,
-                  policy: Policy | None = None, stdin=b"", stdout=None, stderr=None,
-                  capture_stdout: bool = False, capture_stderr: bool = False, check: bool = False,
-                  task_status=trio.TASK_STATUS_IGNORED) -> RunResult:
+    async def run(self, module: str | os.PathLike[str], args: Sequence[str] = (), *,
+                  policy: Policy | None = None, stdin: StdinArg = b"", stdout: OutputArg = None,
+                  stderr: OutputArg = None, capture_stdout: bool = False, capture_stderr: bool = False,
+                  check: bool = False,
+                  task_status: trio.TaskStatus[RunHandle] = trio.TASK_STATUS_IGNORED) -> RunResult:
         """Run `module` with `args` under `policy` (default: `Policy.default()`).
 
         Shaped like `trio.run_process`: stdin is bytes (default empty), a trio
@@ -231,9 +311,17 @@ class Supervisor:
         check=True raises the typed error for any status but 0. Under
         `nursery.start(...)` it hands back a RunHandle at once, with stdin,
         stdout and stderr as trio streams unless captured or given.
+
+        Wrong arguments raise TypeError or ValueError at once; every problem
+        with the module itself (missing, unreadable, not wasm, a component,
+        bad imports) is a result with outcome ``error`` (ModuleError under
+        check=True).
         """
+        started = task_status is not trio.TASK_STATUS_IGNORED
+        check_run_arguments(module, args, policy, stdin, stdout, stderr, capture_stdout, capture_stderr, check,
+                            started=started)
         spec = RunSpec(Path(module), tuple(args), policy if policy is not None else Policy.default())
-        if task_status is not trio.TASK_STATUS_IGNORED:
+        if started:
             stdin = PIPE if stdin == b"" else stdin
             stdout = PIPE if stdout is None and not capture_stdout else stdout
             stderr = PIPE if stderr is None and not capture_stderr else stderr
@@ -259,7 +347,7 @@ class Supervisor:
         started = time.monotonic()
         module_fd = open_module(spec)
         try:
-            fingerprint = engine_fingerprint(fuel=bool(spec.policy.limits.fuel))
+            fingerprint = engine_fingerprint(fuel=spec.policy.limits.fuel is not None, options=spec.engine)
             key = await trio.to_thread.run_sync(self.cache.module_key, module_fd, fingerprint)
         finally:
             os.close(module_fd)
@@ -272,9 +360,9 @@ class Supervisor:
             raise error_for(result)
         return CompileResult(spec.module, False, time.monotonic() - started)
 
-    async def run_spec(self, spec: RunSpec, *, stdin=None, stdout=None, stderr=None,
-                       capture_stdout: bool = False, capture_stderr: bool = False,
-                       task_status=trio.TASK_STATUS_IGNORED) -> RunResult:
+    async def run_spec(self, spec: RunSpec, *, stdin: StdinArg = None, stdout: OutputArg = None,
+                       stderr: OutputArg = None, capture_stdout: bool = False, capture_stderr: bool = False,
+                       task_status: trio.TaskStatus[RunHandle] = trio.TASK_STATUS_IGNORED) -> RunResult:
         """Run one module to its end and return its RunResult.
 
         stdin: None (the supervisor's own), an fd, bytes, a trio ReceiveStream, or PIPE.
@@ -317,7 +405,15 @@ class Supervisor:
                    task_status, handles: int) -> RunResult:
         limits = spec.policy.limits
         self._check_parent_layers(spec.policy.sandbox.require)
-        module_fd = open_module(spec)
+        command = (str(spec.module), *spec.args)
+        try:
+            module_fd = open_module(spec)
+        except WasijailError as exc:  # a module problem ends like every other one: an `error` result
+            result = RunResult(STATUS_ERROR, Outcome(OutcomeKind.ERROR, str(exc)), args=command)
+            handle = RunHandle(None, None, None, None)
+            handle._finish(result)
+            task_status.started(handle)
+            return result
         closing: list[int] = [module_fd]  # fds to close when the run ends, whatever happens
         streams: list = []
         child = None
@@ -366,9 +462,12 @@ class Supervisor:
             if cached.mode == protocol.ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
             memory_leaf = next((leaf for leaf in leaves if leaf.memory_max is not None), None)
-            ending = _Ending(session, child, violations, memory_leaf, limits.cpu_time)
-            session.on_compiled = lambda: ending.guest_started(limits.cpu_time, spec.compile_only)
             handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
+            ending = _Ending(session, child, violations, memory_leaf, limits.cpu_time, handle, spec)
+            session.on_compiled = lambda: ending.guest_started(limits.cpu_time, spec.compile_only)
+            if not self.resolver.use_openat2:  # confined all the same, by the fallback walk: said, not hidden
+                ending.parent_missing = ("openat2: not available here; paths resolve by the"
+                                         " component-by-component O_NOFOLLOW walk",)
             task_status.started(handle)
             try:
                 await self._supervise(spec, child, session, plumbing, ending)
@@ -428,7 +527,7 @@ class Supervisor:
         if self.cache is None:
             return _CachedArtifact(protocol.ArtifactMode.NONE, -1, "")
         limits = spec.policy.limits
-        fingerprint = engine_fingerprint(fuel=bool(limits.fuel))
+        fingerprint = engine_fingerprint(fuel=limits.fuel is not None, options=spec.engine)
         # A module not seen before is read and hashed: a thread does it, so a large one
         # does not stall every other run's broker.
         key = await trio.to_thread.run_sync(self.cache.module_key, module_fd, fingerprint)
@@ -675,7 +774,10 @@ class _Ending:
     """Turns what happened to one child into its RunResult."""
 
     def __init__(self, session: BrokerSession, child, violations: int, leaf: Leaf | None,
-                 cpu_time: float | None) -> None:
+                 cpu_time: float | None, handle: RunHandle, spec: RunSpec) -> None:
+        self.handle = handle
+        self.spec = spec
+        self.parent_missing: tuple[str, ...] = ()  # confinement layers of the parent's this host lacks
         self.session = session
         self.cpu_time = cpu_time
         self.leaf = leaf  # the child's memory cgroup, if it had one
@@ -719,7 +821,8 @@ class _Ending:
         captured = plumbing.captured
         out = bytes(captured["stdout"]) if "stdout" in captured else None
         err = bytes(captured["stderr"]) if "stderr" in captured else None
-        return RunResult(status, outcome, out, err, usage, self.session.sandbox_missing or ())
+        missing = (self.session.sandbox_missing or ()) + self.parent_missing
+        return RunResult(status, outcome, out, err, usage, missing, args=(str(self.spec.module), *self.spec.args))
 
     def _outcome(self, reported) -> tuple[Outcome, int]:
         status = self.child.returncode
@@ -735,6 +838,8 @@ class _Ending:
             return Outcome(OutcomeKind.CRASH, self.session.failure), STATUS_ERROR
         if status is not None and status < 0:
             sig = -status
+            if sig == signal.SIGKILL and self.handle.killed:
+                return Outcome(OutcomeKind.KILLED, "killed by RunHandle.kill()", signal=sig), STATUS_KILLED
             if sig == signal.SIGSYS:
                 return Outcome(OutcomeKind.VIOLATION, self._violation(), signal=sig), STATUS_VIOLATION
             if sig == signal.SIGKILL and self.leaf is not None and self.leaf.oom_killed():
@@ -757,6 +862,9 @@ class _Ending:
             return Outcome(OutcomeKind.TRAP, message), STATUS_TRAP
         if reported.outcome == WireOutcome.LIMIT:
             return Outcome(OutcomeKind.LIMIT, message), STATUS_LIMIT
+        if self.session.reported_while_loading:  # the module itself: name its file, as wasmtime does
+            glue = "" if message[:1].isdigit() else " "  # "bad.wat:2:1: ..." for text errors
+            message = f"{self.spec.module}:{glue}{message}"
         return Outcome(OutcomeKind.ERROR, message), STATUS_ERROR
 
     def _violation(self) -> str:

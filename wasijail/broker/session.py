@@ -34,6 +34,7 @@ class BrokerSession:
         self.sock = sock  # a blocking stdlib socket: the thread's alone while it serves
         self.kill = kill
         self.reported: protocol.Result | None = None
+        self.reported_while_loading = False  # the result came before the module compiled: a module problem
         self.violation: str | None = None  # what the child did that ended it
         self.failure: str | None = None  # what went wrong on our side serving it (the run is a crash)
         self.compiled = trio.Event()  # set when the child says its module compiled
@@ -137,6 +138,7 @@ class BrokerSession:
             if self.reported is not None:
                 raise protocol.ProtocolError("a second result")
             self.reported = request
+            self.reported_while_loading = not self.compiled.is_set()
             return None, []
         if isinstance(request, protocol.SandboxReport):
             if self.sandbox_missing is not None or self.compiled.is_set():

@@ -54,11 +54,14 @@ def _unsigned_exit(method):
     return proc_exit
 
 
-def define_wasi(linker: wasmtime.Linker, state: WasiState, *, fast: bool | None = None) -> None:
-    """Define every function of every snapshot (preview1 and preview0)."""
+def define_wasi(linker: wasmtime.Linker, state: WasiState, *, fast: bool | None = None,
+                preview0: bool = True) -> None:
+    """Define every function of every snapshot (preview1, and preview0 unless told not to)."""
     fast = FAST if fast is None else fast
     types: dict[tuple, wasmtime.FuncType] = {}  # per linker: a FuncType must not meet two engines
     for snapshot, imports in _IMPORTS:
+        if snapshot.module == "wasi_unstable" and not preview0:
+            continue
         host = WasiHost(state, snapshot)
         for imp in imports:
             ty = types.get((imp.params, imp.results))

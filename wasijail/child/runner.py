@@ -11,6 +11,7 @@ import ctypes
 import dataclasses
 import mmap
 import os
+import re
 import signal
 import socket
 import sys
@@ -21,6 +22,7 @@ import wasmtime
 from wasmtime import _ffi  # the C API's module deserialize, to pass it a mapping (wasmtime-py is pinned to 50)
 
 from .. import protocol
+from ..engine import EngineOptions
 from ..protocol import Outcome, Result, Setup
 from .bindings import WASI_MODULES, define_wasi
 from .broker_client import BrokerClient
@@ -28,22 +30,9 @@ from .memory import GuestMemory, MissingMemory
 from .wasi import ProcExit, WasiState, exit_status
 
 
-def make_engine(fuel: bool) -> wasmtime.Engine:
-    """The engine settings every child uses (they are part of the cache key later)."""
-    config = wasmtime.Config()
-    config.wasm_bulk_memory = True
-    config.wasm_multi_value = True
-    config.wasm_reference_types = True
-    config.wasm_simd = True
-    config.wasm_tail_call = True
-    # The memory limit is per linear memory: with several, a module would
-    # have several times its limit. One memory per store keeps it the total.
-    config.wasm_multi_memory = False
-    config.wasm_exceptions = True
-    config.consume_fuel = fuel
-    # The host keeps one view of guest memory; it stays valid only if memory never moves.
-    config.memory_may_move = False
-    return wasmtime.Engine(config)
+def make_engine(fuel: bool, options: EngineOptions = EngineOptions()) -> wasmtime.Engine:
+    """The engine of a child (its settings are part of the cache key: EngineOptions.fingerprint)."""
+    return wasmtime.Engine(options.make_config(fuel=fuel))
 
 
 def _read_all(fd: int) -> bytes:
@@ -62,11 +51,14 @@ def _first_line(text: str) -> str:
 
 
 def load_module(engine: wasmtime.Engine, setup: Setup, data: bytes) -> wasmtime.Module:
+    if data[:4] == b"\x7fELF":
+        raise ModuleError("a precompiled artifact (.cwasm), not a module: wasijail compiles every module itself,"
+                          " inside the sandbox, and never runs native code from its input")
     if setup.is_wat:
         try:
             data = wasmtime.wat2wasm(data.decode("utf-8", "replace"))
         except wasmtime.WasmtimeError as exc:
-            raise ModuleError(f"invalid WebAssembly text: {_first_line(str(exc))}") from None
+            raise ModuleError(wat_error(str(exc))) from None
     if data[:4] != b"\0asm":
         raise ModuleError("not a WebAssembly module (bad magic number)")
     if len(data) >= 8 and data[4:8] != b"\x01\0\0\0":
@@ -75,6 +67,46 @@ def load_module(engine: wasmtime.Engine, setup: Setup, data: bytes) -> wasmtime.
         return wasmtime.Module(engine, data)
     except wasmtime.WasmtimeError as exc:
         raise ModuleError(f"invalid WebAssembly module: {_describe(exc)}") from None
+
+
+def wat_error(text: str) -> str:
+    """wasmtime's text-format error as `LINE:COL: message` (the supervisor puts the file name before it)."""
+    match = re.search(r"-->\s*\S*?:(\d+):(\d+)", text)
+    message = _first_line(text)
+    return f"{match[1]}:{match[2]}: {message}" if match else f"invalid WebAssembly text: {message}"
+
+
+#: A backtrace frame line of a wasm trap: "    12: 0x1d - <unknown>!<wasm function 0>".
+_FRAME = re.compile(r"^\s*\d+:\s*(?:0x[0-9a-f]+ - )?(.*)$")
+
+
+def fold_backtrace(text: str, *, keep: int = 3) -> str:
+    """A trap's text with runs of the same frame folded into one line.
+
+    A stack overflow's backtrace repeats one function thousands of times;
+    the first ``keep`` frames of a run stay and the rest become
+    ``... 4,000 more frames of <wasm function 0>``.
+    """
+    out: list[str] = []
+    run_name, run_length = None, 0
+
+    def flush() -> None:
+        if run_length > keep:
+            out.append(f"    ... {run_length - keep:,} more frames of {run_name}")
+
+    for line in text.splitlines():
+        match = _FRAME.match(line)
+        name = match[1] if match else None
+        if name is not None and name == run_name:
+            run_length += 1
+            if run_length <= keep:
+                out.append(line)
+            continue
+        flush()
+        run_name, run_length = name, 1 if name is not None else 0
+        out.append(line)
+    flush()
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
 def _describe(exc: Exception) -> str:
@@ -88,9 +120,12 @@ class ModuleError(Exception):
     """The module cannot be loaded, linked or started: one line for the user."""
 
 
-def check_imports(module: wasmtime.Module) -> None:
+def check_imports(module: wasmtime.Module, options: EngineOptions) -> None:
+    if options.unknown_imports:
+        return  # the linker defines every unknown import (as traps or as default values)
+    provided = WASI_MODULES if options.preview0 else WASI_MODULES - {"wasi_unstable"}
     for imp in module.imports:
-        if imp.module not in WASI_MODULES:
+        if imp.module not in provided:
             raise ModuleError(f"unknown import: `{imp.module}::{imp.name}` has not been defined"
                               " (only WASI imports are provided)")
 
@@ -145,15 +180,19 @@ def _deserialize_fd(engine: wasmtime.Engine, fd: int) -> wasmtime.Module:
 def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] | None = None,
         artifact: Artifact | None = None) -> Result:
     cpu_limit = setup.cpu_time_ms / 1000 if setup.cpu_time_ms > 0 else None
-    engine = make_engine(fuel=setup.fuel > 0)
+    options = EngineOptions.decode(setup.engine)
     artifact = artifact or Artifact(protocol.ArtifactMode.NONE, -1)
     try:
+        try:
+            engine = make_engine(setup.fuel >= 0, options)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleError(f"invalid engine settings: {_describe(exc)}") from None
         module = artifact.load(engine)
         if module is None:  # the module's bytes are read only when there is something to compile
             module = load_module(engine, setup, _read_all(module_fd))
         else:
             os.close(module_fd)
-        check_imports(module)
+        check_imports(module, options)
     except ModuleError as exc:
         return Result(Outcome.ERROR, 1, 0, 0, str(exc).encode())
     # Wait for the supervisor to take the artifact (and start the guest's clocks:
@@ -161,11 +200,8 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
     # before any guest code runs.
     broker.call_errno(protocol.Compiled(artifact.produce(module)))
     store = wasmtime.Store(engine)
-    # memories=1 as well as the engine's setting: the cap is the total even if a
-    # later engine default turned multi-memory back on.
-    store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit,
-                     instances=1, memories=1)
-    if setup.fuel > 0:
+    store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit, **options.store_limits())
+    if setup.fuel >= 0:
         store.set_fuel(setup.fuel)
     watchdog = None
     if cpu_limit is not None and cpu_limit != int(cpu_limit):
@@ -181,7 +217,11 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
     if counters is not None:
         state.io = counters  # bytes read, bytes written: shared so they survive a trap
     linker = wasmtime.Linker(engine)
-    define_wasi(linker, state)
+    define_wasi(linker, state, preview0=options.preview0)
+    if options.unknown_imports == "trap":
+        linker.define_unknown_imports_as_traps(module)
+    elif options.unknown_imports == "default":
+        linker.define_unknown_imports_as_default_values(store, module)
     state.memory = GuestMemory(store, None)  # until instantiation: a start function may call WASI
     try:
         instance = linker.instantiate(store, module)
@@ -224,7 +264,7 @@ def _ended(exc: BaseException, watchdog: "CpuWatchdog | None") -> Result:
     code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
     if code is wasmtime.TrapCode.OUT_OF_FUEL:
         return Result(Outcome.LIMIT, 1, 0, 0, b"fuel: all fuel consumed")
-    return Result(Outcome.TRAP, 134, 0, 0, str(exc).encode())
+    return Result(Outcome.TRAP, 134, 0, 0, fold_backtrace(str(exc)).encode())
 
 
 class CpuWatchdog(threading.Thread):
