@@ -194,7 +194,7 @@ def test_cli_compile_fills_the_cache(tmp_path):
     failed = wasijail("compile", "--cache-dir", cache_dir, tmp_path / "bad.wat", tmp_path / "missing.wasm")
     assert failed.returncode == 1 and failed.stdout == b""
     assert text(failed.stderr).splitlines() == [
-        f"wasijail: error: {tmp_path / 'bad.wat'}: invalid WebAssembly text: expected `)`",
+        f"wasijail: error: {tmp_path / 'bad.wat'}:1:8: expected `)`",
         f"wasijail: error: {tmp_path / 'missing.wasm'}: no such file"]
 
 

@@ -363,7 +363,7 @@ def _run(ns: argparse.Namespace, server) -> int:
     async def main() -> RunResult:
         async with open_supervisor(cache=cache, max_parallel=1,
                                    launcher=Launcher(server=server)) as supervisor:
-            if sys.stderr.isatty():
+            if sys.stderr is not None and sys.stderr.isatty():  # None: started with stderr closed
                 supervisor.on_long_compile = compile_notice
             return await supervisor.run_spec(spec, **stdio)
 
@@ -426,9 +426,11 @@ def compile_command(argv: list[str]) -> int:
             for module in ns.modules:
                 try:
                     done = await supervisor.compile(module, policy=policy)
-                except RunFailed as exc:  # the module itself does not compile
+                except RunFailed as exc:  # the module itself does not compile: the detail names its file
                     failed += 1
-                    sys.stderr.write(f"{PROG}: error: {module}: {exc.result.outcome.detail}\n")
+                    detail = exc.result.outcome.detail
+                    named = detail.startswith(f"{module}:")  # load errors name the file already
+                    sys.stderr.write(f"{PROG}: error: {detail if named else f'{module}: {detail}'}\n")
                     continue
                 except WasijailError as exc:  # no such file, too big...: the message names it
                     failed += 1
