@@ -379,6 +379,9 @@ def test_full_policy(tmp_path):
         file_size=GiB,
         module_size=64 * MiB,
         compile_timeout=30.5,
+        # not in the file: the built-in default's values
+        disk=Policy.default().limits.disk,
+        files=Policy.default().limits.files,
     )
     assert p.sandbox == SandboxPolicy(("seccomp", "landlock"))
 
