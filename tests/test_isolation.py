@@ -46,8 +46,8 @@ def abuses(tmp_path) -> dict[str, tuple[str, tuple[str, ...], Policy]]:
         "poll": ("pollflood.wasm", ("1000000",), base.with_limits(memory="128MiB")),
         # Four memories of 48 MiB under a 64 MiB limit.
         "multimem": ("multimem.wasm", (), base.with_limits(memory="64MiB")),
-        # 100 handles on a directory of 2000 long names, each listed once, all kept open.
-        "readdir": ("dirlist.wasm", ("/d", "100"), base.with_preopen(listing, "/d", mode="ro")),
+        # 25 handles on a directory of 2000 long names, each listed once, all kept open.
+        "readdir": ("dirlist.wasm", ("/d", "25"), base.with_preopen(listing, "/d", mode="ro")),
         "files": ("mkmany.wasm", ("/out", "100000"), base.with_preopen(out, "/out").with_limits(files=100)),
         "disk": ("filefill.wasm", ("/out/big", str(64 * MiB)),
                  base.with_preopen(out, "/out").with_limits(disk="1MiB")),
@@ -67,7 +67,7 @@ def check_abuse(name: str, outcome: str, stdout: str, peak_memory: int, budget_h
     elif name == "multimem":
         assert outcome == "error" and "multiple memories" in stdout
     elif name == "readdir":
-        assert (outcome, stdout) == ("exit", "entries 200200\n")
+        assert (outcome, stdout) == ("exit", "entries 50050\n")
     elif name == "files":
         assert (outcome, stdout) == ("exit", "created 100\nfailed: Quota exceeded\n")
     elif name == "disk":
@@ -82,7 +82,9 @@ async def test_abuse_beside_a_healthy_job(tmp_path, name):
     module, args, policy = abuses(tmp_path)[name]
     # A small descriptor budget: the dirhog holds it all, so the healthy job is admitted after it.
     budget = DescriptorBudget(600)
-    tracemalloc.start()
+    traced = name == "readdir"  # what the supervisor itself allocates (tracing slows it: only here)
+    if traced:
+        tracemalloc.start()
     try:
         async with open_supervisor() as sup:
             sup.descriptors = budget
@@ -97,7 +99,8 @@ async def test_abuse_beside_a_healthy_job(tmp_path, name):
                 nursery.start_soon(run, "healthy", "demo_p1.wasm", (), Policy.default())
         _, supervisor_peak = tracemalloc.get_traced_memory()
     finally:
-        tracemalloc.stop()
+        if traced:
+            tracemalloc.stop()
     healthy = results["healthy"]
     assert (healthy.outcome.kind, healthy.stdout) == (OutcomeKind.EXIT, b"hello world\n")
     assert healthy.usage.wall_time < HEALTHY_SECONDS
@@ -105,9 +108,10 @@ async def test_abuse_beside_a_healthy_job(tmp_path, name):
     text = (abuse.stdout or b"").decode() if abuse.outcome.kind is OutcomeKind.EXIT else abuse.outcome.detail
     check_abuse(name, abuse.outcome.kind.value, text, abuse.usage.peak_memory,
                 budget.handles_for(None, 1024))
-    # What the supervisor allocated while serving both: listings stream, nothing
-    # grows with the directory or the number of handles (before: 65 MiB for "readdir").
-    assert supervisor_peak < 16 * MiB
+    if traced:
+        # What the supervisor allocated while serving both: listings stream, nothing
+        # grows with the directory or the number of handles (before: 16 MiB).
+        assert supervisor_peak < 4 * MiB, supervisor_peak
 
 
 @pytest.mark.parametrize("call,errno", [("random", 0), ("longpath", 37)])

@@ -241,10 +241,13 @@ def _probe_namespaces(timeout: float = 5.0) -> dict[str, Layer]:
     os.close(write_fd)
     data = b""
     deadline = time.monotonic() + timeout
+    # poll, not select: a supervisor past 1024 descriptors (its raised limit) may probe too.
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN)
     try:
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_fd], [], [], left)[0]:
+            if left <= 0 or not poller.poll(left * 1000):
                 os.kill(pid, signal.SIGKILL)
                 break
             chunk = os.read(read_fd, 65536)

@@ -37,22 +37,28 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
-def _getdents(fd: int, buffer: ctypes.Array) -> memoryview:
-    n = _libc.syscall(ctypes.c_long(_SYS_GETDENTS64), ctypes.c_int(fd), buffer,
-                      ctypes.c_size_t(len(buffer)))
+# One buffer for every broker: each reads it to the end before it returns.
+_BUFFER = ctypes.create_string_buffer(_GETDENTS_BUFFER)
+# The kernel's record for the longest name (NAME_MAX) and its header: any smaller buffer may fit none.
+_SMALLEST_READ = 512
+
+
+def _getdents(fd: int, size: int) -> memoryview:
+    n = _libc.syscall(ctypes.c_long(_SYS_GETDENTS64), ctypes.c_int(fd), _BUFFER, ctypes.c_size_t(size))
     if n < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    return memoryview(buffer)[:n]
+    return memoryview(_BUFFER)[:n]
 
 
-def _entries(fd: int, start: int):
-    """(position of the entry, name, inode, d_type) from kernel position `start` on, `.` and `..` left out."""
+def _entries(fd: int, start: int, wanted_bytes: int):
+    """(position of the entry, name, inode, d_type) from kernel position `start` on, `.` and `..` left
+    out; the kernel is asked for about `wanted_bytes` at a time (a reply needs no more)."""
     os.lseek(fd, start, os.SEEK_SET)
-    buffer = ctypes.create_string_buffer(_GETDENTS_BUFFER)
+    size = max(_SMALLEST_READ, min(_GETDENTS_BUFFER, wanted_bytes + _SMALLEST_READ))
     position = start
     while True:
-        data = _getdents(fd, buffer)
+        data = bytes(_getdents(fd, size))
         if not data:
             return
         offset = 0
@@ -119,7 +125,8 @@ class DirCursor:
             return bytes(out)
         at, position = self._start(wanted)
         recent: dict[int, int] = {}
-        for position, name, ino, d_type in _entries(dirfd, position):
+        # Skipping to `wanted` reads whole buffers; the reply itself about max_bytes.
+        for position, name, ino, d_type in _entries(dirfd, position, max_bytes if at == wanted else _GETDENTS_BUFFER):
             self._checkpoint(at, position)
             if at >= wanted:
                 if len(out) >= max_bytes:
