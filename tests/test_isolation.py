@@ -176,8 +176,9 @@ def test_abuse_beside_healthy_jobs_in_one_batch_under_1024_descriptors(tmp_path)
         for i in range(copies):
             jobs.append({"id": f"{name}-{i}", "module": str(PROGRAMS / module), "args": list(args),
                          "preopens": preopens, "limits": limits})
-    for i in range(3):
-        jobs.append({"id": f"healthy-{i}", "module": str(PROGRAMS / "demo_p1.wasm")})
+    jobs.sort(key=lambda job: not job["id"].startswith("dirhog"))  # dirhogs first (a stable sort)
+    for i in range(3):  # each started beside a dirhog
+        jobs.insert(1 + 2 * i, {"id": f"healthy-{i}", "module": str(PROGRAMS / "demo_p1.wasm")})
     manifest = tmp_path / "jobs.jsonl"
     manifest.write_text("".join(json.dumps(job) + "\n" for job in jobs))
     records = _batch_under_nofile(tmp_path, manifest, 1024)

@@ -473,8 +473,11 @@ def probe_limits() -> list[Limit]:
         Limit("host calls", "child (WASI)", "poll_oneoff, random_get and path lengths handled a piece"
               f" at a time; at most {MAX_IOVS} iovecs a call (EINVAL past it)"),
         Limit("cpu_time", "RLIMIT_CPU + watchdog", "SIGXCPU; fractions of a second by a watchdog thread"),
+        Limit("fuel", "Store (wasmtime)", "wasm instructions, counted by the engine"),
         Limit("timeout", "supervisor", "kills the child, even in a blocking host call"),
         Limit("output", "supervisor", "per captured stream"),
+        Limit("module_size", "supervisor", "checked before the module is read"),
+        Limit("compile_timeout", "supervisor", "kills the child still compiling"),
     ]
 
 
