@@ -47,3 +47,47 @@ def summary_rows(err: str) -> dict[str, str]:
         key, _, value = line.strip().partition("  ")
         rows[key] = value.strip()
     return rows
+
+
+def links_leading_out(root: os.PathLike | str) -> list[str]:
+    """Every symlink under `root` that a host tool following it would walk
+    out of `root` through (at any step, not only at its end), each as
+    "path -> target". Followed as the kernel does, component by component on
+    the physical path (os.path.realpath is not faithful for loops); a loop
+    leads nowhere."""
+    top = os.path.realpath(root)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) and not _stays_beneath(top, path):
+                out.append(f"{os.path.relpath(path, top)} -> {os.readlink(path)}")
+    return out
+
+
+def _stays_beneath(top: str, path: str) -> bool:
+    here: list[str] = [c for c in os.path.dirname(path).split("/") if c]
+    todo = [os.path.basename(path)]
+    links = 0
+    while todo:
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            here = here[:-1]
+        else:
+            candidate = "/" + "/".join(here + [name])
+            if os.path.islink(candidate):
+                links += 1
+                if links > 40:
+                    return True  # ELOOP: the walk ends here
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    here = []
+                todo = target.split("/") + todo
+                continue
+            here = here + [name]
+        now = "/" + "/".join(here)
+        if now != top and not now.startswith(top + "/"):
+            return False
+    return True

@@ -18,7 +18,7 @@ from wasijail.policy import Policy
 from wasijail.supervisor import RunSpec, open_supervisor
 from wasijail.wasi import DIRENT, Errno, Fdflags, Filetype, Oflags, Rights
 
-from helpers import program
+from helpers import links_leading_out, program
 
 READ = int(Rights.FD_READ | Rights.FD_SEEK)
 WRITE = int(Rights.FD_WRITE)
@@ -307,4 +307,126 @@ def test_link_and_rename_within_a_writable_grant_nested_in_a_read_only_one(grant
     reply, _ = broker.dispatch(protocol.PathRename(1, 1, b"again.txt", b"renamed.txt"))
     assert reply.errno == 0
     assert os.path.samefile(grants / "ro" / "rw" / "own.txt", grants / "ro" / "rw" / "renamed.txt")
+    broker.close()
+
+
+# --- [fs] symlinks: what a link may say -------------------------------------------
+# "confined" (the default): a relative target that climbs (leading "..") no
+# higher than the preopen, checked where the link really lies; "wasi": any
+# relative target, as WASI allows.
+
+
+@pytest.fixture
+def deep(tree):
+    (tree / "sub" / "deeper").mkdir()
+    (tree / "sub" / "deeper" / "f").write_text("deep\n")
+    (tree / "dirlink").symlink_to("sub/deeper")
+    return tree
+
+
+@pytest.mark.parametrize("where, target, answer", [
+    (b"", b"../outside.txt", Errno.PERM),
+    (b"", b"..", Errno.PERM),
+    (b"", b"./..", Errno.PERM),
+    (b"", b"./../root", Errno.PERM),  # back inside, but only through the outside
+    (b"", b"sub/../../outside.txt", Errno.PERM),
+    (b"", b"sub/../file.txt", Errno.PERM),  # ".." after a name: depends on what sub is
+    (b"", b"sub/..", Errno.PERM),
+    (b"", b"file.txt", 0),
+    (b"", b"./sub/./", 0),
+    (b"", b".", 0),
+    (b"", b"...", 0),  # a name
+    (b"", b"missing/../x", Errno.PERM),
+    (b"sub", b"../file.txt", 0),
+    (b"sub", b"..", 0),
+    (b"sub", b"./../sub", 0),
+    (b"sub", b"../..", Errno.PERM),
+    (b"sub", b"../../outside.txt", Errno.PERM),
+    (b"sub/deeper", b"../../file.txt", 0),
+    (b"sub/deeper", b"../../../outside.txt", Errno.PERM),
+    (b"dirlink", b"../../file.txt", 0),  # dirlink leads two levels down: counted where it lies
+    (b"dirlink", b"../../../outside.txt", Errno.PERM),
+    (b"sub/../sub/deeper", b"../../file.txt", 0),
+], ids=str)
+@pytest.mark.parametrize("how", ["path", "handle"])
+def test_confined_symlink_targets(deep, resolver, where, target, answer, how):
+    broker = make_broker(deep, resolver)
+    if how == "handle" and where:
+        handle, path = _open_dir(broker, 0, where), b"link"
+    else:
+        handle, path = 0, (where + b"/link" if where else b"link")
+    reply, _ = broker.dispatch(protocol.PathSymlink(handle, target, path))
+    assert reply.errno == answer
+    assert os.path.islink(os.path.realpath(deep / os.fsdecode(where)) + "/link") == (answer == 0)
+    assert links_leading_out(deep) == []
+    broker.close()
+
+
+@pytest.mark.parametrize("where, target", [(b"link", b"../outside.txt"), (b"link", b".."),
+                                           (b"sub/link", b"../../outside.txt"),
+                                           (b"link", b"sub/../../outside.txt")])
+def test_wasi_symlinks_are_made_as_asked(deep, resolver, where, target):
+    broker = make_broker(deep, resolver, symlinks="wasi")
+    reply, _ = broker.dispatch(protocol.PathSymlink(0, target, where))
+    assert reply.errno == 0
+    assert os.readlink(deep / os.fsdecode(where)) == os.fsdecode(target)
+    reply, _ = broker.dispatch(protocol.PathSymlink(0, b"/etc/passwd", b"abs"))
+    assert reply.errno == Errno.PERM  # absolute: never, in either mode
+    reply, _ = broker.dispatch(protocol.PathOpen(0, 1, 0, 0, READ, 0, where))
+    assert reply.errno in (Errno.NOTCAPABLE, Errno.ISDIR, 0)  # resolution still confines it
+    assert reply.errno != 0 or b"outside" not in target
+    broker.close()
+
+
+@pytest.mark.parametrize("request_, answer", [
+    (protocol.PathRename(0, 0, b"sub/link", b"link"), Errno.PERM),  # the link itself, one level up
+    (protocol.PathLink(0, 0, 0, b"sub/link", b"link"), Errno.PERM),
+    (protocol.PathRename(0, 0, b"sub/link", b"sub/deeper/link"), 0),  # deeper: still inside
+    (protocol.PathLink(0, 0, 0, b"sub/link", b"sub/deeper/link"), 0),
+    (protocol.PathLink(0, 1, 0, b"sub/link", b"hard"), 0),  # SYMLINK_FOLLOW links the file itself
+    (protocol.PathRename(0, 0, b"sub/deeper", b"top"), Errno.XDEV),  # its link would climb out
+    (protocol.PathRename(0, 0, b"sub", b"top"), 0),  # as deep as before
+    (protocol.PathRename(0, 0, b"sub/deeper", b"sub/other"), 0),
+    (protocol.PathRename(0, 0, b"sub", b"sub2"), 0),
+], ids=str)
+def test_confined_links_stay_inside_when_moved(deep, resolver, request_, answer):
+    (deep / "sub" / "link").symlink_to("../file.txt")
+    (deep / "sub" / "deeper" / "up").symlink_to("../../file.txt")
+    broker = make_broker(deep, resolver)
+    before = _snapshot(deep)
+    reply, _ = broker.dispatch(request_)
+    assert reply.errno == answer
+    if answer:
+        assert _snapshot(deep) == before
+    assert links_leading_out(deep) == []
+    broker.close()
+
+
+def test_moving_a_directory_into_another_preopen_carries_its_links(tmp_path, resolver):
+    (tmp_path / "a" / "d").mkdir(parents=True)
+    (tmp_path / "a" / "d" / "up").symlink_to("../x")
+    (tmp_path / "b").mkdir()
+    broker = Broker([(os.open(tmp_path / "a", os.O_RDONLY | os.O_DIRECTORY), False),
+                     (os.open(tmp_path / "b", os.O_RDONLY | os.O_DIRECTORY), False)], resolver=resolver)
+    reply, _ = broker.dispatch(protocol.PathRename(0, 1, b"d", b"d"))  # b/d/up -> b/x: inside b
+    assert reply.errno == 0
+    (tmp_path / "b" / "d" / "deeper").mkdir()
+    (tmp_path / "b" / "d" / "deeper" / "up2").symlink_to("../../x")
+    reply, _ = broker.dispatch(protocol.PathRename(1, 0, b"d/deeper", b"deeper"))  # would climb out of a
+    assert reply.errno == Errno.XDEV
+    assert links_leading_out(tmp_path / "a") == links_leading_out(tmp_path / "b") == []
+    broker.close()
+
+
+def test_a_directory_too_large_to_scan_is_not_moved_up(deep, resolver, monkeypatch):
+    from wasijail.broker import symlinks
+
+    monkeypatch.setattr(symlinks, "SCAN_LIMIT", 3)
+    for i in range(4):
+        (deep / "sub" / "deeper" / f"n{i}").write_text("")
+    broker = make_broker(deep, resolver)
+    reply, _ = broker.dispatch(protocol.PathRename(0, 0, b"sub/deeper", b"top"))
+    assert reply.errno == Errno.XDEV  # `mv` copies instead, checking each link it makes
+    reply, _ = broker.dispatch(protocol.PathRename(0, 0, b"sub/deeper", b"sub/d2"))
+    assert reply.errno == 0  # not shallower: nothing to scan
     broker.close()

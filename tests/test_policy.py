@@ -536,8 +536,8 @@ def test_toml_syntax_error_names_file_and_line(text, message):
          "x.toml: [mounts]: unknown table; expected one of: [fs], [env], [limits], [sandbox]"),
         ("memory = 5\n",
          "x.toml: memory: unknown key; expected one of the tables [fs], [env], [limits], [sandbox]"),
-        ("[fs]\nroot = '/'\n", "x.toml: [fs] root: unknown key; expected one of: preopen"),
-        ("[fs.mount]\nx = 1\n", "x.toml: [fs.mount]: unknown table; expected one of the keys: preopen"),
+        ("[fs]\nroot = '/'\n", "x.toml: [fs] root: unknown key; expected one of: preopen, symlinks"),
+        ("[fs.mount]\nx = 1\n", "x.toml: [fs.mount]: unknown table; expected one of the keys: preopen, symlinks"),
         ("[[fs.preopen]]\nhost = 'a'\nreadonly = true\n",
          "x.toml: [[fs.preopen]] #1 readonly: unknown key; expected one of: host, guest, mode"),
         ("[[fs.preopen]]\nhost = 'a'\n[[fs.preopen]]\nhots = 'b'\n",
@@ -1044,6 +1044,9 @@ def test_to_toml_text():
         "# wasijail policy (effective)\n"
         "# from: p.toml\n"
         "\n"
+        "[fs]\n"
+        'symlinks = "confined"\n'
+        "\n"
         "[[fs.preopen]]\n"
         'host = "/srv/data"\n'
         'guest = "/data"\n'
@@ -1126,3 +1129,32 @@ def test_to_toml_round_trips_through_a_file(p, tmp_path_factory):
     path = tmp_path_factory.mktemp("rt") / "p.toml"
     path.write_text(p.to_toml(), encoding="utf-8")
     assert Policy.from_toml(path) == dataclasses.replace(p, source=str(path))
+
+
+# --- [fs] symlinks ----------------------------------------------------------------
+
+
+def test_symlinks_mode_from_file_flag_and_default(tmp_path):
+    assert Policy().symlinks == "confined"
+    assert Policy.default().symlinks == "confined"
+    f = tmp_path / "p.toml"
+    f.write_text('[fs]\nsymlinks = "wasi"\n')
+    p = Policy.from_toml(f)
+    assert p.symlinks == "wasi"
+    assert p.with_symlinks("confined").symlinks == "confined"  # a flag overrides the file
+    again = Policy.from_toml_text(p.to_toml(), source="again", base_dir=tmp_path)
+    assert again.symlinks == "wasi"
+    assert '[fs]\nsymlinks = "wasi"\n' in p.to_toml()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[fs]\nsymlinks = "follow"\n', "x.toml: [fs] symlinks: expected one of 'confined', 'wasi', got 'follow'"),
+    ("[fs]\nsymlinks = 1\n", "x.toml: [fs] symlinks: expected one of 'confined', 'wasi', got 1"),
+])
+def test_symlinks_mode_errors(tmp_path, text, message):
+    with pytest.raises(PolicyError) as info:
+        Policy.from_toml_text(text, source="x.toml", base_dir=tmp_path)
+    assert str(info.value) == message
+    with pytest.raises(PolicyError) as info:
+        Policy().with_symlinks("WASI")
+    assert str(info.value).startswith("--symlinks: expected one of 'confined', 'wasi'")

@@ -55,6 +55,9 @@ def add_policy_flags(p: argparse.ArgumentParser) -> None:
                    help="preopen HOST under the name GUEST (default: HOST as written); ::ro makes it read-only")
     p.add_argument("--mapdir", action="append", default=[], metavar="GUEST::HOST",
                    help="legacy form of --dir, guest name first")
+    p.add_argument("--symlinks", metavar="MODE",
+                   help="what path_symlink may create: confined (default: no target that leaves its "
+                        "preopen) or wasi (any relative target, as WASI allows)")
     p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="set NAME for the module, or copy it from the host when no value is given")
     p.add_argument("-W", "--wasm", dest="wasm_options", action="append", default=[], metavar="KEY[=VAL,...]",
@@ -205,6 +208,8 @@ def build_policy(ns: argparse.Namespace):
         for text in ns.mapdir:
             pre = parse_mapdir_flag(text)
             policy = policy.with_preopen(pre.host, pre.guest, mode=pre.mode, source="--mapdir")
+        if ns.symlinks is not None:
+            policy = policy.with_symlinks(ns.symlinks)
         for text in ns.env:
             name, value = parse_env_flag(text)
             policy = policy.with_env(name, value)

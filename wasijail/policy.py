@@ -12,6 +12,9 @@ here (the supervisor checks them when a run starts).
 Policy file schema (every table and every key is optional: a key left out
 keeps the built-in default's value, :meth:`Policy.default`)::
 
+    [fs]
+    symlinks = "confined"     # "confined" | "wasi", default "confined"
+
     [[fs.preopen]]            # repeatable, in order
     host = "data"             # relative: against the policy file's folder
     guest = "/data"           # default: host as written
@@ -67,6 +70,7 @@ __all__ = [
     "SandboxPolicy",
     "Policy",
     "SANDBOX_LAYERS",
+    "SYMLINK_MODES",
     "LIMIT_KEYS",
     "parse_size",
     "parse_duration",
@@ -575,9 +579,23 @@ def _merge_env(pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
 # the policy
 
 
+# What path_symlink may create: "confined" refuses every target that,
+# resolved lexically from the link's own directory, leaves the preopen (host
+# tools that follow links later are never led out); "wasi" creates any
+# relative target, as WASI does (the runtime still confines what it follows).
+SYMLINK_MODES = ("confined", "wasi")
+SymlinkMode = Literal["confined", "wasi"]
+
+
+def _check_symlinks(value: object, *, source: str | None, key: str | None) -> SymlinkMode:
+    if value not in SYMLINK_MODES:
+        raise _error(source, key, f"expected one of {', '.join(map(repr, SYMLINK_MODES))}, got {_describe(value)}")
+    return value  # type: ignore[return-value]
+
+
 _TOP_TABLES = ("fs", "env", "limits", "sandbox")
 _TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "fs": ("preopen",),
+    "fs": ("preopen", "symlinks"),
     "env": ("vars", "inherit"),
     "limits": LIMIT_KEYS,
     "sandbox": ("require",),
@@ -648,12 +666,14 @@ class Policy:
     limits: Limits = Limits()
     sandbox: SandboxPolicy = SandboxPolicy()
     source: str | None = None
+    symlinks: SymlinkMode = "confined"
     #: Where values came from, for ``policy show``: ("limits.memory", "x.toml"), ("fs.preopen#1", "--dir")...
     #: Values not named here are the built-in default's.
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         src = "Policy"
+        _check_symlinks(self.symlinks, source=src, key="symlinks")
         preopens = self.preopens
         if not isinstance(preopens, Iterable) or isinstance(preopens, (str, bytes)):
             raise _error(src, "preopens", f"expected a sequence of Preopen, got {_describe(preopens)}")
@@ -806,6 +826,8 @@ class Policy:
                                      f"{pre.guest!r} is already granted by [[fs.preopen]] #{j}")
                 preopens.append(pre)
 
+        symlinks = _check_symlinks(fs.get("symlinks", defaults.symlinks), source=source, key="[fs] symlinks")
+
         # [env]
         env_pairs: list[tuple[str, str]] = []
         inherit: list[str] = []
@@ -849,6 +871,7 @@ class Policy:
         origins += [(f"env.{key}", source) for key in ("vars", "inherit") if key in env]
         origins += [(f"limits.{name}", source) for name in parsed]
         origins += [("sandbox.require", source)] if "require" in sandbox else []
+        origins += [("fs.symlinks", source)] if "symlinks" in fs else []
         return cls(
             preopens=tuple(preopens),
             env=tuple(env_pairs),
@@ -857,6 +880,7 @@ class Policy:
             sandbox=SandboxPolicy(require=require),
             source=source,
             origins=tuple(origins),
+            symlinks=symlinks,
         )
 
     # ---- flags override the file
@@ -888,6 +912,12 @@ class Policy:
                 raise _error(source, None, f"guest name {pre.guest!r} is already granted (by {by}: {earlier.host})")
         key = f"fs.preopen#{len(self.preopens) + 1}"
         return dataclasses.replace(self, preopens=self.preopens + (pre,), origins=self.origins + ((key, source),))
+
+    def with_symlinks(self, mode: str) -> Policy:
+        """Choose what path_symlink may create (one of :data:`SYMLINK_MODES`).
+        Errors name ``--symlinks``."""
+        return dataclasses.replace(self, symlinks=_check_symlinks(mode, source="--symlinks", key=None),
+                                   origins=self.origins + (("fs.symlinks", "--symlinks"),))
 
     def with_env(self, name: str, value: str | None = None) -> Policy:
         """Set a variable (``value`` given: overrides any inherit of that
@@ -966,6 +996,8 @@ class Policy:
             origin = origins.get(key)
             if origin is not None:
                 return "  # from " + _comment_text(origin)
+            if key == "fs.symlinks":
+                return "  # built-in default" if self.symlinks == default.symlinks else ""
             table, _, name = key.partition(".")
             ours = self.sandbox.require if table == "sandbox" else getattr(self.limits, name, None)
             theirs = default.sandbox.require if table == "sandbox" else getattr(default.limits, name, None)
@@ -977,6 +1009,9 @@ class Policy:
             lines.append("# from: " + _comment_text(src))
         else:
             lines.append("# from: built-in")
+        lines.append("")
+        lines.append("[fs]")
+        lines.append(f'symlinks = "{self.symlinks}"' + mark("fs.symlinks"))
         for i, p in enumerate(self.preopens, 1):
             where = f"[[fs.preopen]] #{i}"
             lines.append("")

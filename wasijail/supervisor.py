@@ -423,7 +423,8 @@ class Supervisor:
         parent_sock = child_sock = None
         try:
             preopens = _open_preopens(spec.policy)
-            broker = Broker(preopens, resolver=self.resolver, max_handles=handles, files=limits.files)
+            broker = Broker(preopens, resolver=self.resolver, max_handles=handles, files=limits.files,
+                            symlinks=spec.policy.symlinks)
             parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             setup_fd = _setup_fd(spec)
             closing.append(setup_fd)

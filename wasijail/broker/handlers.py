@@ -39,6 +39,7 @@ from ..wasi import (
     errno_from_host,
 )
 from .readdir import DirCursor
+from . import symlinks as links
 from .resolve import EscapeError, Resolver
 
 # The most directory handles the parent holds for one child whose policy sets
@@ -78,6 +79,7 @@ class BrokerError(Exception):
 class Handle:
     fd: int
     readonly: bool
+    root: tuple[int, int]  # (st_dev, st_ino) of the preopen it lies beneath
     is_preopen: bool = False
     cursor: DirCursor | None = field(default=None)  # where fd_readdir is in the directory
 
@@ -86,8 +88,10 @@ class Broker:
     """Serves one child: its handle table and the handlers for its requests."""
 
     def __init__(self, preopens: list[tuple[int, bool]], *, resolver: Resolver | None = None,
-                 max_handles: int = DEFAULT_MAX_HANDLES, files: int | None = None) -> None:
+                 max_handles: int = DEFAULT_MAX_HANDLES, files: int | None = None,
+                 symlinks: str = "confined") -> None:
         self.resolver = resolver or Resolver()
+        self.confined = symlinks == "confined"  # the policy's [fs] symlinks (see symlinks.py)
         # The policy's open_files, enforced here in the parent, which a
         # compromised child cannot bypass: the most directory fds held for it.
         self.max_handles = max_handles
@@ -97,7 +101,7 @@ class Broker:
         self._retimable = _BoundedSet(MAX_RETIMABLE)
         self._stdio_files: frozenset[tuple[int, int]] = frozenset()
         for fd, readonly in preopens:
-            self.handles[len(self.handles)] = Handle(fd, readonly, is_preopen=True)
+            self.handles[len(self.handles)] = Handle(fd, readonly, links.identity(fd), is_preopen=True)
         self._next = len(self.handles)
         self.calls = 0
         self._table = {
@@ -174,7 +178,7 @@ class Broker:
             raise BrokerError(Errno.PERM)
         return handle
 
-    def _add(self, fd: int, readonly: bool) -> int:
+    def _add(self, fd: int, parent: Handle) -> int:
         if len(self.handles) >= self.max_handles:
             _close(fd)
             raise BrokerError(Errno.MFILE)
@@ -183,7 +187,7 @@ class Broker:
         while number in self.handles:
             number = (number + 1) & HANDLE_MAX
         self._next = (number + 1) & HANDLE_MAX
-        self.handles[number] = Handle(fd, readonly)
+        self.handles[number] = Handle(fd, parent.readonly, parent.root)
         return number
 
     def _parent(self, handle: Handle, path: bytes) -> tuple[int, bytes]:
@@ -269,7 +273,7 @@ class Broker:
             _close(fd)
             raise
         if stat.S_ISDIR(st.st_mode):
-            number = self._add(fd, handle.readonly)
+            number = self._add(fd, handle)
             return protocol.OpenReply(0, protocol.FileKind.DIRECTORY, number, Filetype.DIRECTORY), []
         if not handle.readonly:
             self._retimable.add((st.st_dev, st.st_ino))
@@ -368,6 +372,8 @@ class Broker:
                     st = os.stat(old_name, dir_fd=old_dirfd, follow_symlinks=False)
                     if not stat.S_ISDIR(st.st_mode):
                         raise BrokerError(Errno.NOTDIR)
+                if self.confined:
+                    self._check_move(old, old_dirfd, old_name, new, new_dirfd)
                 os.rename(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd)
             finally:
                 _close(new_dirfd)
@@ -395,6 +401,9 @@ class Broker:
         try:
             new_dirfd, new_name = self._parent_or_dir(new, req.new_path)
             try:
+                if self.confined and links.is_symlink(old_dirfd, old_name):
+                    # The link itself gets a name elsewhere: checked as if made there.
+                    self._check_target(new, new_dirfd, os.readlink(old_name, dir_fd=old_dirfd))
                 os.link(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd,
                         follow_symlinks=False)
             finally:
@@ -413,10 +422,52 @@ class Broker:
             raise BrokerError(Errno.NOENT)
         dirfd, name = self._parent_or_dir(handle, req.path)
         try:
+            if self.confined:
+                self._check_target(handle, dirfd, req.target)
             os.symlink(req.target, name, dir_fd=dirfd)
         finally:
             _close(dirfd)
         return protocol.Reply(0), []
+
+    def _check_target(self, handle: Handle, dirfd: int, target: bytes) -> None:
+        """EPERM unless a link saying `target`, in `dirfd`, stays inside the
+        preopen of `handle` for whoever follows it (the policy's "confined")."""
+        climbs = links.ascent(target)
+        if target.startswith(b"/") or climbs is None:
+            raise BrokerError(Errno.PERM)
+        if climbs and not links.fits(target, self._depth(handle, dirfd)):
+            raise BrokerError(Errno.PERM)
+
+    def _depth(self, handle: Handle, dirfd: int) -> int:
+        try:
+            return links.depth_below(dirfd, handle.root)
+        except links.NotBeneath:
+            raise BrokerError(Errno.NOTCAPABLE) from None
+
+    def _check_move(self, old: Handle, old_dirfd: int, name: bytes, new: Handle, new_dirfd: int) -> None:
+        """A rename carries the links it moves: each must still stay inside.
+
+        A symlink moved elsewhere is checked as if made there (EPERM). A
+        directory moved to a shallower place, or into another preopen, is
+        scanned for links that would then climb out: EXDEV if one would or if
+        it is too large to scan, so `mv` copies instead and every link it
+        makes again is checked.
+        """
+        st = os.stat(name, dir_fd=old_dirfd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            self._check_target(new, new_dirfd, os.readlink(name, dir_fd=old_dirfd))
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        depth = self._depth(new, new_dirfd)
+        if old.root == new.root and depth >= self._depth(old, old_dirfd):
+            return  # as deep or deeper: every link inside climbs no further out
+        try:
+            if links.subtree_fits(old_dirfd, name, depth + 1):
+                return
+        except links.TooLarge:
+            pass
+        raise BrokerError(Errno.XDEV)
 
     def path_readlink(self, req: protocol.PathReadlink):
         handle = self._handle(req.dir)
