@@ -1045,7 +1045,7 @@ def test_to_toml_text():
         "# from: p.toml\n"
         "\n"
         "[fs]\n"
-        'symlinks = "confined"\n'
+        'symlinks = "confined"  # built-in default\n'
         "\n"
         "[[fs.preopen]]\n"
         'host = "/srv/data"\n'
@@ -1144,7 +1144,7 @@ def test_symlinks_mode_from_file_flag_and_default(tmp_path):
     assert p.with_symlinks("confined").symlinks == "confined"  # a flag overrides the file
     again = Policy.from_toml_text(p.to_toml(), source="again", base_dir=tmp_path)
     assert again.symlinks == "wasi"
-    assert '[fs]\nsymlinks = "wasi"\n' in p.to_toml()
+    assert f'[fs]\nsymlinks = "wasi"  # from {f}\n' in p.to_toml()
 
 
 @pytest.mark.parametrize("text, message", [
