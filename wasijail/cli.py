@@ -31,7 +31,7 @@ LIMIT_FLAGS = (
     ("table-elements", "N", "cap on table elements"),
     ("timeout", "DURATION", "wall-clock deadline; the child is killed at it"),
     ("cpu-time", "DURATION", "CPU time before the module is interrupted"),
-    ("fuel", "N", "wasm fuel units (0: unlimited)"),
+    ("fuel", "N", "wasm fuel units (0: none, the first instruction traps, as in wasmtime)"),
     ("output", "SIZE", "cap per captured output stream"),
     ("open-files", "N", "WASI descriptors open at once"),
     ("file-size", "SIZE", "largest file the module may write"),
