@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from wasijail.child.wasi import WasiState
 from wasijail.policy import Policy
 from wasijail.supervisor import open_supervisor
+from wasijail.wasi import Rights
 
 from helpers import program
 
@@ -124,3 +126,14 @@ async def test_a_read_only_grant_inside_a_writable_one_protects_nothing_of_it(gr
         "write /all/sub/inner.txt yes: ok",
         "read /sub/inner.txt: ok yes",
     ]
+
+
+def test_a_read_only_preopen_reports_no_right_to_link_or_move_from_it():
+    """fd_fdstat_get tells the truth: a read-only preopen, and every directory
+    opened beneath it, lacks the rights to name its inodes elsewhere."""
+    state = WasiState(args=(), env=(), broker=None, preopens=[(b"/r", True), (b"/w", False)], open_files=16)
+    ro, rw = state.fds.get(3), state.fds.get(4)
+    for right in (Rights.PATH_LINK_SOURCE, Rights.PATH_LINK_TARGET, Rights.PATH_RENAME_SOURCE,
+                  Rights.PATH_RENAME_TARGET):
+        assert not ro.rights_base & right and not ro.rights_inheriting & right
+        assert rw.rights_base & right
