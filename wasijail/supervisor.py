@@ -806,8 +806,12 @@ class _Ending:
         try:
             seconds = max(1, math.ceil(_child_cpu_seconds(self.child.pid) + cpu_time))
             resource.prlimit(self.child.pid, resource.RLIMIT_CPU, (seconds, seconds + 1))
-        except (OSError, ValueError, IndexError):
+        except (FileNotFoundError, ProcessLookupError):
             pass  # the child died meanwhile: nothing left to limit
+        except (OSError, ValueError, IndexError) as exc:
+            # Without it the guest would have the compile's CPU budget too: do not run it.
+            self.limit = f"cpu_time: cannot limit the child's CPU time: {exc}"
+            self.child.kill()
 
     def result(self, wall: float, plumbing: _Plumbing) -> RunResult:
         reported = self.session.reported
