@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import signal
 import socket
 import stat
@@ -465,7 +464,7 @@ class Supervisor:
             memory_leaf = next((leaf for leaf in leaves if leaf.memory_max is not None), None)
             handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
             ending = _Ending(session, child, violations, memory_leaf, limits.cpu_time, handle, spec)
-            session.on_compiled = lambda: ending.guest_started(limits.cpu_time, spec.compile_only)
+            session.on_compiled = lambda: ending.guest_started(spec.compile_only)
             if not self.resolver.use_openat2:  # confined all the same, by the fallback walk: said, not hidden
                 ending.parent_missing = ("openat2: not available here; paths resolve by the"
                                          " component-by-component O_NOFOLLOW walk",)
@@ -580,18 +579,11 @@ def _write_all(fd: int, data: bytes) -> None:
 def _lockdown_cpu_time(limits) -> float:
     """RLIMIT_CPU for the child's lockdown, before it compiles: the guest's cpu_time plus
     the compile's budget (compile_timeout on every core: Cranelift compiles in parallel).
-    Once the guest starts, the supervisor lowers it to what was used plus cpu_time.
+    Once its module is ready, the child lowers it to what it has used plus cpu_time.
     0: none (no compile_timeout, so the policy leaves compiling unbounded)."""
     if limits.cpu_time is None or limits.compile_timeout is None:
         return 0.0
     return limits.cpu_time + limits.compile_timeout * (os.cpu_count() or 1)
-
-
-def _child_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a live process, all its threads (from /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rpartition(b")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _deadlines(session: BrokerSession, child, ending: "_Ending", limits, deadline: trio.CancelScope,
@@ -790,27 +782,12 @@ class _Ending:
         self.started = False  # guest code may run: the child compiled (or loaded) its module
         self.compile_only = False  # the run ended, on purpose, once the module was compiled
 
-    def guest_started(self, cpu_time: float | None, compile_only: bool = False) -> None:
-        """The child says its module is ready; it waits for our reply before running guest code.
-
-        From here the guest's cpu_time counts: RLIMIT_CPU, which lockdown set to cover the
-        compile too, becomes what the child has used so far plus cpu_time (the kernel
-        counts whole seconds; the child's watchdog enforces a fraction)."""
+    def guest_started(self, compile_only: bool = False) -> None:
+        """The child says its module is ready; it waits for our reply before running guest code
+        (and, given it, lowers its own RLIMIT_CPU to what it has used plus cpu_time)."""
         self.started = True
         if compile_only:  # killed before our reply: no guest code runs
             self.compile_only = True
-            self.child.kill()
-            return
-        if cpu_time is None:
-            return
-        try:
-            seconds = max(1, math.ceil(_child_cpu_seconds(self.child.pid) + cpu_time))
-            resource.prlimit(self.child.pid, resource.RLIMIT_CPU, (seconds, seconds + 1))
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # the child died meanwhile: nothing left to limit
-        except (OSError, ValueError, IndexError) as exc:
-            # Without it the guest would have the compile's CPU budget too: do not run it.
-            self.limit = f"cpu_time: cannot limit the child's CPU time: {exc}"
             self.child.kill()
 
     def result(self, wall: float, plumbing: _Plumbing) -> RunResult:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import math
 import mmap
 import os
 import re
+import resource
 import signal
 import socket
 import sys
@@ -199,6 +201,11 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
     # cpu_time and timeout count from here, not from the start of the compile)
     # before any guest code runs.
     broker.call_errno(protocol.Compiled(artifact.produce(module)))
+    if cpu_limit is not None:
+        try:
+            _start_guest_clock(cpu_limit)
+        except (OSError, ValueError) as exc:  # never run the guest with the compile's budget too
+            return Result(Outcome.ERROR, 1, 0, 0, f"cannot limit the guest's CPU time: {exc}".encode())
     store = wasmtime.Store(engine)
     store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit, **options.store_limits())
     if setup.fuel >= 0:
@@ -265,6 +272,17 @@ def _ended(exc: BaseException, watchdog: "CpuWatchdog | None") -> Result:
     if code is wasmtime.TrapCode.OUT_OF_FUEL:
         return Result(Outcome.LIMIT, 1, 0, 0, b"fuel: all fuel consumed")
     return Result(Outcome.TRAP, 134, 0, 0, fold_backtrace(str(exc)).encode())
+
+
+def _start_guest_clock(cpu_limit: float) -> None:
+    """RLIMIT_CPU from here on: what the compile used plus the guest's cpu_time.
+
+    Lockdown set it to cover the compile too (the guest's time plus compile_timeout
+    on every core); lowering a limit needs no privilege, and the filter lets the
+    child change only its own RLIMIT_CPU. The kernel counts whole seconds; the
+    watchdog enforces a fraction."""
+    seconds = max(1, math.ceil(time.process_time() + cpu_limit))
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
 
 
 class CpuWatchdog(threading.Thread):

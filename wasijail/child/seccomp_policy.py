@@ -69,6 +69,8 @@ F_DUPFD_CLOEXEC = 1030
 
 AT_EMPTY_PATH = 0x1000
 
+RLIMIT_CPU = 0  # resource.RLIMIT_CPU on Linux
+
 PR_GET_DUMPABLE = 3
 PR_GET_SECCOMP = 21
 PR_SET_NAME = 15
@@ -138,6 +140,9 @@ ALLOW_IF: tuple[tuple[str, tuple[Cond, ...]], ...] = (
     ("tkill", ((0, "eq", SELF_PID),)),
     # getrlimit via prlimit64(0, resource, NULL, old): read own limits only
     ("prlimit64", ((0, "eq", 0), (2, "eq", 0))),
+    # ... and set its own RLIMIT_CPU: once compiled, the child lowers it to the guest's
+    # cpu_time (raising past the hard limit lockdown set needs a privilege it lacks)
+    ("prlimit64", ((0, "eq", 0), (1, "eq", RLIMIT_CPU))),
     ("get_robust_list", ((0, "eq", 0),)),
     ("sched_getaffinity", ((0, "eq", 0),)),
     # thread names and read-only status queries
