@@ -38,6 +38,7 @@ class BrokerSession:
         self.violation: str | None = None  # what the child did that ended it
         self.failure: str | None = None  # what went wrong on our side serving it (the run is a crash)
         self.compiled = trio.Event()  # set when the child says its module compiled
+        self._compile_seen = False  # the same, on the serving thread at once (the event is set on the loop later)
         self.on_compiled: Callable[[], None] | None = None  # called before the child may run guest code
         self.sandbox_missing: tuple[str, ...] | None = None  # layers the child could not apply
         self.artifact_sink = -1  # the memfd the child writes its artifact to, if it should
@@ -138,17 +139,18 @@ class BrokerSession:
             if self.reported is not None:
                 raise protocol.ProtocolError("a second result")
             self.reported = request
-            self.reported_while_loading = not self.compiled.is_set()
+            self.reported_while_loading = not self._compile_seen
             return None, []
         if isinstance(request, protocol.SandboxReport):
-            if self.sandbox_missing is not None or self.compiled.is_set():
+            if self.sandbox_missing is not None or self._compile_seen:
                 raise protocol.ProtocolError("unexpected sandbox report")
             text = request.missing.decode("utf-8", "replace")
             self.sandbox_missing = tuple(line for line in text.split("\n") if line)
             return None, []
         if isinstance(request, protocol.Compiled):
-            if self.compiled.is_set() or (request.artifact_size and self.artifact_sink < 0):
+            if self._compile_seen or (request.artifact_size and self.artifact_sink < 0):
                 raise protocol.ProtocolError("unexpected compile notice")
+            self._compile_seen = True
             if request.artifact_size:
                 self.artifact = _read_artifact(self.artifact_sink, request.artifact_size)
             if self.on_compiled is not None:
