@@ -71,13 +71,15 @@ class PrivateStdio:
 
     Built from the descriptors the caller handed over (``(stdin, stdout,
     stderr)``); `child_fds` go to the fork server and are closed by the
-    supervisor after the spawn (`child_ends`). `finish()` hands regular-file
+    supervisor after the spawn (`spawned()`). `finish()` hands regular-file
     offsets back to the caller's descriptions and stops the copy threads.
     """
 
     def __init__(self, fds: tuple[int, int, int], own: frozenset[int]) -> None:
-        """fds: what the caller gave; own: those of them the supervisor made itself (its pipes)."""
-        self.child_ends: list[int] = []
+        """fds: the three descriptors for the child; own: those of them the supervisor made
+        itself (its pipes' ends for the child), passed through as they are and owned from
+        here on: closed after the spawn, or by `close()`."""
+        self.child_ends: list[int] = list(own)
         self._reopened: list[_Reopened] = []
         self._pumps: list[_Pump] = []
         self._restore: list[tuple[int, int]] = []  # shared sockets and their status flags

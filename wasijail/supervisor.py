@@ -609,7 +609,7 @@ class _Plumbing:
 
     def __init__(self, stdin, stdout, stderr, capture_stdout: bool, capture_stderr: bool,
                  output_cap: int | None) -> None:
-        self.child_ends: list[int] = []  # our pipes' ends for the child: closed once it holds them
+        own: list[int] = []  # our pipes' ends for the child (PrivateStdio owns them once made)
         self.streams: list = []
         self.output_cap = output_cap
         self.user_stdin = self.user_stdout = self.user_stderr = None
@@ -627,7 +627,7 @@ class _Plumbing:
         else:
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
             fds.append(read_end)
-            self.child_ends.append(read_end)
+            own.append(read_end)
             stream = trio.lowlevel.FdStream(write_end)
             self.streams.append(stream)
             if stdin == PIPE:
@@ -640,7 +640,7 @@ class _Plumbing:
             if capture or target == PIPE:
                 read_end, write_end = os.pipe2(os.O_CLOEXEC)
                 fds.append(write_end)
-                self.child_ends.append(write_end)
+                own.append(write_end)
                 stream = trio.lowlevel.FdStream(read_end)
                 self.streams.append(stream)
                 if capture:
@@ -652,9 +652,8 @@ class _Plumbing:
                 fds.append(default if target is None else target)
         try:
             # The caller's own descriptors never reach the child: it gets descriptions of its own.
-            self.private = PrivateStdio(tuple(fds), frozenset(self.child_ends))
-        except OSError as exc:
-            self.close()
+            self.private = PrivateStdio(tuple(fds), frozenset(own))
+        except OSError as exc:  # PrivateStdio closed `own` already
             for stream in self.streams:
                 stream.close()
             raise WasijailError(f"standard streams: {exc.strerror}") from None
@@ -662,18 +661,10 @@ class _Plumbing:
 
     def spawned(self) -> None:
         """The child holds its stdio: close the ends meant for it, start the copy threads."""
-        for fd in self.child_ends:
-            os.close(fd)
-        self.child_ends.clear()
         self.private.spawned()
 
     def close(self) -> None:
-        for fd in self.child_ends:
-            os.close(fd)
-        self.child_ends.clear()
-        private = getattr(self, "private", None)
-        if private is not None:
-            private.close()
+        self.private.close()
 
     def stop_feeding(self) -> None:
         self._feeding.cancel()
