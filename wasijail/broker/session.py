@@ -2,8 +2,9 @@
 
 The loop ends when the child closes its end (it has reported and exited), or
 at the first malformed message: then the child is killed and the session
-records the violation. Descriptors a child sends are always closed: an honest
-child never sends any.
+records the violation. A message must carry exactly the descriptors its type
+declares (`Message.FDS`: one for `FdFilestatSetTimes`, none for every other),
+and every descriptor a child sends is closed once its request is answered.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class BrokerSession:
         while True:
             try:
                 data, ancdata, flags, _ = sock.recvmsg(protocol.MAX_MESSAGE + 1, protocol.RECV_CMSG_SPACE)
-            except (ConnectionResetError, OSError):
+            except OSError:
                 return  # the child died with a request unanswered, or the run shut the socket
             fds = protocol.unpack_fds(ancdata) if ancdata else ()
             try:
