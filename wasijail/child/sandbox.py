@@ -892,16 +892,11 @@ _PREBUILT: dict[int, _Prebuilt] = {}  # by forbidden action
 
 def export_program(pid: int, forbidden_action: int) -> bytes:
     """The filter as the BPF program libseccomp would load (for prebuilding and for tests)."""
-    read, write = os.pipe()
-    try:
-        with os.fdopen(write, "wb", closefd=True) as sink:
-            build_filter(pid, forbidden_action).export_bpf(sink)
-        chunks = []
-        while chunk := os.read(read, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(read)
+    # A memory file, not a pipe: a program larger than a pipe's buffer would block the export.
+    with os.fdopen(os.memfd_create("wasijail-seccomp", os.MFD_CLOEXEC), "w+b") as sink:
+        build_filter(pid, forbidden_action).export_bpf(sink)
+        sink.seek(0)
+        return sink.read()
 
 
 def prebuild_seccomp() -> None:
