@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import final
 
-from .nofollow import open_dir, read_regular, write_beneath
+from .nofollow import NEW_FILE, open_dir, read_regular, write_beneath
 from .engine import EngineOptions
 
 DEFAULT_MAX_BYTES = 1 << 30
@@ -117,7 +117,7 @@ class ModuleCache:
                 # run starting at the same moment sees no key or all of it, never half.
                 secret = secrets.token_bytes(32)
                 tmp = self.path / f"{_KEY_FILE}.{secrets.token_hex(8)}"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                fd = os.open(tmp, NEW_FILE, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(secret)
                 try:

@@ -18,7 +18,8 @@ import secrets
 import stat
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Flags for a file that must be new: never an existing entry, never through a link.
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def open_dir(path: str | os.PathLike, *, dir_fd: int | None = None, create: bool = False) -> int:
@@ -41,7 +42,7 @@ def write_beneath(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> Non
     if "/" in name or name in ("", ".", ".."):
         raise ValueError(f"not a file name: {name!r}")
     tmp = f".{name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, _NEW_FILE, mode, dir_fd=dir_fd)
+    fd = os.open(tmp, NEW_FILE, mode, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
