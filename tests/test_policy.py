@@ -1158,3 +1158,12 @@ def test_symlinks_mode_errors(tmp_path, text, message):
     with pytest.raises(PolicyError) as info:
         Policy().with_symlinks("WASI")
     assert str(info.value).startswith("--symlinks: expected one of 'confined', 'wasi'")
+
+
+def test_policy_error_is_a_wasijail_error():
+    """One `except WasijailError` catches a bad policy too (it stays a ValueError, as it was)."""
+    from wasijail import WasijailError
+
+    with pytest.raises(WasijailError):
+        Policy().with_limits(memory="lots")
+    assert issubclass(PolicyError, ValueError)

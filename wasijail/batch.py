@@ -247,7 +247,7 @@ async def run_job(supervisor: Supervisor, base: Policy, job: Job) -> RunResult:
         return await supervisor.run_spec(
             RunSpec(job.module, job.args, policy, argv0=job.module.name),
             stdin=stdin, capture_stdout=True, capture_stderr=True)
-    except (WasijailError, PolicyError) as exc:
+    except WasijailError as exc:  # a PolicyError too
         return RunResult(1, Outcome(OutcomeKind.ERROR, str(exc)), b"", b"")
     except OSError as exc:
         return RunResult(1, Outcome(OutcomeKind.ERROR, f"{exc.filename}: {exc.strerror}"), b"", b"")

@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .batch import Batch, BatchSummary, Job, job_policy
 from .doctor import Layer, format_report
 from .nofollow import open_dir, write_beneath
-from .policy import Policy, PolicyError
+from .policy import Policy
 from .results import Outcome, OutcomeKind, RunResult, WasijailError
 from .verdict import DEFAULT_CHECK_TIMEOUT
 
@@ -273,7 +273,7 @@ class WorkerRuntime:
             return await supervisor.run_spec(spec, stdin=stdin, capture_stdout=True, capture_stderr=True)
         except ForkServerGone:
             raise
-        except (WasijailError, PolicyError) as exc:  # as batch.run_job: the job fails alone
+        except WasijailError as exc:  # a PolicyError too, as batch.run_job: the job fails alone
             return RunResult(1, Outcome(OutcomeKind.ERROR, str(exc)), b"", b"")
         except OSError as exc:
             return RunResult(1, Outcome(OutcomeKind.ERROR, f"{exc.filename}: {exc.strerror}"), b"", b"")
@@ -556,7 +556,7 @@ class _ClusterBatch:
             if job.stdin is not None:
                 job.stdin.open("rb").close()  # a missing stdin fails as a local run reports it
             sha = _module_digest(job, job_pol, digests)
-        except (WasijailError, PolicyError) as exc:
+        except WasijailError as exc:  # a PolicyError too
             self.record(job, _error(str(exc)), None)
             return
         except OSError as exc:

@@ -63,6 +63,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from .results import WasijailError
+
 __all__ = [
     "PolicyError",
     "Preopen",
@@ -106,8 +108,9 @@ TiB = 1024**4
 # errors
 
 
-class PolicyError(ValueError):
-    """A policy file or flag that cannot be accepted.
+class PolicyError(WasijailError, ValueError):
+    """A policy file or flag that cannot be accepted (a :class:`~wasijail.WasijailError`; also a
+    ValueError, as it always was).
 
     The message is one line: ``SOURCE: KEY: problem`` where SOURCE is the
     policy file as given (or the flag, e.g. ``--dir``) and KEY names the

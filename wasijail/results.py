@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import final
 
-__all__ = ["OutcomeKind", "Outcome", "Usage", "RunResult", "WasijailError", "UsageError", "RunFailed",
+__all__ = ["OutcomeKind", "Outcome", "Usage", "RunResult", "WasijailError", "RunFailed",
            "GuestExit", "Trap", "Timeout", "ResourceLimit", "SandboxViolation", "ChildCrash", "Killed",
            "ModuleError", "error_for", "describe"]
 
@@ -86,10 +86,6 @@ class RunResult:
 
 class WasijailError(Exception):
     """Something wasijail itself could not do (bad module, bad policy, missing file)."""
-
-
-class UsageError(WasijailError):
-    """The command line is wrong."""
 
 
 class RunFailed(WasijailError):
