@@ -1,0 +1,244 @@
+"""The timeline of one run, from the kernel's tracepoints: what `scripts/bench --timeline` prints.
+
+    timeline.trace(argv, cwd, artifact_size) -> Trace
+
+Runs a command under `perf record` with a handful of tracepoints (process
+exec/fork/exit and the syscalls that mark a phase: unshare, pivot_root,
+landlock_restrict_self, seccomp, mmap, recvmsg/sendmsg, epoll_wait,
+write, exit_group) and turns the samples into named events per process:
+the CLI (the supervisor), the fork server, the child (or the one
+wasmtime-py process). Tracepoints cost the traced processes almost nothing
+(no ptrace stops, unlike strace), so the phases keep their real length.
+Beside it a sampler reads every process's VmHWM (peak RSS) and CPU time
+from /proc every 5 ms: peak RSS per process, not only the largest.
+
+Events are inferred from syscalls, so they mark the moment a phase's first
+(or last) syscall happened: "artifact mapped" is the mmap of the artifact's
+size, "module loaded" the child's next sendmsg (the Compiled notice, sent
+once the module is deserialised and its imports checked), "instantiated"
+the reservation of linear memory (a mapping of 4 GiB or more), "first
+output" the first write to stdout or stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TRACEPOINTS = (
+    "sched:sched_process_exec", "sched:sched_process_fork", "sched:sched_process_exit",
+    "syscalls:sys_enter_unshare", "syscalls:sys_enter_pivot_root",
+    "syscalls:sys_enter_landlock_restrict_self", "syscalls:sys_enter_seccomp",
+    "syscalls:sys_enter_mmap", "syscalls:sys_enter_openat", "syscalls:sys_exit_recvmsg",
+    "syscalls:sys_enter_sendmsg", "syscalls:sys_enter_sendto", "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_write", "syscalls:sys_enter_writev",
+    "syscalls:sys_enter_exit_group",
+)
+_LINE = re.compile(r"^\s*(?P<comm>.+?)\s+(?P<pid>\d+)/(?P<tid>\d+)\s+\[\d+\]\s+(?P<time>[\d.]+):\s+(?P<event>[\w:]+):\s*(?P<args>.*)$")
+_FIELD = re.compile(r"(\w+)[:=] ?([^,\s]+)")
+_RESERVATION = 4 << 30  # a linear memory's reservation: instantiation has begun
+
+
+class TimelineUnavailable(Exception):
+    """perf is missing or may not trace here."""
+
+
+@dataclass
+class Process:
+    pid: int
+    role: str
+    peak_rss_kib: int = 0
+    cpu_seconds: float = 0.0
+
+
+@dataclass
+class Trace:
+    events: list[tuple[float, str, str]] = field(default_factory=list)  # (seconds from start, role, what)
+    processes: dict[int, Process] = field(default_factory=dict)
+    wall: float = 0.0
+    status: int = 0
+
+
+def available() -> str | None:
+    """None when perf can trace syscalls here, else why not."""
+    if shutil.which("perf") is None:
+        return "perf is not installed (Debian: linux-perf)"
+    probe = subprocess.run(["perf", "list", "syscalls:sys_enter_mmap"], capture_output=True, text=True)
+    if "sys_enter_mmap" not in probe.stdout:
+        return "perf cannot see the syscall tracepoints (run as root, or lower kernel.perf_event_paranoid)"
+    return None
+
+
+class _Sampler(threading.Thread):
+    """Peak RSS (VmHWM) and CPU time of every process below `root`, read from /proc."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root, self.stop = root, threading.Event()
+        self.seen: dict[int, tuple[int, float]] = {}
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _tree(self) -> list[int]:
+        pids, todo = [], [self.root]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo.extend(int(p) for p in f.read().split())
+            except OSError:
+                pass
+        return pids
+
+    def run(self) -> None:
+        while not self.stop.wait(0.005):
+            for pid in self._tree():
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        hwm = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+                    with open(f"/proc/{pid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    cpu = (int(fields[11]) + int(fields[12])) / self.tick
+                except (OSError, ValueError, IndexError):
+                    continue
+                old_hwm, old_cpu = self.seen.get(pid, (0, 0.0))
+                self.seen[pid] = (max(old_hwm, hwm), max(old_cpu, cpu))
+
+
+def trace(argv: list[str], cwd: Path, artifact_size: int | None, role: str = "cli") -> Trace:
+    """Run `argv` in `cwd` under perf; its timeline. `artifact_size`: the size of the compiled
+    artifact the run is expected to map (None: do not look for it); `role`: the command's name
+    in the timeline ("cli": wasijail's command, whose fork server and child are found)."""
+    why = available()
+    if why:
+        raise TimelineUnavailable(why)
+    with tempfile.TemporaryDirectory(prefix="wasijail-timeline-") as tmp:
+        data = Path(tmp) / "perf.data"
+        started = time.perf_counter()
+        perf = subprocess.Popen(["perf", "record", "-q", "--no-buildid", "-o", str(data), "-e", ",".join(TRACEPOINTS), "--", *argv],
+                                cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        sampler = _Sampler(perf.pid)
+        sampler.start()
+        _, err = perf.communicate()
+        wall = time.perf_counter() - started
+        sampler.stop.set()
+        sampler.join()
+        script = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,pid,tid,cpu,time,event,trace"],
+                                capture_output=True, text=True)
+        if script.returncode != 0:
+            raise TimelineUnavailable(f"perf script: {script.stderr.strip()[:200]}")
+    result = _events(script.stdout, artifact_size, role)
+    result.wall, result.status = wall, perf.returncode
+    for pid, (hwm, cpu) in sampler.seen.items():
+        if pid in result.processes:
+            result.processes[pid].peak_rss_kib, result.processes[pid].cpu_seconds = hwm, cpu
+    return result
+
+
+def _events(text: str, artifact_size: int | None, first_role: str) -> Trace:
+    out = Trace()
+    roles: dict[int, str] = {}
+    parent: dict[int, int] = {}
+    marks: dict[tuple[int, str], bool] = {}
+    start: float | None = None
+    first_pid: int | None = None
+
+    def once(pid: int, what: str) -> bool:
+        if (pid, what) in marks:
+            return False
+        marks[pid, what] = True
+        return True
+
+    def add(t: float, pid: int, what: str) -> None:
+        out.events.append((t - (start or t), roles.get(pid, str(pid)), what))
+
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        pid, tid, t, event = int(m["pid"]), int(m["tid"]), float(m["time"]), m["event"]
+        args = dict(_FIELD.findall(m["args"]))
+        if event == "sched:sched_process_exec":
+            name = args.get("filename", "")
+            if first_pid is None:  # the command itself, exec'd by perf
+                first_pid, start = pid, t
+                roles[pid] = first_role
+                add(t, pid, f"exec {Path(name).name}")
+            elif roles.get(parent.get(pid, -1)) == "cli" and "python" in Path(name).name:
+                roles[pid] = "forkserver"
+                add(t, pid, "exec (fork server starts importing)")
+            elif parent.get(pid) in roles:
+                roles[pid] = Path(name).name
+                add(t, pid, f"exec {name}")
+            continue
+        if start is None:
+            continue
+        if event == "sched:sched_process_fork":
+            child = int(args.get("child_pid", "0"))
+            parent[child] = pid
+            if roles.get(pid) == "forkserver":
+                roles[child] = "child"
+                add(t, pid, f"fork child {child}")
+            continue
+        if pid not in roles:
+            continue  # a thread or a process outside the run
+        role = roles[pid]
+        if event == "sched:sched_process_exit":
+            if tid == pid and once(pid, "exit"):
+                add(t, pid, "exited")
+        elif event == "syscalls:sys_enter_exit_group":
+            add(t, pid, "exit_group (interpreter done)")
+        elif event == "syscalls:sys_enter_epoll_wait" and role == "forkserver" and once(pid, "ready"):
+            add(t, pid, "ready (waits for a Spawn)")
+        elif event == "syscalls:sys_exit_recvmsg" and role == "forkserver" and once(pid, "spawn"):
+            add(t, pid, "Spawn received")
+        elif event == "syscalls:sys_enter_unshare" and role == "child" and once(pid, "unshare"):
+            add(t, pid, "lockdown: unshare (namespaces)")
+        elif event == "syscalls:sys_enter_pivot_root" and role == "child" and once(pid, "pivot"):
+            add(t, pid, "lockdown: pivot_root (empty root)")
+        elif event == "syscalls:sys_enter_landlock_restrict_self" and role == "child" and once(pid, "landlock"):
+            add(t, pid, "lockdown: Landlock")
+        elif event == "syscalls:sys_enter_seccomp" and role == "child" and once(pid, "seccomp"):
+            add(t, pid, "lockdown: seccomp")
+        elif event == "syscalls:sys_exit_recvmsg" and role == "child" and (pid, "seccomp") in marks \
+                and once(pid, "start"):
+            add(t, pid, "Start received")
+        elif event == "syscalls:sys_enter_openat" and role == "child" and (pid, "seccomp") in marks \
+                and once(pid, "open"):
+            add(t, pid, "opens a file (the artifact)")
+        elif event == "syscalls:sys_enter_mmap":
+            length, fd = int(args.get("len", "0"), 16), int(args.get("fd", "0xffffffff"), 16)
+            if artifact_size and fd != 0xFFFFFFFF and length == artifact_size and once(pid, "artifact"):
+                add(t, pid, f"artifact mapped ({length / 2**20:.1f} MiB)")
+            elif length >= _RESERVATION and once(pid, "memory"):
+                add(t, pid, "instantiating (linear memory reserved)")
+        elif event in ("syscalls:sys_enter_sendmsg", "syscalls:sys_enter_sendto") and role == "child" and (pid, "artifact") in marks \
+                and once(pid, "loaded"):
+            add(t, pid, "module loaded (Compiled sent)")
+        elif event in ("syscalls:sys_enter_write", "syscalls:sys_enter_writev") and args.get("fd") in ("0x00000001", "0x00000002") \
+                and role in ("child", first_role) and once(pid, "output"):
+            add(t, pid, "first output")
+    for pid, role in roles.items():
+        if role in (first_role, "forkserver", "child"):
+            out.processes[pid] = Process(pid, role)
+    out.events.sort()
+    return out
+
+
+def render(title: str, result: Trace) -> list[str]:
+    lines = [f"{title}: {result.wall:.3f} s wall (under perf), exit status {result.status}"]
+    for t, role, what in result.events:
+        lines.append(f"  {t * 1000:8.1f} ms  {role:<11} {what}")
+    for proc in sorted(result.processes.values(), key=lambda p: p.pid):
+        lines.append(f"  {proc.role:<11} pid {proc.pid}: peak RSS {proc.peak_rss_kib / 1024:6.1f} MiB,"
+                     f" CPU {proc.cpu_seconds:.3f} s")
+    return lines
