@@ -26,6 +26,15 @@ def wasijail(*args: str | os.PathLike, cwd: os.PathLike | None = None, input: by
     )
 
 
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, killed but not reaped, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def text(out: bytes) -> str:
     return out.decode("utf-8", "replace")
 

@@ -11,7 +11,7 @@ import trio.testing
 import wasijail
 from wasijail import GuestExit, OutcomeKind, Policy, Trap, open_supervisor
 
-from helpers import program
+from helpers import alive, program
 
 
 async def test_run_and_capture():
@@ -77,20 +77,12 @@ async def test_check_raises_typed_errors():
     assert ok.returncode == 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def test_cancellation_kills_and_reaps_the_child():
     async with open_supervisor() as sup:
         with trio.move_on_after(5):
             async with trio.open_nursery() as nursery:
                 handle = await nursery.start(sup.run, program("spin.wasm"))
-                assert _alive(handle.pid)
+                assert alive(handle.pid)
                 nursery.cancel_scope.cancel()
         assert not os.path.exists(f"/proc/{handle.pid}")  # killed and reaped, not a zombie
         # and a plain move_on_after around a run:

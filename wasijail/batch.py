@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -305,7 +306,7 @@ class Batch:
         self.workers: Counter = Counter()
         self._lock = threading.Lock()
         self._closed = False
-        self._out_fd = -1
+        self._out_fd: int | None = None
         self.scratch: Path | None = None
         self.output_dir = output_dir
         writes = {"the results file": results}
@@ -313,13 +314,18 @@ class Batch:
             writes["--output-dir"] = output_dir
         refuse_writable_overlap(jobs, policy, writes)
         self.live = LiveCheckers()
-        self.results = ResultsFile(results)
-        try:
+        self._held = ExitStack()  # what close() releases: the results file, the output folder, scratch
+        with ExitStack() as on_fail:
+            on_fail.callback(self.close)
+            self.results = ResultsFile(results)
+            self._held.callback(self.results.close)
             if output_dir is not None:
                 output_dir.mkdir(parents=True, exist_ok=True)
                 self._out_fd = open_dir(output_dir)
+                self._held.callback(os.close, self._out_fd)
             if any(job.check is not None for job in jobs):
                 self.scratch = Path(tempfile.mkdtemp(prefix="wasijail-check-"))
+                self._held.callback(shutil.rmtree, self.scratch, ignore_errors=True)
                 refuse_writable_overlap(jobs, policy, {"the checkers' folder": self.scratch})
             self.judge = Judge(scratch=self.scratch, timeout=check_timeout, live=self.live)
             self.digests: dict[Path, str | None] = {}
@@ -332,9 +338,7 @@ class Batch:
                 if (record is None or record.get("fingerprint") != self.fingerprints[job.id]
                         or record.get("outcome") in retry):
                     self.todo.append(job)
-        except BaseException:
-            self.close()
-            raise
+            on_fail.pop_all()
         self.skipped = len(jobs) - len(self.todo)
 
     @property
@@ -374,6 +378,7 @@ class Batch:
         for name in ("stdout", "stderr"):
             data = getattr(result, name) or b""
             if self.output_dir is not None:
+                assert self._out_fd is not None
                 write_beneath(self._out_fd, f"{job.id}.{name}", data)
                 record[f"{name}_file"] = str(self.output_dir / f"{job.id}.{name}")
             else:
@@ -409,12 +414,7 @@ class Batch:
         with self._lock:
             self._closed = True
         self.live.kill_all()
-        self.results.close()
-        if self._out_fd >= 0:
-            os.close(self._out_fd)
-            self._out_fd = -1
-        if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+        self._held.close()  # once: the stack is empty afterwards
 
     def __enter__(self) -> Batch:
         return self

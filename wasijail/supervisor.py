@@ -18,10 +18,10 @@ import socket
 import stat
 import subprocess
 import time
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Optional, Sequence, Union, final
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Optional, Sequence, Union, final
 
 import trio
 
@@ -96,56 +96,54 @@ class CompileResult:
 LONG_COMPILE = 1.0
 
 
+def _open_named(path: str | os.PathLike, flags: int, name: str, messages: dict[type[OSError], str],
+                other: str) -> int:
+    """os.open, or a WasijailError saying in one line why not: "NAME: MESSAGE" for the errors
+    in `messages`, "NAME: OTHER<strerror>" for any other."""
+    try:
+        return os.open(path, flags | os.O_CLOEXEC)
+    except OSError as exc:
+        why = next((text for kind, text in messages.items() if isinstance(exc, kind)), f"{other}{exc.strerror}")
+        raise WasijailError(f"{name}: {why}") from None
+
+
 def open_module(spec: RunSpec) -> int:
     """Open the module file for reading, or raise WasijailError saying in one line why not."""
     path = spec.module
-    if spec.source is not None:
-        fd = os.memfd_create("wasijail-module", os.MFD_CLOEXEC)
-        _write_all(fd, spec.source)
-    else:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise WasijailError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise WasijailError(f"{path}: is a directory, not a module") from None
-        except OSError as exc:
-            raise WasijailError(f"{path}: cannot open: {exc.strerror}") from None
-    st = os.fstat(fd)  # a memfd when the bytes came with the spec: checked the same way
-    if stat.S_ISDIR(st.st_mode):
-        os.close(fd)
-        raise WasijailError(f"{path}: is a directory, not a module")
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise WasijailError(f"{path}: not a regular file")
-    if st.st_size == 0:
-        os.close(fd)
-        raise WasijailError(f"{path}: empty file, not a module")
-    limit = spec.policy.limits.module_size
-    if limit is not None and st.st_size > limit:
-        os.close(fd)
-        raise WasijailError(f"{path}: {st.st_size} bytes exceeds the module size limit of {limit}")
+    with ExitStack() as on_fail:
+        if spec.source is not None:
+            fd = _memfd("wasijail-module", spec.source)
+        else:
+            fd = _open_named(path, os.O_RDONLY, str(path), {FileNotFoundError: "no such file",
+                             IsADirectoryError: "is a directory, not a module"}, "cannot open: ")
+        on_fail.callback(os.close, fd)
+        st = os.fstat(fd)  # a memfd when the bytes came with the spec: checked the same way
+        if stat.S_ISDIR(st.st_mode):
+            raise WasijailError(f"{path}: is a directory, not a module")
+        if not stat.S_ISREG(st.st_mode):
+            raise WasijailError(f"{path}: not a regular file")
+        if st.st_size == 0:
+            raise WasijailError(f"{path}: empty file, not a module")
+        limit = spec.policy.limits.module_size
+        if limit is not None and st.st_size > limit:
+            raise WasijailError(f"{path}: {st.st_size} bytes exceeds the module size limit of {limit}")
+        on_fail.pop_all()
     return fd
 
 
-def _open_preopens(policy: Policy) -> list[tuple[int, bool]]:
-    opened: list[tuple[int, bool]] = []
-    try:
+def _open_broker(policy: Policy, resolver: Resolver, handles: int) -> Broker:
+    """The run's broker, holding the policy's preopened directories (closed by its close())."""
+    with ExitStack() as on_fail:  # the preopens opened so far, until the broker holds them
+        preopens: list[tuple[int, bool]] = []
         for preopen in policy.preopens:
-            try:
-                fd = os.open(preopen.host, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise WasijailError(f"preopen {preopen.host}: no such directory") from None
-            except NotADirectoryError:
-                raise WasijailError(f"preopen {preopen.host}: not a directory") from None
-            except OSError as exc:
-                raise WasijailError(f"preopen {preopen.host}: {exc.strerror}") from None
-            opened.append((fd, preopen.readonly))
-    except BaseException:
-        for fd, _ in opened:
-            os.close(fd)
-        raise
-    return opened
+            fd = _open_named(preopen.host, os.O_RDONLY | os.O_DIRECTORY, f"preopen {preopen.host}",
+                             {FileNotFoundError: "no such directory", NotADirectoryError: "not a directory"}, "")
+            on_fail.callback(os.close, fd)
+            preopens.append((fd, preopen.readonly))
+        broker = Broker(preopens, resolver=resolver, max_handles=handles, files=policy.limits.files,
+                        symlinks=policy.symlinks)
+        on_fail.pop_all()
+    return broker
 
 
 def _setup_fd(spec: RunSpec) -> int:
@@ -171,9 +169,7 @@ def _setup_fd(spec: RunSpec) -> int:
         disk=limits.disk if limits.disk is not None else -1,
         engine=spec.engine.encode(),
     )
-    fd = os.memfd_create("wasijail-setup", os.MFD_CLOEXEC)
-    _write_all(fd, setup.encode())
-    return fd
+    return _memfd("wasijail-setup", setup.encode())
 
 
 # Layers the supervisor provides, as opposed to the child's lockdown.
@@ -413,51 +409,46 @@ class Supervisor:
             handle._finish(result)
             task_status.started(handle)
             return result
-        closing: list[int] = [module_fd]  # fds to close when the run ends, whatever happens
-        streams: list = []
-        child = None
-        leaves: list[Leaf] = []
-        broker = None
-        plumbing = None
-        parent_sock = child_sock = None
-        try:
-            preopens = _open_preopens(spec.policy)
-            broker = Broker(preopens, resolver=self.resolver, max_handles=handles, files=limits.files,
-                            symlinks=spec.policy.symlinks)
-            parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            setup_fd = _setup_fd(spec)
-            closing.append(setup_fd)
-            plumbing = _Plumbing(stdin, stdout, stderr, capture_stdout, capture_stderr, limits.output)
-            streams = plumbing.streams
-            broker.protect_stdio(plumbing.child_fds)
-            started = time.monotonic()
-            violations, violation_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            closing += [violations, violation_end]
-            leaves = self._leaves(limits.memory, os.fstat(module_fd).st_size)
-            child = await self.launcher.spawn(
-                child_sock.fileno(), plumbing.child_fds, violation_end,
-                file_size=limits.file_size if limits.file_size is not None else -1,
-                cpu_time=_lockdown_cpu_time(limits),
-                require=spec.policy.sandbox.require,
-                cgroup_procs=tuple(leaf.procs_fd for leaf in leaves),
-                threads=child_threads(),
-                host_uid=self.host_uid,
-            )
-            for leaf in leaves:
-                leaf.close_fd()
-            self.live_children += 1
-            os.close(violation_end)
-            closing.remove(violation_end)
-            plumbing.spawned()
-            child_sock.close()
-            cached = await self._cached_artifact(spec, module_fd)
-            start_fds = (setup_fd, module_fd) if cached.fd < 0 else (setup_fd, module_fd, cached.fd)
-            protocol.send(parent_sock, protocol.Start(cached.mode), start_fds)
-            for fd in (setup_fd, module_fd):
-                os.close(fd)
-                closing.remove(fd)
-            if cached.fd >= 0:
-                closing.append(cached.fd)
+        # As trio's _open_process: `run` releases what the run holds however it ends, last in
+        # first out (the child is reaped before its cgroups are removed); `to_child` and
+        # `spawn_ends` close our copies of what the child receives once it has them, or on failure.
+        async with AsyncExitStack() as run:
+            with ExitStack() as to_child:  # sent with the start message
+                to_child.callback(os.close, module_fd)
+                broker = _open_broker(spec.policy, self.resolver, handles)
+                run.callback(broker.close)
+                setup_fd = _setup_fd(spec)
+                to_child.callback(os.close, setup_fd)
+                plumbing = _Plumbing(stdin, stdout, stderr, capture_stdout, capture_stderr, limits.output)
+                run.push_async_callback(plumbing.aclose)
+                broker.protect_stdio(plumbing.child_fds)
+                started = time.monotonic()
+                with ExitStack() as spawn_ends:  # inherited by the child as it is forked
+                    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                    run.callback(parent_sock.close)
+                    spawn_ends.callback(child_sock.close)
+                    violations, violation_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+                    run.callback(os.close, violations)
+                    spawn_ends.callback(os.close, violation_end)
+                    leaves = self._leaves(limits.memory, os.fstat(module_fd).st_size, run)
+                    for leaf in leaves:
+                        spawn_ends.callback(leaf.close_fd)
+                    child = await self.launcher.spawn(
+                        child_sock.fileno(), plumbing.child_fds, violation_end,
+                        file_size=limits.file_size if limits.file_size is not None else -1,
+                        cpu_time=_lockdown_cpu_time(limits),
+                        require=spec.policy.sandbox.require,
+                        cgroup_procs=tuple(leaf.procs_fd for leaf in leaves),
+                        threads=child_threads(),
+                        host_uid=self.host_uid,
+                    )
+                    run.callback(child.close)
+                    run.enter_context(self._counted())
+                    run.push_async_callback(_reap, child)
+                plumbing.spawned()
+                cached = await self._cached_artifact(spec, module_fd, run)
+                start_fds = (setup_fd, module_fd) if cached.fd is None else (setup_fd, module_fd, cached.fd)
+                protocol.send(parent_sock, protocol.Start(cached.mode), start_fds)
             session = BrokerSession(broker, parent_sock, child.kill)
             if cached.mode == protocol.ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
@@ -471,17 +462,9 @@ class Supervisor:
             task_status.started(handle)
             try:
                 await self._supervise(spec, child, session, plumbing, ending)
-            finally:
-                if child.returncode is None:
-                    child.kill()
-                    with trio.CancelScope(shield=True):
-                        await child.wait()
-                self.live_children -= 1
-                if plumbing.private.copying:
-                    with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(plumbing.private.finish)
-                else:
-                    plumbing.private.finish()  # no thread to wait for: offsets only
+            finally:  # before the result is read: the child is gone and its output copied
+                await _reap(child)
+                await plumbing.finish()
             if session.artifact is not None and self.cache is not None and cached.key:
                 try:
                     await trio.to_thread.run_sync(self.cache.store, cached.key, session.artifact)
@@ -490,42 +473,32 @@ class Supervisor:
             result = ending.result(time.monotonic() - started, plumbing)
             handle._finish(result)
             return result
-        finally:
-            for leaf in leaves:
-                leaf.remove()
-            for fd in closing:
-                os.close(fd)
-            if plumbing is not None:
-                plumbing.close()
-            for stream in streams:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-            if broker is not None:
-                broker.close()
-            for sock in (parent_sock, child_sock):
-                if sock is not None:
-                    sock.close()
-            if child is not None:
-                child.close()
 
-    def _leaves(self, memory: int | None, module_size: int) -> list[Leaf]:
-        """The child's cgroups: its memory cap (with a memory limit) and its thread cap."""
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        """Count a live child in `live_children` until it is reaped."""
+        self.live_children += 1
+        try:
+            yield
+        finally:
+            self.live_children -= 1
+
+    def _leaves(self, memory: int | None, module_size: int, run: AsyncExitStack) -> list[Leaf]:
+        """The child's cgroups: its memory cap (with a memory limit) and its thread cap,
+        removed when `run` ends."""
         memory_max = memory_cap(memory, module_size) if memory is not None else None
         leaves: list[Leaf] = []
-        try:
-            for pool in (self.cgroups, self.thread_cgroups):
-                if pool is not None and (pool.has_pids or (pool.has_memory and memory_max is not None)):
-                    leaves.append(pool.leaf(memory_max, child_threads()))
-        except BaseException:
-            for leaf in leaves:
-                leaf.remove()
-            raise
+        for pool in (self.cgroups, self.thread_cgroups):
+            if pool is not None and (pool.has_pids or (pool.has_memory and memory_max is not None)):
+                leaves.append(pool.leaf(memory_max, child_threads()))
+                run.callback(leaves[-1].remove)
         return leaves
 
-    async def _cached_artifact(self, spec: RunSpec, module_fd: int) -> "_CachedArtifact":
-        """Look the module up in the cache: an artifact to load, or a sink for one to store."""
+    async def _cached_artifact(self, spec: RunSpec, module_fd: int, run: AsyncExitStack) -> "_CachedArtifact":
+        """Look the module up in the cache: an artifact to load, or a sink for one to store
+        (its fd closed when `run` ends)."""
         if self.cache is None:
-            return _CachedArtifact(protocol.ArtifactMode.NONE, -1, "")
+            return _CachedArtifact(protocol.ArtifactMode.NONE, None, "")
         limits = spec.policy.limits
         fingerprint = engine_fingerprint(fuel=limits.fuel is not None, options=spec.engine)
         # A module not seen before is read and hashed: a thread does it, so a large one
@@ -533,8 +506,10 @@ class Supervisor:
         key = await trio.to_thread.run_sync(self.cache.module_key, module_fd, fingerprint)
         artifact = await trio.to_thread.run_sync(self.cache.open, key)
         if artifact is None:
-            return _CachedArtifact(protocol.ArtifactMode.PRODUCE,
-                                   os.memfd_create("wasijail-artifact", os.MFD_CLOEXEC), key)
+            fd = os.memfd_create("wasijail-artifact", os.MFD_CLOEXEC)
+            run.callback(os.close, fd)
+            return _CachedArtifact(protocol.ArtifactMode.PRODUCE, fd, key)
+        run.callback(artifact.close)
         return _CachedArtifact(protocol.ArtifactMode.LOAD, artifact.fd, key)
 
     def _long_compile_notice(self, spec: RunSpec) -> Callable[[], None] | None:
@@ -564,16 +539,29 @@ class Supervisor:
 @dataclass(frozen=True)
 class _CachedArtifact:
     mode: int
-    fd: int  # -1: none
+    fd: int | None  # the artifact to load or the memfd for one to store; the run closes it
     key: str
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of data to a fresh memfd and rewind it for the child to read."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
+def _memfd(name: str, data: bytes) -> int:
+    """A fresh memfd holding all of data, rewound for the child to read."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    with ExitStack() as on_fail:
+        on_fail.callback(os.close, fd)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        on_fail.pop_all()
+    return fd
+
+
+async def _reap(child) -> None:
+    """Kill the child if it still runs and wait for its end, even in a cancelled scope."""
+    with trio.CancelScope(shield=True):
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
 
 
 def _lockdown_cpu_time(limits) -> float:
@@ -609,7 +597,6 @@ class _Plumbing:
 
     def __init__(self, stdin, stdout, stderr, capture_stdout: bool, capture_stderr: bool,
                  output_cap: int | None) -> None:
-        own: list[int] = []  # our pipes' ends for the child (PrivateStdio owns them once made)
         self.streams: list = []
         self.output_cap = output_cap
         self.user_stdin = self.user_stdout = self.user_stderr = None
@@ -619,52 +606,72 @@ class _Plumbing:
         self.captured: dict[str, bytearray] = {}
         self._capture_streams: dict[str, trio.lowlevel.FdStream] = {}
         fds = []
-        # stdin
-        if stdin is None:
-            fds.append(0)
-        elif isinstance(stdin, int) and stdin != PIPE:
-            fds.append(stdin)
-        else:
-            read_end, write_end = os.pipe2(os.O_CLOEXEC)
-            fds.append(read_end)
-            own.append(read_end)
-            stream = trio.lowlevel.FdStream(write_end)
-            self.streams.append(stream)
-            if stdin == PIPE:
-                self.user_stdin = stream
-            else:
-                self._stdin_source, self._stdin_stream = stdin, stream
-        # stdout, stderr
-        for name, target, capture, default in (("stdout", stdout, capture_stdout, 1),
-                                               ("stderr", stderr, capture_stderr, 2)):
-            if capture or target == PIPE:
+        own: list[int] = []  # our pipes' ends for the child, handed to PrivateStdio
+        # As trio's _open_process: our streams are closed if setting up fails; the child's
+        # ends until PrivateStdio owns them (it does even when it fails).
+        with ExitStack() as on_fail, ExitStack() as child_ends:
+            def pipe(ours_reads: bool) -> tuple[int, trio.lowlevel.FdStream]:
                 read_end, write_end = os.pipe2(os.O_CLOEXEC)
-                fds.append(write_end)
-                own.append(write_end)
-                stream = trio.lowlevel.FdStream(read_end)
+                theirs, ours = (write_end, read_end) if ours_reads else (read_end, write_end)
+                child_ends.callback(os.close, theirs)
+                stream = trio.lowlevel.FdStream(ours)
+                on_fail.callback(stream.close)
+                own.append(theirs)
                 self.streams.append(stream)
-                if capture:
-                    self.captured[name] = bytearray()
-                    self._capture_streams[name] = stream
-                else:
-                    setattr(self, f"user_{name}", stream)
+                return theirs, stream
+
+            # stdin
+            if stdin is None:
+                fds.append(0)
+            elif isinstance(stdin, int) and stdin != PIPE:
+                fds.append(stdin)
             else:
-                fds.append(default if target is None else target)
-        try:
-            # The caller's own descriptors never reach the child: it gets descriptions of its own.
-            self.private = PrivateStdio(tuple(fds), frozenset(own))
-        except OSError as exc:  # PrivateStdio closed `own` already
-            for stream in self.streams:
-                stream.close()
-            raise WasijailError(f"standard streams: {exc.strerror}") from None
+                theirs, stream = pipe(ours_reads=False)
+                fds.append(theirs)
+                if stdin == PIPE:
+                    self.user_stdin = stream
+                else:
+                    self._stdin_source, self._stdin_stream = stdin, stream
+            # stdout, stderr
+            for name, target, capture, default in (("stdout", stdout, capture_stdout, 1),
+                                                   ("stderr", stderr, capture_stderr, 2)):
+                if capture or target == PIPE:
+                    theirs, stream = pipe(ours_reads=True)
+                    fds.append(theirs)
+                    if capture:
+                        self.captured[name] = bytearray()
+                        self._capture_streams[name] = stream
+                    else:
+                        setattr(self, f"user_{name}", stream)
+                else:
+                    fds.append(default if target is None else target)
+            child_ends.pop_all()
+            try:
+                # The caller's own descriptors never reach the child: it gets descriptions of its own.
+                self.private = PrivateStdio(tuple(fds), frozenset(own))
+            except OSError as exc:
+                raise WasijailError(f"standard streams: {exc.strerror}") from None
+            on_fail.pop_all()
         self.child_fds = self.private.child_fds
 
     def spawned(self) -> None:
         """The child holds its stdio: close the ends meant for it, start the copy threads."""
         self.private.spawned()
 
-    def close(self) -> None:
+    async def finish(self) -> None:
+        """The child is gone: let the copy threads flush, hand offsets back (shielded)."""
+        if self.private.copying:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.private.finish)
+        else:
+            self.private.finish()  # no thread to wait for: offsets only
+
+    async def aclose(self) -> None:
+        """Close everything, the caller's PIPE ends too (shielded: it runs as a run ends)."""
         self.private.close()
+        with trio.CancelScope(shield=True):
+            for stream in self.streams:
+                await stream.aclose()
 
     def stop_feeding(self) -> None:
         self._feeding.cancel()
