@@ -51,11 +51,22 @@ def child_threads() -> int:
     return 32 + 2 * (os.cpu_count() or 1)
 
 
+def cgroup2_mount() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted, if it is."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    return left.split(" ")[4].replace("\\040", " ")
+    except OSError:
+        pass
+    return None
+
+
 def own_cgroup_dir() -> Path | None:
     """This process's cgroup v2 directory, if it is in one."""
-    from .doctor import _cgroup2_mount
-
-    mount = _cgroup2_mount()
+    mount = cgroup2_mount()
     if mount is None:
         return None
     return _own_dir(mount, lambda controllers: controllers == "")

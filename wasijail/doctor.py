@@ -337,20 +337,10 @@ def _probe_openat2() -> Layer:
 # -- cgroup v2 -----------------------------------------------------------------------------
 
 
-def _cgroup2_mount() -> str | None:
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                if right.split(" ", 1)[0] == "cgroup2":
-                    return left.split(" ")[4].replace("\\040", " ")
-    except OSError:
-        pass
-    return None
-
-
 def _probe_cgroup() -> Layer:
-    mount = _cgroup2_mount()
+    from .cgroup import cgroup2_mount
+
+    mount = cgroup2_mount()
     if mount is None:
         return Layer("cgroup", False, "no cgroup v2 hierarchy mounted (cgroup v1 only); "
                                       "memory is capped by the Store's limits alone")

@@ -165,9 +165,14 @@ def _reap(control: socket.socket) -> None:
             pid, status, round(usage.ru_utime * 1e6), round(usage.ru_stime * 1e6), usage.ru_maxrss))
 
 
-if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+def main(control_fd: int) -> None:
+    """The fork server's process (serverproc starts it), to its end."""
+    serve(control_fd)
     # The supervisor has gone and every child is reaped: skip the interpreter's teardown
     # (wasmtime's and the imports' finalizers), which the supervisor would otherwise wait
     # for at the end of every CLI run.
     os._exit(0)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -37,40 +37,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-
-def _import_pyseccomp():
-    """`import pyseccomp`, without its two `ldconfig -p` runs.
-
-    pyseccomp locates libc and libseccomp with ctypes.util.find_library,
-    which starts `ldconfig -p` each time: ~25 ms apiece, on the path of every
-    cold start. The sonames are tried first; find_library remains the
-    fallback. Imported here, at module import time, on purpose: lockdown
-    forbids starting processes and opening files.
-    """
-    import ctypes.util
-
-    original = ctypes.util.find_library
-    sonames = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
-
-    def find_library(name: str) -> str | None:
-        soname = sonames.get(name)
-        if soname is not None:
-            try:
-                ctypes.CDLL(soname)
-                return soname
-            except OSError:
-                pass
-        return original(name)
-
-    ctypes.util.find_library = find_library
-    try:
-        import pyseccomp
-    finally:
-        ctypes.util.find_library = original
-    return pyseccomp
+from ..sonames import sonames_first
 
 
-pyseccomp = _import_pyseccomp()
+# Imported here, at module import time, on purpose: lockdown forbids starting processes
+# (find_library's `ldconfig -p`) and opening files.
+with sonames_first():
+    import pyseccomp
 
 from . import seccomp_policy as policy
 
