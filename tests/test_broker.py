@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wasijail import protocol
+from wasijail.protocol import broker as wire
 from wasijail.broker.handlers import Broker
 from wasijail.policy import Policy
 from wasijail.supervisor import RunSpec, open_supervisor
@@ -40,9 +40,9 @@ def make_broker(root: Path, resolver, readonly=False, **kw) -> Broker:
 
 def test_open_donates_file_with_the_right_mode(tree, resolver):
     broker = make_broker(tree, resolver)
-    reply, fds = broker.dispatch(protocol.PathOpen(0, 1, 0, 0, READ, 0, b"file.txt"))
-    assert (reply.errno, reply.kind, reply.filetype) == (0, protocol.FileKind.DONATED, Filetype.REGULAR_FILE)
-    (fd,) = fds
+    reply = broker.dispatch(wire.PathOpen(0, 1, 0, 0, READ, 0, b"file.txt"))
+    assert (reply.errno, reply.body.kind, reply.body.filetype) == (0, wire.FileKind.DONATED, Filetype.REGULAR_FILE)
+    (fd,) = reply.fds
     assert os.read(fd, 100) == b"inside\n"
     with pytest.raises(OSError):
         os.write(fd, b"x")  # opened O_RDONLY: the kernel enforces it
@@ -52,11 +52,11 @@ def test_open_donates_file_with_the_right_mode(tree, resolver):
 
 def test_open_directory_gives_a_handle_and_readdir_lists_it(tree, resolver):
     broker = make_broker(tree, resolver)
-    reply, fds = broker.dispatch(protocol.PathOpen(0, 1, int(Oflags.DIRECTORY), 0, READ, 0, b"sub"))
-    assert (reply.errno, reply.kind, fds) == (0, protocol.FileKind.DIRECTORY, [])
+    reply = broker.dispatch(wire.PathOpen(0, 1, int(Oflags.DIRECTORY), 0, READ, 0, b"sub"))
+    assert (reply.errno, reply.body.kind, reply.fds) == (0, wire.FileKind.DIRECTORY, ())
     (tree / "sub" / "a").write_text("")
-    listing, _ = broker.dispatch(protocol.FdReaddir(reply.handle, 0, 4096))
-    names = _dirent_names(listing.data)
+    listing = broker.dispatch(wire.FdReaddir(reply.body.handle, 0, 4096))
+    names = _dirent_names(listing.body.data)
     assert names == [b".", b"..", b"a"]
     broker.close()
 
@@ -74,39 +74,39 @@ def test_readdir_cookies_and_partial_last_entry(tree, resolver):
     for i in range(20):
         (tree / "sub" / f"entry{i:02}").write_text("")
     broker = make_broker(tree / "sub", resolver)
-    full, _ = broker.dispatch(protocol.FdReaddir(0, 0, protocol.READDIR_CHUNK))
-    names = _dirent_names(full.data)
+    full = broker.dispatch(wire.FdReaddir(0, 0, wire.READDIR_CHUNK))
+    names = _dirent_names(full.body.data)
     assert sorted(names) == sorted([b".", b".."] + [f"entry{i:02}".encode() for i in range(20)])
     # Resume after the third entry: the cookie is an index into the same listing.
-    rest, _ = broker.dispatch(protocol.FdReaddir(0, 3, protocol.READDIR_CHUNK))
-    assert _dirent_names(rest.data) == names[3:]
+    rest = broker.dispatch(wire.FdReaddir(0, 3, wire.READDIR_CHUNK))
+    assert _dirent_names(rest.body.data) == names[3:]
     # A short buffer gets exactly its size, the last entry cut off.
-    short, _ = broker.dispatch(protocol.FdReaddir(0, 0, 40))
-    assert short.data == full.data[:40]
+    short = broker.dispatch(wire.FdReaddir(0, 0, 40))
+    assert short.body.data == full.body.data[:40]
     # A cookie past the end: nothing.
-    past, _ = broker.dispatch(protocol.FdReaddir(0, 1000, 4096))
-    assert (past.errno, past.data) == (0, b"")
+    past = broker.dispatch(wire.FdReaddir(0, 1000, 4096))
+    assert (past.errno, past.body.data) == (0, b"")
     broker.close()
 
 
 @pytest.mark.parametrize("request_", [
-    protocol.PathOpen(0, 1, 0, 0, WRITE, 0, b"file.txt"),
-    protocol.PathOpen(0, 1, int(Oflags.CREAT), 0, READ, 0, b"new.txt"),
-    protocol.PathOpen(0, 1, int(Oflags.TRUNC), 0, READ, 0, b"file.txt"),
-    protocol.PathCreateDirectory(0, b"d"),
-    protocol.PathRemoveDirectory(0, b"sub"),
-    protocol.PathUnlinkFile(0, b"file.txt"),
-    protocol.PathRename(0, 0, b"file.txt", b"moved.txt"),
-    protocol.PathLink(0, 0, 0, b"file.txt", b"hard.txt"),
-    protocol.PathSymlink(0, b"file.txt", b"sym"),
-    protocol.PathFilestatSetTimes(0, 0, 1, 1, 1 | 4, b"file.txt"),
-    protocol.DirFilestatSetTimes(0, 1, 1, 1 | 4),
+    wire.PathOpen(0, 1, 0, 0, WRITE, 0, b"file.txt"),
+    wire.PathOpen(0, 1, int(Oflags.CREAT), 0, READ, 0, b"new.txt"),
+    wire.PathOpen(0, 1, int(Oflags.TRUNC), 0, READ, 0, b"file.txt"),
+    wire.PathCreateDirectory(0, b"d"),
+    wire.PathRemoveDirectory(0, b"sub"),
+    wire.PathUnlinkFile(0, b"file.txt"),
+    wire.PathRename(0, 0, b"file.txt", b"moved.txt"),
+    wire.PathLink(0, 0, 0, b"file.txt", b"hard.txt"),
+    wire.PathSymlink(0, b"file.txt", b"sym"),
+    wire.PathFilestatSetTimes(0, 0, 1, 1, 1 | 4, b"file.txt"),
+    wire.DirFilestatSetTimes(0, 1, 1, 1 | 4),
 ], ids=lambda r: type(r).__name__)
 def test_read_only_preopen_refuses_mutation_whatever_the_child_claims(tree, resolver, request_):
     before = _snapshot(tree)
     broker = make_broker(tree, resolver, readonly=True)
-    reply, fds = broker.dispatch(request_)
-    assert reply.errno == Errno.PERM and fds == []
+    reply = broker.dispatch(request_)
+    assert reply.errno == Errno.PERM and reply.fds == ()
     assert _snapshot(tree) == before
     broker.close()
 
@@ -120,26 +120,26 @@ def _snapshot(root: Path) -> dict:
 @pytest.mark.parametrize("path", [b"../outside.txt", b"/etc/passwd", b"sub/../../outside.txt"])
 def test_escapes_are_enotcapable(tree, resolver, path):
     broker = make_broker(tree, resolver)
-    for request_ in (protocol.PathOpen(0, 1, 0, 0, READ, 0, path), protocol.PathFilestatGet(0, 1, path),
-                     protocol.PathUnlinkFile(0, path), protocol.PathReadlink(0, path)):
-        reply, fds = broker.dispatch(request_)
-        assert reply.errno == Errno.NOTCAPABLE and fds == [], type(request_).__name__
+    for request_ in (wire.PathOpen(0, 1, 0, 0, READ, 0, path), wire.PathFilestatGet(0, 1, path),
+                     wire.PathUnlinkFile(0, path), wire.PathReadlink(0, path)):
+        reply = broker.dispatch(request_)
+        assert reply.errno == Errno.NOTCAPABLE and reply.fds == (), type(request_).__name__
     assert (tree.parent / "outside.txt").read_text() == "secret\n"
     broker.close()
 
 
 def test_unknown_handle_is_ebadf(tree, resolver):
     broker = make_broker(tree, resolver)
-    reply, _ = broker.dispatch(protocol.PathOpen(7, 1, 0, 0, READ, 0, b"file.txt"))
+    reply = broker.dispatch(wire.PathOpen(7, 1, 0, 0, READ, 0, b"file.txt"))
     assert reply.errno == Errno.BADF
-    reply, _ = broker.dispatch(protocol.DirClose(7))
+    reply = broker.dispatch(wire.DirClose(7))
     assert reply.errno == Errno.BADF
     broker.close()
 
 
 def test_handle_count_is_bounded(tree, resolver):
     broker = make_broker(tree, resolver, max_handles=3)
-    errnos = [broker.dispatch(protocol.PathOpen(0, 1, int(Oflags.DIRECTORY), 0, READ, 0, b"sub"))[0].errno
+    errnos = [broker.dispatch(wire.PathOpen(0, 1, int(Oflags.DIRECTORY), 0, READ, 0, b"sub")).errno
               for _ in range(4)]
     assert errnos == [0, 0, Errno.MFILE, Errno.MFILE]
     broker.close()
@@ -147,7 +147,7 @@ def test_handle_count_is_bounded(tree, resolver):
 
 def test_absolute_symlink_target_is_refused(tree, resolver):
     broker = make_broker(tree, resolver)
-    reply, _ = broker.dispatch(protocol.PathSymlink(0, b"/etc/passwd", b"link"))
+    reply = broker.dispatch(wire.PathSymlink(0, b"/etc/passwd", b"link"))
     assert reply.errno == Errno.PERM
     assert not (tree / "link").is_symlink()
     broker.close()
@@ -156,12 +156,12 @@ def test_absolute_symlink_target_is_refused(tree, resolver):
 def test_fifo_never_blocks_the_broker(tree, resolver):
     os.mkfifo(tree / "fifo")
     broker = make_broker(tree, resolver)
-    reply, fds = broker.dispatch(protocol.PathOpen(0, 1, 0, 0, READ, 0, b"fifo"))
+    reply = broker.dispatch(wire.PathOpen(0, 1, 0, 0, READ, 0, b"fifo"))
     assert reply.errno == 0  # opened without a writer, instead of hanging
-    for fd in fds:
+    for fd in reply.fds:
         os.close(fd)
-    reply, fds = broker.dispatch(protocol.PathOpen(0, 1, 0, int(Fdflags.APPEND), WRITE, 0, b"fifo"))
-    assert reply.errno == Errno.NXIO and fds == []
+    reply = broker.dispatch(wire.PathOpen(0, 1, 0, int(Fdflags.APPEND), WRITE, 0, b"fifo"))
+    assert reply.errno == Errno.NXIO and reply.fds == ()
     broker.close()
 
 
@@ -169,11 +169,11 @@ def test_no_fd_leaks_in_the_parent(tree, resolver):
     before = len(os.listdir("/proc/self/fd"))
     broker = make_broker(tree, resolver)
     for _ in range(50):
-        for request_ in (protocol.PathFilestatGet(0, 1, b"file.txt"), protocol.PathFilestatGet(0, 1, b"../x"),
-                         protocol.PathReadlink(0, b"file.txt"), protocol.FdReaddir(0, 0, 100)):
+        for request_ in (wire.PathFilestatGet(0, 1, b"file.txt"), wire.PathFilestatGet(0, 1, b"../x"),
+                         wire.PathReadlink(0, b"file.txt"), wire.FdReaddir(0, 0, 100)):
             broker.dispatch(request_)
-        reply, fds = broker.dispatch(protocol.PathOpen(0, 1, 0, 0, READ, 0, b"file.txt"))
-        for fd in fds:
+        reply = broker.dispatch(wire.PathOpen(0, 1, 0, 0, READ, 0, b"file.txt"))
+        for fd in reply.fds:
             os.close(fd)
     broker.close()
     assert len(os.listdir("/proc/self/fd")) == before
@@ -237,9 +237,9 @@ def _grant_broker(grants: Path, resolver) -> Broker:
 
 
 def _open_dir(broker: Broker, handle: int, path: bytes) -> int:
-    reply, _ = broker.dispatch(protocol.PathOpen(handle, 1, int(Oflags.DIRECTORY), 0, READ, 0, path))
-    assert reply.errno == 0 and reply.kind == protocol.FileKind.DIRECTORY
-    return reply.handle
+    reply = broker.dispatch(wire.PathOpen(handle, 1, int(Oflags.DIRECTORY), 0, READ, 0, path))
+    assert reply.errno == 0 and reply.body.kind == wire.FileKind.DIRECTORY
+    return reply.body.handle
 
 
 _FOLLOW = 1  # Lookupflags.SYMLINK_FOLLOW
@@ -266,8 +266,8 @@ def test_link_source_beneath_a_read_only_grant_is_refused(grants, resolver, sour
     if isinstance(handle, str):
         handle = _open_dir(broker, 0, handle.encode())
     before = _snapshot(grants)
-    reply, fds = broker.dispatch(protocol.PathLink(handle, follow, target, path, b"stolen"))
-    assert (reply.errno, fds) == (Errno.PERM, [])
+    reply = broker.dispatch(wire.PathLink(handle, follow, target, path, b"stolen"))
+    assert (reply.errno, reply.fds) == (Errno.PERM, ())
     assert _snapshot(grants) == before
     assert os.stat(grants / "ro" / "file.txt").st_nlink == 1
     broker.close()
@@ -292,7 +292,7 @@ def test_rename_needs_a_writable_handle_on_both_sides(grants, resolver, old, new
     for handle, path in (old, new):
         sides.append(_open_dir(broker, 0, handle.encode()) if isinstance(handle, str) else handle)
     before = _snapshot(grants)
-    reply, _ = broker.dispatch(protocol.PathRename(sides[0], sides[1], old[1], new[1]))
+    reply = broker.dispatch(wire.PathRename(sides[0], sides[1], old[1], new[1]))
     assert reply.errno == Errno.PERM
     assert _snapshot(grants) == before
     broker.close()
@@ -302,9 +302,9 @@ def test_link_and_rename_within_a_writable_grant_nested_in_a_read_only_one(grant
     """The writable grant already writes everything it reaches: a new name for
     one of its own inodes, or a move inside it, gives nothing the grant did not."""
     broker = _grant_broker(grants, resolver)
-    reply, _ = broker.dispatch(protocol.PathLink(1, 0, 1, b"own.txt", b"again.txt"))
+    reply = broker.dispatch(wire.PathLink(1, 0, 1, b"own.txt", b"again.txt"))
     assert reply.errno == 0
-    reply, _ = broker.dispatch(protocol.PathRename(1, 1, b"again.txt", b"renamed.txt"))
+    reply = broker.dispatch(wire.PathRename(1, 1, b"again.txt", b"renamed.txt"))
     assert reply.errno == 0
     assert os.path.samefile(grants / "ro" / "rw" / "own.txt", grants / "ro" / "rw" / "renamed.txt")
     broker.close()
@@ -355,7 +355,7 @@ def test_confined_symlink_targets(deep, resolver, where, target, answer, how):
         handle, path = _open_dir(broker, 0, where), b"link"
     else:
         handle, path = 0, (where + b"/link" if where else b"link")
-    reply, _ = broker.dispatch(protocol.PathSymlink(handle, target, path))
+    reply = broker.dispatch(wire.PathSymlink(handle, target, path))
     assert reply.errno == answer
     assert os.path.islink(os.path.realpath(deep / os.fsdecode(where)) + "/link") == (answer == 0)
     assert links_leading_out(deep) == []
@@ -367,34 +367,34 @@ def test_confined_symlink_targets(deep, resolver, where, target, answer, how):
                                            (b"link", b"sub/../../outside.txt")])
 def test_wasi_symlinks_are_made_as_asked(deep, resolver, where, target):
     broker = make_broker(deep, resolver, symlinks="wasi")
-    reply, _ = broker.dispatch(protocol.PathSymlink(0, target, where))
+    reply = broker.dispatch(wire.PathSymlink(0, target, where))
     assert reply.errno == 0
     assert os.readlink(deep / os.fsdecode(where)) == os.fsdecode(target)
-    reply, _ = broker.dispatch(protocol.PathSymlink(0, b"/etc/passwd", b"abs"))
+    reply = broker.dispatch(wire.PathSymlink(0, b"/etc/passwd", b"abs"))
     assert reply.errno == Errno.PERM  # absolute: never, in either mode
-    reply, _ = broker.dispatch(protocol.PathOpen(0, 1, 0, 0, READ, 0, where))
+    reply = broker.dispatch(wire.PathOpen(0, 1, 0, 0, READ, 0, where))
     assert reply.errno in (Errno.NOTCAPABLE, Errno.ISDIR, 0)  # resolution still confines it
     assert reply.errno != 0 or b"outside" not in target
     broker.close()
 
 
 @pytest.mark.parametrize("request_, answer", [
-    (protocol.PathRename(0, 0, b"sub/link", b"link"), Errno.PERM),  # the link itself, one level up
-    (protocol.PathLink(0, 0, 0, b"sub/link", b"link"), Errno.PERM),
-    (protocol.PathRename(0, 0, b"sub/link", b"sub/deeper/link"), 0),  # deeper: still inside
-    (protocol.PathLink(0, 0, 0, b"sub/link", b"sub/deeper/link"), 0),
-    (protocol.PathLink(0, 1, 0, b"sub/link", b"hard"), 0),  # SYMLINK_FOLLOW links the file itself
-    (protocol.PathRename(0, 0, b"sub/deeper", b"top"), Errno.XDEV),  # its link would climb out
-    (protocol.PathRename(0, 0, b"sub", b"top"), 0),  # as deep as before
-    (protocol.PathRename(0, 0, b"sub/deeper", b"sub/other"), 0),
-    (protocol.PathRename(0, 0, b"sub", b"sub2"), 0),
+    (wire.PathRename(0, 0, b"sub/link", b"link"), Errno.PERM),  # the link itself, one level up
+    (wire.PathLink(0, 0, 0, b"sub/link", b"link"), Errno.PERM),
+    (wire.PathRename(0, 0, b"sub/link", b"sub/deeper/link"), 0),  # deeper: still inside
+    (wire.PathLink(0, 0, 0, b"sub/link", b"sub/deeper/link"), 0),
+    (wire.PathLink(0, 1, 0, b"sub/link", b"hard"), 0),  # SYMLINK_FOLLOW links the file itself
+    (wire.PathRename(0, 0, b"sub/deeper", b"top"), Errno.XDEV),  # its link would climb out
+    (wire.PathRename(0, 0, b"sub", b"top"), 0),  # as deep as before
+    (wire.PathRename(0, 0, b"sub/deeper", b"sub/other"), 0),
+    (wire.PathRename(0, 0, b"sub", b"sub2"), 0),
 ], ids=str)
 def test_confined_links_stay_inside_when_moved(deep, resolver, request_, answer):
     (deep / "sub" / "link").symlink_to("../file.txt")
     (deep / "sub" / "deeper" / "up").symlink_to("../../file.txt")
     broker = make_broker(deep, resolver)
     before = _snapshot(deep)
-    reply, _ = broker.dispatch(request_)
+    reply = broker.dispatch(request_)
     assert reply.errno == answer
     if answer:
         assert _snapshot(deep) == before
@@ -408,11 +408,11 @@ def test_moving_a_directory_into_another_preopen_carries_its_links(tmp_path, res
     (tmp_path / "b").mkdir()
     broker = Broker([(os.open(tmp_path / "a", os.O_RDONLY | os.O_DIRECTORY), False),
                      (os.open(tmp_path / "b", os.O_RDONLY | os.O_DIRECTORY), False)], resolver=resolver)
-    reply, _ = broker.dispatch(protocol.PathRename(0, 1, b"d", b"d"))  # b/d/up -> b/x: inside b
+    reply = broker.dispatch(wire.PathRename(0, 1, b"d", b"d"))  # b/d/up -> b/x: inside b
     assert reply.errno == 0
     (tmp_path / "b" / "d" / "deeper").mkdir()
     (tmp_path / "b" / "d" / "deeper" / "up2").symlink_to("../../x")
-    reply, _ = broker.dispatch(protocol.PathRename(1, 0, b"d/deeper", b"deeper"))  # would climb out of a
+    reply = broker.dispatch(wire.PathRename(1, 0, b"d/deeper", b"deeper"))  # would climb out of a
     assert reply.errno == Errno.XDEV
     assert links_leading_out(tmp_path / "a") == links_leading_out(tmp_path / "b") == []
     broker.close()
@@ -425,8 +425,8 @@ def test_a_directory_too_large_to_scan_is_not_moved_up(deep, resolver, monkeypat
     for i in range(4):
         (deep / "sub" / "deeper" / f"n{i}").write_text("")
     broker = make_broker(deep, resolver)
-    reply, _ = broker.dispatch(protocol.PathRename(0, 0, b"sub/deeper", b"top"))
+    reply = broker.dispatch(wire.PathRename(0, 0, b"sub/deeper", b"top"))
     assert reply.errno == Errno.XDEV  # `mv` copies instead, checking each link it makes
-    reply, _ = broker.dispatch(protocol.PathRename(0, 0, b"sub/deeper", b"sub/d2"))
+    reply = broker.dispatch(wire.PathRename(0, 0, b"sub/deeper", b"sub/d2"))
     assert reply.errno == 0  # not shallower: nothing to scan
     broker.close()

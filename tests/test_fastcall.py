@@ -20,10 +20,9 @@ import wasmtime
 import wasmtime._func
 
 from wasijail.child import bindings, fastcall
-from wasijail.child.fdtable import WasiError
 from wasijail.child.memory import Fault, GuestMemory
 from wasijail.child.wasi import ProcExit, WasiState
-from wasijail.wasi import Errno, errno_from_host
+from wasijail.wasi import Errno, WasiErrno, errno_from_host
 
 # -- the bindings fastcall relies on ---------------------------------------------------------
 
@@ -148,7 +147,7 @@ def test_parameters_arrive_unsigned_as_on_the_checked_path(args):
     (0, 0),
     (Errno.BADF, Errno.BADF),
     (12345, 12345),
-    (WasiError(Errno.NOTCAPABLE), Errno.NOTCAPABLE),
+    (WasiErrno(Errno.NOTCAPABLE), Errno.NOTCAPABLE),
     (OSError(errno.ENOENT, "gone"), errno_from_host(errno.ENOENT)),
     (FileNotFoundError(errno.ENOENT, "gone"), errno_from_host(errno.ENOENT)),
     (OSError(errno.EMFILE, "full"), errno_from_host(errno.EMFILE)),

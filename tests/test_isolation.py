@@ -127,7 +127,7 @@ async def test_guest_sized_lengths_cost_the_host_no_copy(tmp_path, call, errno):
 
 
 def test_readdir_costs_the_supervisor_what_one_reply_holds(tmp_path):
-    from wasijail import protocol
+    from wasijail.protocol import broker as wire
     from wasijail.broker.handlers import Broker
     from wasijail.wasi import Oflags, Rights
     import os
@@ -138,9 +138,8 @@ def test_readdir_costs_the_supervisor_what_one_reply_holds(tmp_path):
     tracemalloc.start()
     try:
         for _ in range(200):
-            reply, _ = broker.dispatch(protocol.PathOpen(0, 0, int(Oflags.DIRECTORY), 0,
-                                                         int(Rights.FD_READDIR), 0, b"."))
-            broker.dispatch(protocol.FdReaddir(reply.handle, 0, 4096))
+            reply = broker.dispatch(wire.PathOpen(0, 0, int(Oflags.DIRECTORY), 0, int(Rights.FD_READDIR), 0, b"."))
+            broker.dispatch(wire.FdReaddir(reply.body.handle, 0, 4096))
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -6,12 +6,12 @@ import socket
 
 import trio
 
-from wasijail import protocol
+from wasijail.protocol import broker as wire
 from wasijail.broker.handlers import Broker
 from wasijail.broker.session import BrokerSession
 
 
-async def _serve(*messages: protocol.Message) -> BrokerSession:
+async def _serve(*messages: wire.Message) -> BrokerSession:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     kills = []
     session = BrokerSession(Broker([]), ours, lambda: kills.append(1))
@@ -25,18 +25,18 @@ async def _serve(*messages: protocol.Message) -> BrokerSession:
 
 
 async def test_missing_layers_are_recorded():
-    session = await _serve(protocol.SandboxReport(b"userns: not permitted\nnetns: not permitted"),
-                           protocol.Result(0, 0, 0, 0, b""))
+    session = await _serve(wire.SandboxReport(b"userns: not permitted\nnetns: not permitted"),
+                           wire.Result(0, 0, 0, 0, b""))
     assert session.sandbox_missing == ("userns: not permitted", "netns: not permitted")
-    assert session.reported.outcome == protocol.Outcome.EXIT
+    assert session.reported.outcome == wire.ChildOutcome.EXIT
     assert session.violation is None
 
 
 async def test_a_second_report_or_a_late_one_is_a_violation():
-    twice = await _serve(protocol.SandboxReport(b""), protocol.SandboxReport(b""))
+    twice = await _serve(wire.SandboxReport(b""), wire.SandboxReport(b""))
     assert twice.violation == "malformed broker request: unexpected sandbox report"
 
 
 async def test_a_second_result_is_a_violation():
-    session = await _serve(protocol.Result(0, 0, 0, 0, b""), protocol.Result(0, 1, 0, 0, b""))
+    session = await _serve(wire.Result(0, 0, 0, 0, b""), wire.Result(0, 1, 0, 0, b""))
     assert session.violation == "malformed broker request: a second result"

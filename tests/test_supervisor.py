@@ -100,7 +100,7 @@ async def test_a_failure_after_the_spawn_kills_and_reaps_the_child(monkeypatch):
         def send(*args, **kwargs):
             raise Boom()
 
-        monkeypatch.setattr(supervisor_module.protocol, "send", send)
+        monkeypatch.setattr(supervisor_module.transport, "send", send)
         with pytest.raises(Boom):
             await sup.run(program("exit7.wasm"), capture_stdout=True, capture_stderr=True)
         monkeypatch.undo()

@@ -5,7 +5,7 @@ pyseccomp) but created no engine, so it has one thread and a fork of it is
 safe and fast: a child starts in milliseconds, and after lockdown it can open
 no file, so nothing may be left to import.
 
-Control channel (SOCK_SEQPACKET, `protocol.Spawn` / `Spawned` / `Exited`): the
+Control channel (SOCK_SEQPACKET, `protocol.control`: Spawn / Spawned / Exited): the
 supervisor sends Spawn with the child's broker socket and stdio; the server
 forks, answers with the child's pid and a pidfd (for kill), and reports the
 wait status when the child ends. When the supervisor goes away, the server
@@ -21,7 +21,8 @@ import signal
 import socket
 import sys
 
-from . import protocol
+from .protocol import control, transport
+from .protocol.broker import ChildOutcome, Result, SandboxReport
 from .child import runner
 from .child.sandbox import LockdownConfig, LockdownError, lockdown, prebuild_seccomp
 from .stdio import fill_closed_stdio
@@ -56,7 +57,7 @@ def _become_user(uid: int) -> None:
         os._exit(EXIT_SETUP_FAILED)
 
 
-def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], violation_fd: int,
+def _become_child(spawn: control.Spawn, broker_fd: int, stdio: list[int], violation_fd: int,
                   cgroup_fds: list[int]) -> None:
     """Runs in the forked child; never returns."""
     status = EXIT_SETUP_FAILED
@@ -71,24 +72,26 @@ def _become_child(spawn: protocol.Spawn, broker_fd: int, stdio: list[int], viola
             os.close(cgroup_fd)
         if spawn.host_uid >= 0:
             _become_user(spawn.host_uid)
-        require = frozenset(filter(None, spawn.require.decode().split(",")))
+        limits = spawn.child_limits
         config = LockdownConfig(
             keep_fds=(0, 1, 2, broker_fd),
-            file_size=spawn.file_size if spawn.file_size >= 0 else None,
-            open_files=spawn.open_files if spawn.open_files >= 0 else None,
-            cpu_time=spawn.cpu_time or None,
-            threads=spawn.threads if spawn.threads > 0 else None,
-            required=require,
+            file_size=limits.file_size,
+            # The guest's open_files is the WASI table's limit (and the broker's on
+            # handles); the process needs descriptors of its own beyond it.
+            open_files=None,
+            cpu_time=limits.lockdown_cpu_time,
+            threads=limits.threads,
+            required=spawn.required,
             violation_fd=violation_fd,  # a refused syscall is named here before the child dies
         )
         sock = socket.socket(fileno=broker_fd)
         try:
             report = lockdown(config)
         except LockdownError as exc:
-            protocol.send(sock, protocol.Result(protocol.Outcome.ERROR, 1, 0, 0, str(exc).encode()))
+            transport.send(sock, Result(ChildOutcome.ERROR, 1, 0, 0, str(exc).encode()))
             os._exit(1)
         missing = "\n".join(f"{name}: {why}" for name, why in report.not_applied.items())
-        protocol.send(sock, protocol.SandboxReport(missing.encode()))
+        transport.send(sock, SandboxReport(missing.encode()))
         sock.detach()
         runner.child_main(broker_fd)  # exits the process
     except BaseException:
@@ -102,17 +105,17 @@ def serve(control_fd: int) -> None:
     prebuild_seccomp()  # once here, not in every child
     # Ctrl-C is for the supervisor, which stops the children; the fork server ends with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    control = socket.socket(fileno=control_fd)
+    channel = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     selector = selectors.DefaultSelector()
-    selector.register(control, selectors.EVENT_READ)
+    selector.register(channel, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
     while True:
         for key, _ in selector.select():
-            if key.fileobj is control:
-                if not _handle_request(control):
+            if key.fileobj is channel:
+                if not _handle_request(channel):
                     return
             else:
                 while True:
@@ -121,39 +124,39 @@ def serve(control_fd: int) -> None:
                             break
                     except BlockingIOError:
                         break
-                _reap(control)
+                _reap(channel)
 
 
-def _handle_request(control: socket.socket) -> bool:
-    data, fds = protocol.receive(control)
+def _handle_request(channel: socket.socket) -> bool:
+    data, fds = transport.receive(channel)
     if not data:
         return False  # the supervisor is gone
-    spawn = protocol.decode_control(data, protocol.CONTROL_TO_SERVER)
-    if not 5 <= len(fds) <= 7:
-        for fd in fds:
-            os.close(fd)
-        raise protocol.ProtocolError(f"Spawn carries {len(fds)} fds, not 5 to 7")
+    spawn = control.decode_to_server(data)
+    if len(fds) not in control.SPAWN_FDS:
+        transport.close_all(fds)
+        raise transport.ProtocolError(f"Spawn carries {len(fds)} fds, not {control.SPAWN_FDS.start} to"
+                                      f" {control.SPAWN_FDS.stop - 1}")
     broker_fd, stdio, violation_fd, cgroup_fds = fds[0], fds[1:4], fds[4], fds[5:]
     try:
         pid = os.fork()
     except OSError as exc:
-        protocol.send(control, protocol.Spawned(spawn.run_id, -1, str(exc).encode()))
+        transport.send(channel, control.Spawned(spawn.run_id, -1, str(exc).encode()))
         pid = -1
     if pid == 0:
-        control.close()
+        channel.close()
         _become_child(spawn, broker_fd, stdio, violation_fd, cgroup_fds)
     for fd in fds:
         os.close(fd)
     if pid > 0:
         pidfd = os.pidfd_open(pid)
         try:
-            protocol.send(control, protocol.Spawned(spawn.run_id, pid, b""), (pidfd,))
+            transport.send(channel, control.Spawned(spawn.run_id, pid, b""), (pidfd,))
         finally:
             os.close(pidfd)
     return True
 
 
-def _reap(control: socket.socket) -> None:
+def _reap(channel: socket.socket) -> None:
     while True:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -161,7 +164,7 @@ def _reap(control: socket.socket) -> None:
             return
         if pid == 0:
             return
-        protocol.send(control, protocol.Exited(
+        transport.send(channel, control.Exited(
             pid, status, round(usage.ru_utime * 1e6), round(usage.ru_stime * 1e6), usage.ru_maxrss))
 
 

@@ -7,7 +7,6 @@ child through the pidfd it was handed, which cannot hit a recycled pid.
 
 from __future__ import annotations
 
-import array
 import itertools
 import os
 import signal
@@ -16,7 +15,8 @@ from typing import Sequence
 
 import trio
 
-from . import protocol
+from .protocol import control, transport
+from .protocol.setup import ChildLimits
 from .results import WasijailError
 from .serverproc import ServerProcess, start_server
 
@@ -73,7 +73,7 @@ class Launcher:
         self._ids = itertools.count(1)
         self._spawned: dict[int, tuple[trio.Event, list]] = {}
         self._exits: dict[int, trio.Event] = {}
-        self._statuses: dict[int, protocol.Exited] = {}
+        self._statuses: dict[int, control.Exited] = {}
         self._gone = False
 
     @property
@@ -93,18 +93,16 @@ class Launcher:
         nursery.start_soon(self._read_loop)
 
     async def spawn(self, broker_fd: int, stdio: tuple[int, int, int], violation_fd: int, *,
-                    file_size: int = -1, open_files: int = -1, cpu_time: float = 0.0,
-                    require: tuple[str, ...] = (), cgroup_procs: tuple[int, ...] = (),
-                    threads: int = -1, host_uid: int = -1) -> Child:
+                    limits: ChildLimits = ChildLimits(), require: tuple[str, ...] = (),
+                    cgroup_procs: tuple[int, ...] = (), host_uid: int = -1) -> Child:
         if self._gone or self._sock is None:
             raise ForkServerGone("the fork server is not running")
         run_id = next(self._ids)
         done, slot = trio.Event(), []
         self._spawned[run_id] = (done, slot)
-        message = protocol.Spawn(run_id, file_size, open_files, cpu_time, threads, host_uid,
-                                 ",".join(require).encode())
-        fds = array.array("i", (broker_fd, *stdio, violation_fd, *cgroup_procs))
-        await self._sock.sendmsg([message.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        message = control.Spawn.of(run_id, limits, host_uid, require)
+        fds = (broker_fd, *stdio, violation_fd, *cgroup_procs)
+        await self._sock.sendmsg([message.encode()], transport.rights(fds))
         await done.wait()
         del self._spawned[run_id]
         if not slot:
@@ -114,7 +112,7 @@ class Launcher:
             raise WasijailError(f"cannot start a child: {reply.error.decode(errors='replace')}")
         return Child(self, reply.pid, pidfd)
 
-    async def _wait(self, pid: int) -> "protocol.Exited | None":
+    async def _wait(self, pid: int) -> "control.Exited | None":
         if self._gone and pid not in self._exits:
             return self._statuses.pop(pid, None)  # nobody is left to report it
         event = self._exits.setdefault(pid, trio.Event())
@@ -126,12 +124,12 @@ class Launcher:
         assert self._sock is not None
         try:
             while True:
-                data, ancdata, _, _ = await self._sock.recvmsg(protocol.MAX_MESSAGE, protocol.RECV_CMSG_SPACE)
-                fds = protocol.unpack_fds(ancdata)
+                data, ancdata, _, _ = await self._sock.recvmsg(transport.MAX_MESSAGE, transport.RECV_CMSG_SPACE)
+                fds = transport.unpack_fds(ancdata)
                 if not data:
                     break
-                message = protocol.decode_control(data, protocol.CONTROL_FROM_SERVER)
-                if isinstance(message, protocol.Spawned):
+                message = control.decode_from_server(data)
+                if isinstance(message, control.Spawned):
                     waiter = self._spawned.get(message.run_id)
                     if waiter is None:
                         for fd in fds:

@@ -25,7 +25,7 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterat
 
 import trio
 
-from . import protocol
+from .protocol import transport
 from .broker.handlers import DEFAULT_MAX_HANDLES, Broker
 from .broker.resolve import Resolver
 from .broker.session import BrokerSession
@@ -35,7 +35,8 @@ from .descriptors import RUN_DESCRIPTORS, DescriptorBudget
 from .engine import EngineOptions
 from .launcher import Launcher
 from .policy import Policy
-from .protocol import Outcome as WireOutcome
+from .protocol.broker import ChildOutcome
+from .protocol.setup import ArtifactMode, ChildLimits, Setup, Start
 from .stdio import PrivateStdio, fill_closed_stdio
 from .results import (
     STATUS_ERROR,
@@ -146,12 +147,11 @@ def _open_broker(policy: Policy, resolver: Resolver, handles: int) -> Broker:
     return broker
 
 
-def _setup_fd(spec: RunSpec) -> int:
+def _setup_fd(spec: RunSpec, limits: ChildLimits) -> int:
     policy = spec.policy
-    limits = policy.limits
     env = policy.resolved_env(os.environ)
     argv0 = spec.argv0 if spec.argv0 is not None else spec.module.name
-    setup = protocol.Setup(
+    setup = Setup(
         module_name=os.fsencode(argv0),
         is_wat=spec.is_wat,
         args=tuple(os.fsencode(a) for a in spec.args),
@@ -160,13 +160,7 @@ def _setup_fd(spec: RunSpec) -> int:
         preopen_readonly=tuple(p.readonly for p in policy.preopens),
         invoke=(spec.invoke or "").encode(),
         invoke_args=tuple(a.encode() for a in spec.invoke_args),
-        memory_limit=limits.memory if limits.memory is not None else -1,
-        table_limit=limits.table_elements if limits.table_elements is not None else -1,
-        fuel=limits.fuel if limits.fuel is not None else -1,
-        open_files=limits.open_files if limits.open_files is not None else -1,
-        file_size=limits.file_size if limits.file_size is not None else -1,
-        cpu_time_ms=round(limits.cpu_time * 1000) if limits.cpu_time else 0,
-        disk=limits.disk if limits.disk is not None else -1,
+        limits=limits,
         engine=spec.engine.encode(),
     )
     return _memfd("wasijail-setup", setup.encode())
@@ -417,7 +411,8 @@ class Supervisor:
                 to_child.callback(os.close, module_fd)
                 broker = _open_broker(spec.policy, self.resolver, handles)
                 run.callback(broker.close)
-                setup_fd = _setup_fd(spec)
+                child_limits = ChildLimits.of(limits, child_threads())  # for the fork server and the child alike
+                setup_fd = _setup_fd(spec, child_limits)
                 to_child.callback(os.close, setup_fd)
                 plumbing = _Plumbing(stdin, stdout, stderr, capture_stdout, capture_stderr, limits.output)
                 run.push_async_callback(plumbing.aclose)
@@ -435,11 +430,9 @@ class Supervisor:
                         spawn_ends.callback(leaf.close_fd)
                     child = await self.launcher.spawn(
                         child_sock.fileno(), plumbing.child_fds, violation_end,
-                        file_size=limits.file_size if limits.file_size is not None else -1,
-                        cpu_time=_lockdown_cpu_time(limits),
+                        limits=child_limits,
                         require=spec.policy.sandbox.require,
                         cgroup_procs=tuple(leaf.procs_fd for leaf in leaves),
-                        threads=child_threads(),
                         host_uid=self.host_uid,
                     )
                     run.callback(child.close)
@@ -448,9 +441,9 @@ class Supervisor:
                 plumbing.spawned()
                 cached = await self._cached_artifact(spec, module_fd, run)
                 start_fds = (setup_fd, module_fd) if cached.fd is None else (setup_fd, module_fd, cached.fd)
-                protocol.send(parent_sock, protocol.Start(cached.mode), start_fds)
+                transport.send(parent_sock, Start(cached.mode), start_fds)
             session = BrokerSession(broker, parent_sock, child.kill)
-            if cached.mode == protocol.ArtifactMode.PRODUCE:
+            if cached.mode == ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
             memory_leaf = next((leaf for leaf in leaves if leaf.memory_max is not None), None)
             handle = RunHandle(child, plumbing.user_stdin, plumbing.user_stdout, plumbing.user_stderr)
@@ -498,7 +491,7 @@ class Supervisor:
         """Look the module up in the cache: an artifact to load, or a sink for one to store
         (its fd closed when `run` ends)."""
         if self.cache is None:
-            return _CachedArtifact(protocol.ArtifactMode.NONE, None, "")
+            return _CachedArtifact(ArtifactMode.NONE, None, "")
         limits = spec.policy.limits
         fingerprint = engine_fingerprint(fuel=limits.fuel is not None, options=spec.engine)
         # A module not seen before is read and hashed: a thread does it, so a large one
@@ -508,9 +501,9 @@ class Supervisor:
         if artifact is None:
             fd = os.memfd_create("wasijail-artifact", os.MFD_CLOEXEC)
             run.callback(os.close, fd)
-            return _CachedArtifact(protocol.ArtifactMode.PRODUCE, fd, key)
+            return _CachedArtifact(ArtifactMode.PRODUCE, fd, key)
         run.callback(artifact.close)
-        return _CachedArtifact(protocol.ArtifactMode.LOAD, artifact.fd, key)
+        return _CachedArtifact(ArtifactMode.LOAD, artifact.fd, key)
 
     def _long_compile_notice(self, spec: RunSpec) -> Callable[[], None] | None:
         if self.on_long_compile is None:
@@ -562,16 +555,6 @@ async def _reap(child) -> None:
         if child.returncode is None:
             child.kill()
             await child.wait()
-
-
-def _lockdown_cpu_time(limits) -> float:
-    """RLIMIT_CPU for the child's lockdown, before it compiles: the guest's cpu_time plus
-    the compile's budget (compile_timeout on every core: Cranelift compiles in parallel).
-    Once its module is ready, the child lowers it to what it has used plus cpu_time.
-    0: none (no compile_timeout, so the policy leaves compiling unbounded)."""
-    if limits.cpu_time is None or limits.compile_timeout is None:
-        return 0.0
-    return limits.cpu_time + limits.compile_timeout * (os.cpu_count() or 1)
 
 
 async def _deadlines(session: BrokerSession, child, ending: "_Ending", limits, deadline: trio.CancelScope,
@@ -836,11 +819,11 @@ class _Ending:
         if reported is None:
             return Outcome(OutcomeKind.CRASH, f"child exited with status {status} without a result"), STATUS_ERROR
         message = reported.message.decode("utf-8", "replace")
-        if reported.outcome in (WireOutcome.EXIT, WireOutcome.INVOKED):
+        if reported.outcome in (ChildOutcome.EXIT, ChildOutcome.INVOKED):
             return Outcome(OutcomeKind.EXIT, exit_code=reported.code), reported.code
-        if reported.outcome == WireOutcome.TRAP:
+        if reported.outcome == ChildOutcome.TRAP:
             return Outcome(OutcomeKind.TRAP, message), STATUS_TRAP
-        if reported.outcome == WireOutcome.LIMIT:
+        if reported.outcome == ChildOutcome.LIMIT:
             return Outcome(OutcomeKind.LIMIT, message), STATUS_LIMIT
         if self.session.reported_while_loading:  # the module itself: name its file, as wasmtime does
             glue = "" if message[:1].isdigit() else " "  # "bad.wat:2:1: ..." for text errors

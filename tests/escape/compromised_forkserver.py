@@ -13,25 +13,28 @@ import os
 import socket
 import sys
 
-from wasijail import forkserver, protocol
+from wasijail import forkserver
+from wasijail.protocol import broker as wire
+from wasijail.protocol import transport
+from wasijail.protocol.setup import decode_start
 from wasijail.child import runner
 
 
 def compromised_child_main(sock_fd: int) -> None:
     sock = socket.socket(fileno=sock_fd)
-    data, fds = protocol.receive(sock)
-    protocol.decode_reply(protocol.Start, data)
+    data, fds = transport.receive(sock)
+    decode_start(data)
     setup_fd, module_fd, *_ = fds
     os.close(setup_fd)
     source = runner._read_all(module_fd).decode()
-    scope = {"sock": sock, "protocol": protocol}
+    scope = {"sock": sock, "wire": wire, "transport": transport}
     try:
         exec(compile(source, "<escape attempt>", "exec"), scope)
         os.write(1, repr(scope.get("RESULT")).encode())  # what the attempt found, for the test
-        result = protocol.Result(protocol.Outcome.EXIT, 0, 0, 0, b"")
+        result = wire.Result(wire.ChildOutcome.EXIT, 0, 0, 0, b"")
     except BaseException as exc:  # the attempt failed without killing us: say how
-        result = protocol.Result(protocol.Outcome.ERROR, 1, 0, 0, f"{type(exc).__name__}: {exc}".encode())
-    protocol.send(sock, result)
+        result = wire.Result(wire.ChildOutcome.ERROR, 1, 0, 0, f"{type(exc).__name__}: {exc}".encode())
+    transport.send(sock, result)
     os._exit(0)
 
 

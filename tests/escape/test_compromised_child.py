@@ -92,8 +92,8 @@ async def test_write_to_a_donated_read_only_file(attempt, tmp_path):
         import os
         from wasijail.wasi import Rights
         # Ask the broker for the file with every right, as a compromised child would.
-        protocol.send(sock, protocol.PathOpen(0, 1, 0, 0, int(Rights.FD_READ), 0, b"keep.txt"))
-        data, fds = protocol.receive(sock)
+        transport.send(sock, wire.PathOpen(0, 1, 0, 0, int(Rights.FD_READ), 0, b"keep.txt"))
+        data, fds = transport.receive(sock)
         os.write(fds[0], b"overwritten")
     """, policy)
     assert result.outcome.detail.endswith(".py: OSError: [Errno 9] Bad file descriptor")
@@ -107,9 +107,9 @@ async def test_asking_the_broker_to_open_for_write_on_read_only_preopen(attempt,
     policy = Policy().with_preopen(data, "/data", mode="ro")
     result = await attempt("""
         from wasijail.wasi import Rights
-        protocol.send(sock, protocol.PathOpen(0, 1, 8, 0, int(Rights.FD_WRITE), 0, b"keep.txt"))
-        data, fds = protocol.receive(sock)
-        RESULT = (protocol.decode_reply(protocol.OpenReply, data).errno, fds)
+        transport.send(sock, wire.PathOpen(0, 1, 8, 0, int(Rights.FD_WRITE), 0, b"keep.txt"))
+        data, fds = transport.receive(sock)
+        RESULT = (wire.reply_errno(data), fds)
     """, policy)
     assert result.stdout == b"(63, [])"  # EPERM, and no descriptor handed over
     assert (data / "keep.txt").read_text() == "original"
@@ -126,8 +126,8 @@ async def test_malformed_broker_request_is_a_violation(attempt):
 _OPEN_FOR_READING = """
         import os
         from wasijail.wasi import Rights
-        protocol.send(sock, protocol.PathOpen(0, 1, 0, 0, int(Rights.FD_READ), 0, b"keep.txt"))
-        data, fds = protocol.receive(sock)
+        transport.send(sock, wire.PathOpen(0, 1, 0, 0, int(Rights.FD_READ), 0, b"keep.txt"))
+        data, fds = transport.receive(sock)
         fd = fds[0]
 """
 
@@ -157,9 +157,9 @@ async def test_futimens_now_on_a_donated_read_only_file_is_killed(attempt, tmp_p
 async def test_broker_refuses_to_retime_a_read_only_grant(attempt, tmp_path):
     data, policy = _read_only_data(tmp_path)
     result = await attempt(_OPEN_FOR_READING + """
-        protocol.send(sock, protocol.FdFilestatSetTimes(1, 1, 0b0101), (fd,))
-        data, _ = protocol.receive(sock)
-        RESULT = protocol.decode_reply(protocol.Reply, data).errno
+        transport.send(sock, wire.FdFilestatSetTimes(1, 1, 0b0101), (fd,))
+        data, _ = transport.receive(sock)
+        RESULT = wire.reply_errno(data)
     """, policy)
     assert result.stdout == b"76"  # ENOTCAPABLE
     assert (data / "keep.txt").stat().st_mtime_ns == 10**18
@@ -170,9 +170,9 @@ async def test_broker_refuses_to_retime_the_callers_stdout(attempt, tmp_path):
     with open(out, "wb") as f:
         os.utime(out, ns=(10**18, 10**18))
         result = await attempt("""
-            protocol.send(sock, protocol.FdFilestatSetTimes(1, 1, 0b0101), (1,))
-            data, _ = protocol.receive(sock)
-            os.write(2, b"%d" % protocol.decode_reply(protocol.Reply, data).errno)
+            transport.send(sock, wire.FdFilestatSetTimes(1, 1, 0b0101), (1,))
+            data, _ = transport.receive(sock)
+            os.write(2, b"%d" % wire.reply_errno(data))
         """.replace("os.write", "__import__('os').write"), stdout=f.fileno(), capture_stderr=True)
     assert result.stderr == b"76"
     assert out.stat().st_mtime_ns > 10**18  # written by the harness (its RESULT), never set to 1 s
@@ -183,9 +183,9 @@ async def test_broker_retimes_a_file_of_a_writable_grant(attempt, tmp_path):
     data.mkdir()
     (data / "keep.txt").write_text("original")
     result = await attempt(_OPEN_FOR_READING + """
-        protocol.send(sock, protocol.FdFilestatSetTimes(5, 7, 0b0101), (fd,))
-        data, _ = protocol.receive(sock)
-        RESULT = protocol.decode_reply(protocol.Reply, data).errno
+        transport.send(sock, wire.FdFilestatSetTimes(5, 7, 0b0101), (fd,))
+        data, _ = transport.receive(sock)
+        RESULT = wire.reply_errno(data)
     """, Policy().with_preopen(data, "/data", mode="rw"))
     assert result.stdout == b"0"
     assert (data / "keep.txt").stat().st_mtime_ns == 7
@@ -195,8 +195,8 @@ async def test_broker_retimes_a_file_of_a_writable_grant(attempt, tmp_path):
 async def test_retime_request_with_the_wrong_descriptors_is_a_violation(attempt, tmp_path, fds):
     data, policy = _read_only_data(tmp_path)
     result = await attempt(_OPEN_FOR_READING + f"""
-        protocol.send(sock, protocol.FdFilestatSetTimes(1, 1, 0b0101), {fds})
-        protocol.receive(sock)
+        transport.send(sock, wire.FdFilestatSetTimes(1, 1, 0b0101), {fds})
+        transport.receive(sock)
     """, policy)
     assert result.outcome.kind is OutcomeKind.VIOLATION
     assert "FdFilestatSetTimes with" in result.outcome.detail
@@ -209,11 +209,11 @@ _FLOOD_WITH_STDOUT_COPIES = """
         import array, socket, time
         # One request whose reply it never reads, then messages carrying copies of its
         # stdout: while the socket holds them, the captured stdout cannot end.
-        protocol.send(sock, protocol.PathFilestatGet(0, 0, b"."))
+        transport.send(sock, wire.PathFilestatGet(0, 0, b"."))
         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [1, 1, 2]))]
         for _ in range(40):
             try:
-                sock.sendmsg([protocol.DirSync(0).encode()], rights)
+                sock.sendmsg([wire.DirSync(0).encode()], rights)
             except OSError:
                 break
         time.sleep(3600)
@@ -248,9 +248,9 @@ async def test_an_error_serving_one_child_ends_that_run_alone(attempt, tmp_path,
     monkeypatch.setattr(Broker, "path_filestat_get", flaky)
     policy = Policy().with_preopen(tmp_path, "/tmp", mode="ro")
     asks = """
-        protocol.send(sock, protocol.PathFilestatGet(0, 0, b"%s"))
-        data, _ = protocol.receive(sock)
-        RESULT = protocol.decode_reply(protocol.StatReply, data).errno if data else "hung up"
+        transport.send(sock, wire.PathFilestatGet(0, 0, b"%s"))
+        data, _ = transport.receive(sock)
+        RESULT = wire.reply_errno(data) if data else "hung up"
     """
     results = {}
 

@@ -65,12 +65,14 @@ async def test_directory_handles_stop_at_open_files(attempt, tmp_path):
     result = await beside_a_healthy_job(attempt, """
         handles = []
         while len(handles) < 5000:
-            protocol.send(sock, protocol.PathOpen(0, 1, %d, 0, %d, 0, b"."))
-            reply = protocol.decode_reply(protocol.OpenReply, protocol.receive(sock)[0])
-            if reply.errno:
+            request = wire.PathOpen(0, 1, %d, 0, %d, 0, b".")
+            transport.send(sock, request)
+            data = transport.receive(sock)[0]
+            errno = wire.reply_errno(data)
+            if errno:
                 break
-            handles.append(reply.handle)
-        RESULT = (len(handles), reply.errno)
+            handles.append(wire.decode_reply(request, wire.OpenReply, data).handle)
+        RESULT = (len(handles), errno)
     """ % (Oflags.DIRECTORY, Rights.FD_READDIR), policy)
     # The broker holds at most open_files directories for the child, its preopen included.
     assert eval(result.stdout) == (63, Errno.MFILE)
@@ -84,10 +86,9 @@ async def test_files_past_the_limit_are_refused_by_the_broker(attempt, tmp_path)
         import os
         errnos = []
         for i in range(20):
-            protocol.send(sock, protocol.PathOpen(0, 0, %d, 0, %d, 0, b"f%%d" %% i))
-            data, fds = protocol.receive(sock)
-            reply = protocol.decode_reply(protocol.OpenReply, data)
-            errnos.append(reply.errno)
+            transport.send(sock, wire.PathOpen(0, 0, %d, 0, %d, 0, b"f%%d" %% i))
+            data, fds = transport.receive(sock)
+            errnos.append(wire.reply_errno(data))
             for fd in fds:
                 # Native code writes straight to the donated file: no `disk` count sees it.
                 try:
@@ -96,9 +97,9 @@ async def test_files_past_the_limit_are_refused_by_the_broker(attempt, tmp_path)
                 except OSError as exc:
                     errnos.append(exc.errno)
                 os.close(fd)
-        for request in (protocol.PathCreateDirectory(0, b"d"), protocol.PathSymlink(0, b"f0", b"s")):
-            protocol.send(sock, request)
-            errnos.append(protocol.decode_reply(protocol.Reply, protocol.receive(sock)[0]).errno)
+        for request in (wire.PathCreateDirectory(0, b"d"), wire.PathSymlink(0, b"f0", b"s")):
+            transport.send(sock, request)
+            errnos.append(wire.reply_errno(transport.receive(sock)[0]))
         RESULT = errnos
     """ % (Oflags.CREAT, Rights.FD_WRITE), policy)
     errnos = eval(result.stdout)

@@ -21,7 +21,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wasijail import protocol
+from wasijail.protocol import broker as wire
+from wasijail.protocol import transport
 from wasijail.broker.handlers import Broker
 from wasijail.broker.resolve import Resolver
 from wasijail.broker.session import BrokerSession
@@ -33,20 +34,20 @@ small = st.integers(0, 4)
 u64 = st.integers(0, 2**64 - 1)
 
 requests = st.one_of(
-    st.builds(protocol.PathOpen, small, st.integers(0, 1), st.integers(0, 15), st.integers(0, 31), u64, u64, paths),
-    st.builds(protocol.PathFilestatGet, small, st.integers(0, 1), paths),
-    st.builds(protocol.PathFilestatSetTimes, small, st.integers(0, 1), u64, u64, st.integers(0, 15), paths),
-    st.builds(protocol.PathCreateDirectory, small, paths),
-    st.builds(protocol.PathRemoveDirectory, small, paths),
-    st.builds(protocol.PathUnlinkFile, small, paths),
-    st.builds(protocol.PathRename, small, small, paths, paths),
-    st.builds(protocol.PathLink, small, st.integers(0, 1), small, paths, paths),
-    st.builds(protocol.PathSymlink, small, paths, paths),
-    st.builds(protocol.PathReadlink, small, paths),
-    st.builds(protocol.FdReaddir, small, u64, st.integers(1, protocol.READDIR_CHUNK)),
-    st.builds(protocol.DirFilestatGet, u32),
-    st.builds(protocol.DirClose, small),
-    st.builds(protocol.DirSync, u32),
+    st.builds(wire.PathOpen, small, st.integers(0, 1), st.integers(0, 15), st.integers(0, 31), u64, u64, paths),
+    st.builds(wire.PathFilestatGet, small, st.integers(0, 1), paths),
+    st.builds(wire.PathFilestatSetTimes, small, st.integers(0, 1), u64, u64, st.integers(0, 15), paths),
+    st.builds(wire.PathCreateDirectory, small, paths),
+    st.builds(wire.PathRemoveDirectory, small, paths),
+    st.builds(wire.PathUnlinkFile, small, paths),
+    st.builds(wire.PathRename, small, small, paths, paths),
+    st.builds(wire.PathLink, small, st.integers(0, 1), small, paths, paths),
+    st.builds(wire.PathSymlink, small, paths, paths),
+    st.builds(wire.PathReadlink, small, paths),
+    st.builds(wire.FdReaddir, small, u64, st.integers(1, wire.READDIR_CHUNK)),
+    st.builds(wire.DirFilestatGet, u32),
+    st.builds(wire.DirClose, small),
+    st.builds(wire.DirSync, u32),
 )
 
 
@@ -65,7 +66,7 @@ def wire_messages(draw):
     elif damage == "random":
         data = draw(st.binary(min_size=1, max_size=64))
     elif damage == "oversize":
-        data = data + b"\0" * (protocol.MAX_MESSAGE + 1 - len(data))
+        data = data + b"\0" * (transport.MAX_MESSAGE + 1 - len(data))
     elif damage == "op":
         data = struct.pack("<H", draw(st.integers(0, 65535))) + data[2:]
     with_fd = draw(st.booleans()) and draw(st.booleans())
@@ -153,10 +154,10 @@ def _drain(sock: socket.socket) -> None:
     """Read every pending reply and close the descriptors it carried."""
     while True:
         try:
-            data, ancdata, _, _ = sock.recvmsg(protocol.MAX_MESSAGE, protocol.RECV_CMSG_SPACE, socket.MSG_DONTWAIT)
+            data, ancdata, _, _ = sock.recvmsg(transport.MAX_MESSAGE, transport.RECV_CMSG_SPACE, socket.MSG_DONTWAIT)
         except (BlockingIOError, OSError):
             return
-        for fd in protocol.unpack_fds(ancdata):
+        for fd in transport.unpack_fds(ancdata):
             os.close(fd)
         if not data:
             return
@@ -170,7 +171,7 @@ async def test_descriptors_from_a_child_are_closed_and_reported():
     sock_fd = ours.fileno()
     with open("/dev/null", "rb") as f:
         before = _open_fds()
-        theirs.sendmsg([protocol.DirSync(0).encode()],
+        theirs.sendmsg([wire.DirSync(0).encode()],
                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [f.fileno()] * 3))])
         await session.serve()
         # the three copies that arrived were closed, and so was the socket (with whatever it still held)

@@ -22,7 +22,7 @@ import wasmtime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wasijail import protocol
+from wasijail.protocol import broker as channel
 from wasijail.broker.handlers import Broker
 from wasijail.child.memory import GuestMemory
 from wasijail.child.wasi import WasiHost, WasiState
@@ -77,10 +77,11 @@ def hosts():
 @given(st=stats)
 def test_every_host_stat_reaches_the_guest_clamped(broker, hosts, st):
     with mock.patch.object(os, "fstat", return_value=st):  # the handler's one host call
-        reply, fds = broker.dispatch(protocol.DirFilestatGet(0))
-    assert (reply.errno, fds) == (0, [])
-    wire = protocol.decode_reply(protocol.StatReply, reply.encode())
-    assert wire == reply
+        request = channel.DirFilestatGet(0)
+        reply = broker.dispatch(request)
+    assert (reply.errno, reply.fds) == (0, ())
+    wire = channel.decode_reply(request, channel.StatReply, channel.encode_reply(request.OP, 0, reply.body))
+    assert wire == reply.body
     expected = (min(st.st_dev, U64_MAX), min(st.st_ino, U64_MAX), filetype_of_mode(st.st_mode),
                 min(st.st_nlink, U64_MAX), min(max(st.st_size, 0), U64_MAX), _time(st.st_atime_ns),
                 _time(st.st_mtime_ns), _time(st.st_ctime_ns))
@@ -101,11 +102,12 @@ def test_handle_numbers_wrap_to_a_free_one(tmp_path):
     (tmp_path / "d").mkdir()
     broker = Broker([(os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), False)])
     broker._next = 2**32 - 1
-    opened = [broker.dispatch(protocol.PathOpen(0, 1, int(Oflags.DIRECTORY), 0, 0, 0, b"d"))[0] for _ in range(3)]
+    request = channel.PathOpen(0, 1, int(Oflags.DIRECTORY), 0, 0, 0, b"d")
+    opened = [broker.dispatch(request) for _ in range(3)]
     assert [r.errno for r in opened] == [0, 0, 0]
-    assert [r.handle for r in opened] == [2**32 - 1, 1, 2]  # 0 is the preopen
+    assert [r.body.handle for r in opened] == [2**32 - 1, 1, 2]  # 0 is the preopen
     for r in opened:
-        assert protocol.decode_reply(protocol.OpenReply, r.encode()) == r
+        assert channel.decode_reply(request, channel.OpenReply, channel.encode_reply(request.OP, 0, r.body)) == r.body
     broker.close()
 
 

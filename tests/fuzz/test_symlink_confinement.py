@@ -16,7 +16,7 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wasijail import protocol
+from wasijail.protocol import broker as wire
 from wasijail.broker.handlers import Broker
 
 from helpers import links_leading_out
@@ -31,9 +31,9 @@ links = st.builds(lambda d, n: d + n, in_dir, st.sampled_from([b"l", b"m"]))
 moved = st.one_of(links, st.sampled_from(DIRS[1:]))  # a link, or a directory with links in it
 destinations = st.builds(lambda d, n: d + n, in_dir, st.sampled_from([b"x", b"y"]))
 ops = st.one_of(
-    st.builds(protocol.PathSymlink, st.just(0), targets, links),
-    st.builds(protocol.PathRename, st.just(0), st.just(0), moved, destinations),
-    st.builds(protocol.PathLink, st.just(0), st.just(0), st.just(0), links, destinations),
+    st.builds(wire.PathSymlink, st.just(0), targets, links),
+    st.builds(wire.PathRename, st.just(0), st.just(0), moved, destinations),
+    st.builds(wire.PathLink, st.just(0), st.just(0), st.just(0), links, destinations),
 )
 
 

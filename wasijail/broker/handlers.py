@@ -3,8 +3,11 @@
 The parent holds every directory the guest may reach as an fd (a *handle*);
 the child names a handle and a path, and the broker resolves the path beneath
 that handle's fd with `Resolver`, which never rises above it. Requests arrive
-decoded and validated (`protocol.decode_request`); `Broker.dispatch` looks the
-handler up in a table keyed by message type.
+decoded and validated (`protocol.broker.decode_request`); `Broker.dispatch`
+looks the handler up in a table keyed by op. A handler returns its reply's
+body (None for requests that have none) and the descriptors to donate, or
+raises `WasiErrno`; `dispatch` turns that, and the host's errors, into the
+channel's one error reply.
 
 Read-only handles refuse every mutating operation here, whatever the child
 claims its rights are: the child is not trusted to enforce them. Rights belong
@@ -23,7 +26,10 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .. import protocol
+from typing import NamedTuple
+
+from ..protocol import broker as wire
+from ..protocol.transport import ProtocolError
 from ..wasi import (
     filestat_of,
     filetype_of_mode,
@@ -36,6 +42,7 @@ from ..wasi import (
     Filetype,
     Lookupflags,
     Oflags,
+    WasiErrno,
     errno_from_host,
 )
 from .readdir import DirCursor
@@ -46,14 +53,12 @@ from .resolve import EscapeError, Resolver
 # no `open_files`: a hostile child could otherwise make it hold fds without bound.
 DEFAULT_MAX_HANDLES = 1024
 # Requests that create one directory entry each when they succeed (the `files` limit).
-_CREATES_ONE = (protocol.PathCreateDirectory, protocol.PathSymlink, protocol.PathLink)
+_CREATES_ONE = frozenset({wire.BrokerOp.PATH_CREATE_DIRECTORY, wire.BrokerOp.PATH_SYMLINK, wire.BrokerOp.PATH_LINK})
 # Inodes remembered as re-timable through a held descriptor: bounded, so a
 # child opening millions of files cannot grow the supervisor; past it the
 # oldest are forgotten (re-timing those through a descriptor is ENOTCAPABLE).
 MAX_RETIMABLE = 1 << 16
 HANDLE_MAX = (1 << 32) - 1  # the largest handle number OpenReply carries
-
-
 
 # The flags as plain ints for the hot paths: IntFlag arithmetic costs ~30x more.
 _FOLLOW = int(Lookupflags.SYMLINK_FOLLOW)
@@ -67,12 +72,15 @@ _HOST_FDFLAGS = tuple((int(w), h) for w, h in ((Fdflags.APPEND, os.O_APPEND), (F
                                                  (Fdflags.SYNC, os.O_SYNC), (Fdflags.RSYNC, os.O_SYNC)))
 
 
-class BrokerError(Exception):
-    """Answer the request with this errno."""
+class Answer(NamedTuple):
+    """What the session sends back: `wire.encode_reply(op, errno, body)` and the descriptors."""
 
-    def __init__(self, errno: Errno) -> None:
-        super().__init__(errno.name)
-        self.errno = errno
+    errno: int  # 0: success
+    body: wire.Reply | None  # the reply's body (None on an error, or for a request that has none)
+    fds: tuple[int, ...] | list[int]  # donated with the reply, closed by the caller after sending
+
+
+_DONE = (None, ())  # what a handler with nothing to return returns
 
 
 @dataclass(slots=True)
@@ -103,54 +111,50 @@ class Broker:
         for fd, readonly in preopens:
             self.handles[len(self.handles)] = Handle(fd, readonly, links.identity(fd), is_preopen=True)
         self._next = len(self.handles)
-        self.calls = 0
+        self.calls = 0  # requests served (the run's usage reports it)
+        op = wire.BrokerOp
         self._table = {
-            protocol.PathOpen: self.path_open,
-            protocol.PathFilestatGet: self.path_filestat_get,
-            protocol.PathFilestatSetTimes: self.path_filestat_set_times,
-            protocol.PathCreateDirectory: self.path_create_directory,
-            protocol.PathRemoveDirectory: self.path_remove_directory,
-            protocol.PathUnlinkFile: self.path_unlink_file,
-            protocol.PathRename: self.path_rename,
-            protocol.PathLink: self.path_link,
-            protocol.PathSymlink: self.path_symlink,
-            protocol.PathReadlink: self.path_readlink,
-            protocol.FdReaddir: self.fd_readdir,
-            protocol.DirFilestatGet: self.dir_filestat_get,
-            protocol.DirFilestatSetTimes: self.dir_filestat_set_times,
-            protocol.DirClose: self.dir_close,
-            protocol.DirSync: self.dir_sync,
-            protocol.FdFilestatSetTimes: self.fd_filestat_set_times,
-        }
-        self._error_replies = {
-            protocol.PathOpen: lambda e: protocol.OpenReply(e, 0, 0, 0),
-            protocol.PathFilestatGet: _stat_error,
-            protocol.DirFilestatGet: _stat_error,
-            protocol.PathReadlink: lambda e: protocol.BytesReply(e, b""),
-            protocol.FdReaddir: lambda e: protocol.BytesReply(e, b""),
+            op.PATH_OPEN: self.path_open,
+            op.PATH_FILESTAT_GET: self.path_filestat_get,
+            op.PATH_FILESTAT_SET_TIMES: self.path_filestat_set_times,
+            op.PATH_CREATE_DIRECTORY: self.path_create_directory,
+            op.PATH_REMOVE_DIRECTORY: self.path_remove_directory,
+            op.PATH_UNLINK_FILE: self.path_unlink_file,
+            op.PATH_RENAME: self.path_rename,
+            op.PATH_LINK: self.path_link,
+            op.PATH_SYMLINK: self.path_symlink,
+            op.PATH_READLINK: self.path_readlink,
+            op.FD_READDIR: self.fd_readdir,
+            op.DIR_FILESTAT_GET: self.dir_filestat_get,
+            op.DIR_FILESTAT_SET_TIMES: self.dir_filestat_set_times,
+            op.DIR_CLOSE: self.dir_close,
+            op.DIR_SYNC: self.dir_sync,
+            op.FD_FILESTAT_SET_TIMES: self.fd_filestat_set_times,
         }
 
     # -- dispatch ------------------------------------------------------------------
 
-    def dispatch(self, request: protocol.Message, fds: tuple[int, ...] = ()) -> tuple[protocol.Message, list[int]]:
-        """Run one request; returns the reply and fds to send (closed by the caller after).
+    def dispatch(self, request: wire.Message, fds: tuple[int, ...] = ()) -> Answer:
+        """Run one request (decoded and validated already): its answer.
 
         `fds` are the descriptors that came with it, exactly `type(request).FDS`
         of them (the session checked); they stay the caller's to close.
         """
-        handler = self._table.get(type(request))
+        op = request.OP
+        handler = self._table.get(op)
         if handler is None:
-            raise protocol.ProtocolError(f"{type(request).__name__} is not a broker request")
+            raise ProtocolError(f"{type(request).__name__} is not a broker request")
         self.calls += 1
         try:
-            if type(request) in _CREATES_ONE and self.files_left is not None:
+            if op in _CREATES_ONE and self.files_left is not None:
                 if self.files_left <= 0:
-                    raise BrokerError(Errno.DQUOT)  # as a full quota would
-                reply = handler(request, *fds)
+                    raise WasiErrno(Errno.DQUOT)  # as a full quota would
+                body, out = handler(request, *fds)
                 self.files_left -= 1
-                return reply
-            return handler(request, *fds)
-        except BrokerError as exc:
+            else:
+                body, out = handler(request, *fds)
+            return Answer(0, body, out)
+        except WasiErrno as exc:
             code = exc.errno
         except EscapeError:
             code = Errno.NOTCAPABLE
@@ -158,8 +162,7 @@ class Broker:
             code = errno_from_host(exc.errno)
         except OverflowError:  # a guest number too large for the host call
             code = Errno.OVERFLOW
-        make = self._error_replies.get(type(request), protocol.Reply)
-        return make(int(code)), []
+        return Answer(int(code), None, ())
 
     def close(self) -> None:
         for handle in self.handles.values():
@@ -171,15 +174,15 @@ class Broker:
     def _handle(self, number: int, *, mutating: bool = False) -> Handle:
         handle = self.handles.get(number)
         if handle is None:
-            raise BrokerError(Errno.BADF)
+            raise WasiErrno(Errno.BADF)
         if mutating and handle.readonly:
-            raise BrokerError(Errno.PERM)
+            raise WasiErrno(Errno.PERM)
         return handle
 
     def _add(self, fd: int, parent: Handle) -> int:
         if len(self.handles) >= self.max_handles:
             _close(fd)
-            raise BrokerError(Errno.MFILE)
+            raise WasiErrno(Errno.MFILE)
         # Numbers travel as u32 (OpenReply.handle): past the last one, wrap to a free one.
         number = self._next
         while number in self.handles:
@@ -190,7 +193,7 @@ class Broker:
 
     def _parent(self, handle: Handle, path: bytes) -> tuple[int, bytes]:
         if not path:
-            raise BrokerError(Errno.NOENT)
+            raise WasiErrno(Errno.NOENT)
         return self.resolver.parent(handle.fd, path)
 
     def _parent_or_dir(self, handle: Handle, path: bytes) -> tuple[int, bytes]:
@@ -221,7 +224,7 @@ class Broker:
     def _resolve_fd(self, handle: Handle, path: bytes, follow: bool) -> int:
         """An O_PATH fd for the object `path` names (following a final symlink or not)."""
         if not path:
-            raise BrokerError(Errno.NOENT)
+            raise WasiErrno(Errno.NOENT)
         flags = os.O_PATH
         if path.endswith(b"/"):
             flags |= os.O_DIRECTORY
@@ -230,17 +233,17 @@ class Broker:
 
     # -- handlers ----------------------------------------------------------------------
 
-    def path_open(self, req: protocol.PathOpen):
+    def path_open(self, req: wire.PathOpen):
         handle = self._handle(req.dir)
         if not req.path:
-            raise BrokerError(Errno.NOENT)
+            raise WasiErrno(Errno.NOENT)
         read = bool(req.rights_base & READ_INTENT)
         write = bool(req.rights_base & WRITE_INTENT)
         mutating = write or req.oflags & _CREAT_OR_TRUNC
         if mutating and handle.readonly:
-            raise BrokerError(Errno.PERM)
+            raise WasiErrno(Errno.PERM)
         if req.oflags & _DIRECTORY and (write or req.oflags & _TRUNC):
-            raise BrokerError(Errno.ISDIR)
+            raise WasiErrno(Errno.ISDIR)
         flags = os.O_RDWR if (read and write) else os.O_WRONLY if write else os.O_RDONLY
         # O_NONBLOCK during the open: a FIFO must never stall the broker.
         flags |= os.O_NOCTTY | os.O_NONBLOCK
@@ -261,7 +264,7 @@ class Broker:
             # programs expect ELOOP for any unfollowed symlink, as wasmtime says.
             if (exc.errno == errno.ENOTDIR and req.oflags & _DIRECTORY and not follow
                     and not req.path.endswith(b"/") and self._is_symlink(handle, req.path)):
-                raise BrokerError(Errno.LOOP) from None
+                raise WasiErrno(Errno.LOOP) from None
             raise
         try:
             st = os.fstat(fd)
@@ -272,10 +275,10 @@ class Broker:
             raise
         if stat.S_ISDIR(st.st_mode):
             number = self._add(fd, handle)
-            return protocol.OpenReply(0, protocol.FileKind.DIRECTORY, number, Filetype.DIRECTORY), []
+            return wire.OpenReply(wire.FileKind.DIRECTORY, number, Filetype.DIRECTORY), ()
         if not handle.readonly:
             self._retimable.add((st.st_dev, st.st_ino))
-        return protocol.OpenReply(0, protocol.FileKind.DONATED, 0, filetype_of_mode(st.st_mode)), [fd]
+        return wire.OpenReply(wire.FileKind.DONATED, 0, filetype_of_mode(st.st_mode)), (fd,)
 
     def _open_counted(self, handle: Handle, path: bytes, flags: int, follow: bool) -> int:
         """Open with O_CREAT under the `files` limit: a new entry is counted, none made past it."""
@@ -286,10 +289,10 @@ class Broker:
                 fd = opened(handle.fd, path, without_create, follow=follow)
             except FileNotFoundError:
                 _close(self._parent(handle, path)[0])  # a missing parent stays ENOENT
-                raise BrokerError(Errno.DQUOT) from None  # a new entry: as a full quota says
+                raise WasiErrno(Errno.DQUOT) from None  # a new entry: as a full quota says
             if flags & os.O_EXCL:
                 _close(fd)
-                raise BrokerError(Errno.EXIST)
+                raise WasiErrno(Errno.EXIST)
             return fd
         try:
             fd = opened(handle.fd, path, flags | os.O_EXCL, 0o666, follow=follow)
@@ -303,22 +306,22 @@ class Broker:
         self.files_left -= 1
         return fd
 
-    def path_filestat_get(self, req: protocol.PathFilestatGet):
+    def path_filestat_get(self, req: wire.PathFilestatGet):
         handle = self._handle(req.dir)
         fd = self._resolve_fd(handle, req.path, bool(req.lookupflags & _FOLLOW))
         try:
-            return _stat_reply(os.fstat(fd)), []
+            return _stat_reply(os.fstat(fd)), ()
         finally:
             _close(fd)
 
-    def path_filestat_set_times(self, req: protocol.PathFilestatSetTimes):
+    def path_filestat_set_times(self, req: wire.PathFilestatSetTimes):
         handle = self._handle(req.dir, mutating=True)
         fd = self._resolve_fd(handle, req.path, bool(req.lookupflags & _FOLLOW))
         try:
             st = os.fstat(fd)
             if not stat.S_ISLNK(st.st_mode):
                 _set_times(fd, req.atim, req.mtim, req.fstflags)
-                return protocol.Reply(0), []
+                return _DONE
         finally:
             _close(fd)
         # The symlink itself: an O_PATH fd of a link cannot be re-timed, so
@@ -330,36 +333,36 @@ class Broker:
                      follow_symlinks=False)
         finally:
             _close(dirfd)
-        return protocol.Reply(0), []
+        return _DONE
 
-    def path_create_directory(self, req: protocol.PathCreateDirectory):
+    def path_create_directory(self, req: wire.PathCreateDirectory):
         handle = self._handle(req.dir, mutating=True)
         dirfd, name = self._parent(handle, req.path)
         try:
             os.mkdir(name, 0o777, dir_fd=dirfd)
         finally:
             _close(dirfd)
-        return protocol.Reply(0), []
+        return _DONE
 
-    def path_remove_directory(self, req: protocol.PathRemoveDirectory):
+    def path_remove_directory(self, req: wire.PathRemoveDirectory):
         handle = self._handle(req.dir, mutating=True)
         dirfd, name = self._parent_or_dir(handle, req.path)
         try:
             os.rmdir(name, dir_fd=dirfd)
         finally:
             _close(dirfd)
-        return protocol.Reply(0), []
+        return _DONE
 
-    def path_unlink_file(self, req: protocol.PathUnlinkFile):
+    def path_unlink_file(self, req: wire.PathUnlinkFile):
         handle = self._handle(req.dir, mutating=True)
         dirfd, name = self._parent_or_dir(handle, req.path)
         try:
             os.unlink(name, dir_fd=dirfd)
         finally:
             _close(dirfd)
-        return protocol.Reply(0), []
+        return _DONE
 
-    def path_rename(self, req: protocol.PathRename):
+    def path_rename(self, req: wire.PathRename):
         old = self._handle(req.old_dir, mutating=True)
         new = self._handle(req.new_dir, mutating=True)
         old_dirfd, old_name = self._parent(old, req.old_path)
@@ -369,7 +372,7 @@ class Broker:
                 if req.old_path.endswith(b"/") or req.new_path.endswith(b"/"):
                     st = os.stat(old_name, dir_fd=old_dirfd, follow_symlinks=False)
                     if not stat.S_ISDIR(st.st_mode):
-                        raise BrokerError(Errno.NOTDIR)
+                        raise WasiErrno(Errno.NOTDIR)
                 if self.confined:
                     self._check_move(old, old_dirfd, old_name, new, new_dirfd)
                 os.rename(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd)
@@ -377,9 +380,9 @@ class Broker:
                 _close(new_dirfd)
         finally:
             _close(old_dirfd)
-        return protocol.Reply(0), []
+        return _DONE
 
-    def path_link(self, req: protocol.PathLink):
+    def path_link(self, req: wire.PathLink):
         # The source too: a new name in a writable tree is a writable route to the inode.
         old = self._handle(req.old_dir, mutating=True)
         new = self._handle(req.new_dir, mutating=True)
@@ -394,7 +397,7 @@ class Broker:
                     _close(new_dirfd)
             finally:
                 _close(source)
-            return protocol.Reply(0), []
+            return _DONE
         old_dirfd, old_name = self._parent_or_dir(old, req.old_path)
         try:
             new_dirfd, new_name = self._parent_or_dir(new, req.new_path)
@@ -408,16 +411,16 @@ class Broker:
                 _close(new_dirfd)
         finally:
             _close(old_dirfd)
-        return protocol.Reply(0), []
+        return _DONE
 
-    def path_symlink(self, req: protocol.PathSymlink):
+    def path_symlink(self, req: wire.PathSymlink):
         handle = self._handle(req.dir, mutating=True)
         if req.target.startswith(b"/"):
             # Resolution would confine it, but host tools that later follow it
             # would not: an absolute link is never created.
-            raise BrokerError(Errno.PERM)
+            raise WasiErrno(Errno.PERM)
         if not req.target:
-            raise BrokerError(Errno.NOENT)
+            raise WasiErrno(Errno.NOENT)
         dirfd, name = self._parent_or_dir(handle, req.path)
         try:
             if self.confined:
@@ -425,22 +428,22 @@ class Broker:
             os.symlink(req.target, name, dir_fd=dirfd)
         finally:
             _close(dirfd)
-        return protocol.Reply(0), []
+        return _DONE
 
     def _check_target(self, handle: Handle, dirfd: int, target: bytes) -> None:
         """EPERM unless a link saying `target`, in `dirfd`, stays inside the
         preopen of `handle` for whoever follows it (the policy's "confined")."""
         climbs = links.ascent(target)
         if target.startswith(b"/") or climbs is None:
-            raise BrokerError(Errno.PERM)
+            raise WasiErrno(Errno.PERM)
         if climbs and not links.fits(target, self._depth(handle, dirfd)):
-            raise BrokerError(Errno.PERM)
+            raise WasiErrno(Errno.PERM)
 
     def _depth(self, handle: Handle, dirfd: int) -> int:
         try:
             return links.depth_below(dirfd, handle.root)
         except links.NotBeneath:
-            raise BrokerError(Errno.NOTCAPABLE) from None
+            raise WasiErrno(Errno.NOTCAPABLE) from None
 
     def _check_move(self, old: Handle, old_dirfd: int, name: bytes, new: Handle, new_dirfd: int) -> None:
         """A rename carries the links it moves: each must still stay inside.
@@ -465,43 +468,43 @@ class Broker:
                 return
         except links.TooLarge:
             pass
-        raise BrokerError(Errno.XDEV)
+        raise WasiErrno(Errno.XDEV)
 
-    def path_readlink(self, req: protocol.PathReadlink):
+    def path_readlink(self, req: wire.PathReadlink):
         handle = self._handle(req.dir)
         dirfd, name = self._parent_or_dir(handle, req.path)
         try:
             target = os.readlink(name, dir_fd=dirfd)
         finally:
             _close(dirfd)
-        return protocol.BytesReply(0, os.fsencode(target)), []
+        return wire.BytesReply(os.fsencode(target)), ()
 
-    def fd_readdir(self, req: protocol.FdReaddir):
+    def fd_readdir(self, req: wire.FdReaddir):
         handle = self._handle(req.dir)
         if handle.cursor is None:
             handle.cursor = DirCursor()
         dots = _dot_inodes(handle) if req.cookie < 2 else (0, 0)
-        return protocol.BytesReply(0, handle.cursor.read(handle.fd, req.cookie, req.max_bytes, dots)), []
+        return wire.BytesReply(handle.cursor.read(handle.fd, req.cookie, req.max_bytes, dots)), ()
 
-    def dir_filestat_get(self, req: protocol.DirFilestatGet):
+    def dir_filestat_get(self, req: wire.DirFilestatGet):
         handle = self._handle(req.dir)
-        return _stat_reply(os.fstat(handle.fd)), []
+        return _stat_reply(os.fstat(handle.fd)), ()
 
-    def dir_filestat_set_times(self, req: protocol.DirFilestatSetTimes):
+    def dir_filestat_set_times(self, req: wire.DirFilestatSetTimes):
         handle = self._handle(req.dir, mutating=True)
         _set_times(handle.fd, req.atim, req.mtim, req.fstflags)
-        return protocol.Reply(0), []
+        return _DONE
 
-    def fd_filestat_set_times(self, req: protocol.FdFilestatSetTimes, fd: int):
+    def fd_filestat_set_times(self, req: wire.FdFilestatSetTimes, fd: int):
         """Re-time a file the child holds, if a writable grant gave it to the child."""
         st = os.fstat(fd)
         identity = (st.st_dev, st.st_ino)
         if identity in self._stdio_files or identity not in self._retimable:
             # Stdio is the caller's, anything else came through a read-only grant
             # (an honest child asks only for files it holds FD_FILESTAT_SET_TIMES on).
-            raise BrokerError(Errno.NOTCAPABLE)
+            raise WasiErrno(Errno.NOTCAPABLE)
         os.utime(fd, ns=_new_times(st, req.atim, req.mtim, req.fstflags))
-        return protocol.Reply(0), []
+        return _DONE
 
     def protect_stdio(self, fds) -> None:
         """Never re-time the files behind these descriptors (the run's stdio, the caller's)."""
@@ -514,16 +517,16 @@ class Broker:
             identities.add((st.st_dev, st.st_ino))
         self._stdio_files = frozenset(identities)
 
-    def dir_close(self, req: protocol.DirClose):
+    def dir_close(self, req: wire.DirClose):
         handle = self.handles.pop(req.dir, None)
         if handle is None:
-            raise BrokerError(Errno.BADF)
+            raise WasiErrno(Errno.BADF)
         _close(handle.fd)
-        return protocol.Reply(0), []
+        return _DONE
 
-    def dir_sync(self, req: protocol.DirSync):
+    def dir_sync(self, req: wire.DirSync):
         os.fsync(self._handle(req.dir).fd)
-        return protocol.Reply(0), []
+        return _DONE
 
 
 class _BoundedSet:
@@ -554,18 +557,14 @@ def _dot_inodes(handle: Handle) -> tuple[int, int]:
         return own, own
 
 
-def _stat_reply(st: os.stat_result) -> protocol.StatReply:
+def _stat_reply(st: os.stat_result) -> wire.StatReply:
     # Clamped to WASI's fields: a file dated before 1970 is ordinary on real disks.
-    return protocol.StatReply(0, *filestat_of(st))
-
-
-def _stat_error(errno: int) -> protocol.StatReply:
-    return protocol.StatReply(errno, 0, 0, 0, 0, 0, 0, 0, 0)
+    return wire.StatReply(*filestat_of(st))
 
 
 def _new_times(st: os.stat_result, atim: int, mtim: int, fstflags: int) -> tuple[int, int]:
     if fstflags_conflict(fstflags):
-        raise BrokerError(Errno.INVAL)
+        raise WasiErrno(Errno.INVAL)
     return times_for(st.st_atime_ns, st.st_mtime_ns, atim, mtim, fstflags)
 
 

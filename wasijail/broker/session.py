@@ -4,12 +4,12 @@ The loop ends when the child closes its end (it has reported and exited), or
 at the first malformed message: then the child is killed and the session
 records the violation. A message must carry exactly the descriptors its type
 declares (`Message.FDS`: one for `FdFilestatSetTimes`, none for every other),
-and every descriptor a child sends is closed once its request is answered.
+checked here once for every message, and every descriptor a child sends is
+closed once its request is answered.
 """
 
 from __future__ import annotations
 
-import array
 import os
 import socket
 import threading
@@ -17,7 +17,9 @@ from typing import Callable
 
 import trio
 
-from .. import protocol
+from ..protocol import broker as wire
+from ..protocol import transport
+from ..protocol.transport import ProtocolError
 from .handlers import Broker
 
 
@@ -34,7 +36,7 @@ class BrokerSession:
         self.broker = broker
         self.sock = sock  # a blocking stdlib socket: the thread's alone while it serves
         self.kill = kill
-        self.reported: protocol.Result | None = None
+        self.reported: wire.Result | None = None
         self.reported_while_loading = False  # the result came before the module compiled: a module problem
         self.violation: str | None = None  # what the child did that ended it
         self.failure: str | None = None  # what went wrong on our side serving it (the run is a crash)
@@ -90,7 +92,7 @@ class BrokerSession:
     def _serve_in_thread(self) -> None:
         try:
             self._serve()
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             self.violation = f"malformed broker request: {exc}"
             self.kill()
         except Exception as exc:  # a bug or a host value we did not foresee: this run alone ends
@@ -105,10 +107,10 @@ class BrokerSession:
         sock = self.sock
         while True:
             try:
-                data, ancdata, flags, _ = sock.recvmsg(protocol.MAX_MESSAGE + 1, protocol.RECV_CMSG_SPACE)
+                data, ancdata, flags, _ = sock.recvmsg(transport.MAX_MESSAGE + 1, transport.RECV_CMSG_SPACE)
             except OSError:
                 return  # the child died with a request unanswered, or the run shut the socket
-            fds = protocol.unpack_fds(ancdata) if ancdata else ()
+            fds = transport.unpack_fds(ancdata) if ancdata else ()
             try:
                 if not data:
                     return
@@ -120,9 +122,9 @@ class BrokerSession:
                 continue
             try:
                 if reply_fds:
-                    sock.sendmsg([reply.encode()], _rights(reply_fds))
+                    sock.sendmsg([reply], transport.rights(reply_fds))
                 else:
-                    sock.send(reply.encode())
+                    sock.send(reply)
             except OSError:
                 return  # the child is gone
             finally:
@@ -130,45 +132,42 @@ class BrokerSession:
                     os.close(fd)
 
     def _answer(self, data: bytes, fds: list[int], flags: int):
-        """The reply to one message (None for one-way notices); ProtocolError ends the child."""
+        """The encoded reply to one message and the descriptors to send with it
+        (None for one-way notices); ProtocolError ends the child."""
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-            raise protocol.ProtocolError("a truncated message")
-        request = protocol.decode_request(data)
+            raise ProtocolError("a truncated message")
+        request = wire.decode_request(data)
         if len(fds) != request.FDS:
-            raise protocol.ProtocolError(f"{type(request).__name__} with {len(fds)} descriptors")
-        if isinstance(request, protocol.Result):
+            raise ProtocolError(f"{type(request).__name__} with {len(fds)} descriptors")
+        if isinstance(request, wire.Result):
             if self.reported is not None:
-                raise protocol.ProtocolError("a second result")
+                raise ProtocolError("a second result")
             self.reported = request
             self.reported_while_loading = not self._compile_seen
-            return None, []
-        if isinstance(request, protocol.SandboxReport):
+            return None, ()
+        if isinstance(request, wire.SandboxReport):
             if self.sandbox_missing is not None or self._compile_seen:
-                raise protocol.ProtocolError("unexpected sandbox report")
+                raise ProtocolError("unexpected sandbox report")
             text = request.missing.decode("utf-8", "replace")
             self.sandbox_missing = tuple(line for line in text.split("\n") if line)
-            return None, []
-        if isinstance(request, protocol.Compiled):
+            return None, ()
+        if isinstance(request, wire.Compiled):
             if self._compile_seen or (request.artifact_size and self.artifact_sink < 0):
-                raise protocol.ProtocolError("unexpected compile notice")
+                raise ProtocolError("unexpected compile notice")
             self._compile_seen = True
             if request.artifact_size:
                 self.artifact = _read_artifact(self.artifact_sink, request.artifact_size)
             if self.on_compiled is not None:
                 self.on_compiled()  # on this thread, before the reply lets guest code run
             self._notify(self.compiled.set)
-            return protocol.Reply(0), []
-        return self.broker.dispatch(request, tuple(fds))
+            return wire.encode_reply(request.OP, 0), ()
+        errno, body, reply_fds = self.broker.dispatch(request, tuple(fds))
+        return wire.encode_reply(request.OP, errno, body), reply_fds
 
 
 def _read_artifact(fd: int, size: int) -> bytes:
     data = os.pread(fd, size, 0)
     if len(data) != size:
-        raise protocol.ProtocolError(f"artifact of {len(data)} bytes, announced {size}")
+        raise ProtocolError(f"artifact of {len(data)} bytes, announced {size}")
     return data
 
-
-def _rights(fds: list[int]):
-    if not fds:
-        return []
-    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import socket
 
-from .. import protocol
+from ..protocol import broker as wire
+from ..protocol import transport
 
 
 class BrokerGone(Exception):
@@ -13,33 +13,37 @@ class BrokerGone(Exception):
 
 
 class BrokerClient:
-    __slots__ = ("sock", "calls")
+    __slots__ = ("sock",)
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.calls = 0
 
-    def call(self, request: protocol.Message, reply_cls: type[protocol.Message], fds: tuple[int, ...] = ()):
-        """Send one request (with `fds`, for the requests that carry one); return (reply, donated fds)."""
-        self.calls += 1
-        protocol.send(self.sock, request, fds)
-        data, fds = protocol.receive(self.sock)
+    def call(self, request: wire.Message, body: type[wire.Reply] | None = None,
+             fds: tuple[int, ...] = ()) -> tuple[wire.Reply | None, list[int]]:
+        """Send one request (with `fds`, for the requests that carry one); return the
+        reply's body and the descriptors donated with it. An error reply is WasiErrno."""
+        sock = self.sock
+        transport.send(sock, request, fds)
+        data, donated = transport.receive(sock)
         if not data:
             raise BrokerGone()
-        return protocol.decode_reply(reply_cls, data), fds
-
-    def call_errno(self, request: protocol.Message, fds: tuple[int, ...] = ()) -> int:
-        reply, fds = self.call(request, protocol.Reply, fds)
-        for fd in fds:  # an errno-only reply never carries fds
-            os.close(fd)
-        return reply.errno
-
-    def send(self, message: protocol.Message) -> None:
-        """A one-way notice to the supervisor (no reply)."""
-        protocol.send(self.sock, message)
-
-    def report(self, result: protocol.Result) -> None:
         try:
-            protocol.send(self.sock, result)
+            return wire.decode_reply(request, body, data), donated
+        except BaseException:  # an error reply donates nothing: drop whatever came
+            transport.close_all(donated)
+            raise
+
+    def ask(self, request: wire.Message, fds: tuple[int, ...] = ()) -> None:
+        """A request answered by its errno alone: WasiErrno unless it is 0."""
+        _, donated = self.call(request, None, fds)
+        transport.close_all(donated)  # an errno-only reply never carries fds
+
+    def send(self, message: wire.Message) -> None:
+        """A one-way notice to the supervisor (no reply)."""
+        transport.send(self.sock, message)
+
+    def report(self, result: wire.Result) -> None:
+        try:
+            transport.send(self.sock, result)
         except OSError:
             pass  # the supervisor is gone; nobody is left to tell

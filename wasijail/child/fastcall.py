@@ -47,18 +47,17 @@ import wasmtime._func as _wasmtime_func
 from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
-from ..wasi import Errno, errno_from_host
-from .fdtable import WasiError
+from ..wasi import Errno, WasiErrno, errno_from_host
 from .memory import Fault
 
 # -- the exception -> errno mapping (shared with bindings.py's checked path) ----------
 
-ERRNO_EXCEPTIONS: tuple[type[BaseException], ...] = (WasiError, OSError, Fault, struct.error, OverflowError)
+ERRNO_EXCEPTIONS: tuple[type[BaseException], ...] = (WasiErrno, OSError, Fault, struct.error, OverflowError)
 
 
 def errno_of(exc: BaseException) -> int:
     """The errno the guest sees for an exception in ERRNO_EXCEPTIONS (in this order)."""
-    if isinstance(exc, WasiError):
+    if isinstance(exc, WasiErrno):
         return exc.errno
     if isinstance(exc, OSError):
         return errno_from_host(exc.errno)
@@ -209,12 +208,6 @@ def _thunk(params, results):
     if thunk is None:
         thunk = _THUNKS[key] = ctypes.cast(CALLBACK(raw_callback(params, results)), _CALLBACK_TYPE)
     return thunk
-
-
-def prepare(signatures) -> None:
-    """Make the bodies and thunks for these (params, results) now (in the fork server)."""
-    for params, results in signatures:
-        _thunk(params, results)
 
 
 def register(method: Callable) -> int:

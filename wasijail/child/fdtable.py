@@ -10,15 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..wasi import Errno, Filetype
-
-
-class WasiError(Exception):
-    """Return this errno to the guest."""
-
-    def __init__(self, errno: Errno) -> None:
-        super().__init__(errno.name)
-        self.errno = errno
+from ..wasi import Errno, Filetype, WasiErrno
 
 
 @dataclass(slots=True)
@@ -52,17 +44,17 @@ class FdTable:
 
     __slots__ = ("entries", "free", "limit")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int | None) -> None:
         self.entries: dict[int, Descriptor] = {}
         self.free: set[int] = set()  # numbers freed and not yet reused
-        self.limit = limit  # the most WASI fds open at once (-1: unlimited)
+        self.limit = limit  # the most WASI fds open at once (None: unlimited)
 
     def get(self, fd: int, rights: int = 0) -> Descriptor:
         entry = self.entries.get(fd)
         if entry is None:
-            raise WasiError(Errno.BADF)
+            raise WasiErrno(Errno.BADF)
         if rights and (entry.rights_base & rights) != rights:
-            raise WasiError(Errno.NOTCAPABLE)
+            raise WasiErrno(Errno.NOTCAPABLE)
         return entry
 
     def add(self, entry: Descriptor) -> int:
@@ -76,13 +68,13 @@ class FdTable:
         return fd
 
     def check_room(self) -> None:
-        if 0 <= self.limit <= len(self.entries):
-            raise WasiError(Errno.MFILE)
+        if self.limit is not None and len(self.entries) >= self.limit:
+            raise WasiErrno(Errno.MFILE)
 
     def pop(self, fd: int) -> Descriptor:
         entry = self.entries.pop(fd, None)
         if entry is None:
-            raise WasiError(Errno.BADF)
+            raise WasiErrno(Errno.BADF)
         self.free.add(fd)
         return entry
 

@@ -23,9 +23,10 @@ import time
 import wasmtime
 from wasmtime import _ffi  # the C API's module deserialize, to pass it a mapping (wasmtime-py is pinned to 50)
 
-from .. import protocol
 from ..engine import EngineOptions
-from ..protocol import Outcome, Result, Setup
+from ..protocol import transport
+from ..protocol.broker import ChildOutcome, Compiled, Result
+from ..protocol.setup import ArtifactMode, Setup, decode_start
 from .bindings import WASI_MODULES, define_wasi
 from .broker_client import BrokerClient
 from .memory import GuestMemory, MissingMemory
@@ -139,7 +140,7 @@ class Artifact:
         self.mode, self.fd = mode, fd
 
     def load(self, engine: wasmtime.Engine) -> wasmtime.Module | None:
-        if self.mode != protocol.ArtifactMode.LOAD:
+        if self.mode != ArtifactMode.LOAD:
             return None
         try:
             return _deserialize_fd(engine, self.fd)
@@ -150,7 +151,7 @@ class Artifact:
             self.fd = -1
 
     def produce(self, module: wasmtime.Module) -> int:
-        if self.mode != protocol.ArtifactMode.PRODUCE:
+        if self.mode != ArtifactMode.PRODUCE:
             return 0
         view = memoryview(module.serialize())
         size = len(view)
@@ -181,12 +182,13 @@ def _deserialize_fd(engine: wasmtime.Engine, fd: int) -> wasmtime.Module:
 
 def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] | None = None,
         artifact: Artifact | None = None) -> Result:
-    cpu_limit = setup.cpu_time_ms / 1000 if setup.cpu_time_ms > 0 else None
+    limits = setup.limits
+    cpu_limit = limits.cpu_time
     options = EngineOptions.decode(setup.engine)
-    artifact = artifact or Artifact(protocol.ArtifactMode.NONE, -1)
+    artifact = artifact or Artifact(ArtifactMode.NONE, -1)
     try:
         try:
-            engine = make_engine(setup.fuel >= 0, options)
+            engine = make_engine(limits.fuel is not None, options)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"invalid engine settings: {_describe(exc)}") from None
         module = artifact.load(engine)
@@ -196,20 +198,22 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
             os.close(module_fd)
         check_imports(module, options)
     except ModuleError as exc:
-        return Result(Outcome.ERROR, 1, 0, 0, str(exc).encode())
+        return Result(ChildOutcome.ERROR, 1, 0, 0, str(exc).encode())
     # Wait for the supervisor to take the artifact (and start the guest's clocks:
     # cpu_time and timeout count from here, not from the start of the compile)
     # before any guest code runs.
-    broker.call_errno(protocol.Compiled(artifact.produce(module)))
+    broker.ask(Compiled(artifact.produce(module)))
     if cpu_limit is not None:
         try:
             _start_guest_clock(cpu_limit)
         except (OSError, ValueError) as exc:  # never run the guest with the compile's budget too
-            return Result(Outcome.ERROR, 1, 0, 0, f"cannot limit the guest's CPU time: {exc}".encode())
+            return Result(ChildOutcome.ERROR, 1, 0, 0, f"cannot limit the guest's CPU time: {exc}".encode())
     store = wasmtime.Store(engine)
-    store.set_limits(memory_size=setup.memory_limit, table_elements=setup.table_limit, **options.store_limits())
-    if setup.fuel >= 0:
-        store.set_fuel(setup.fuel)
+    # wasmtime's own sentinel: -1 is no limit
+    store.set_limits(memory_size=_or_unlimited(limits.memory), table_elements=_or_unlimited(limits.table_elements),
+                     **options.store_limits())
+    if limits.fuel is not None:
+        store.set_fuel(limits.fuel)
     watchdog = None
     if cpu_limit is not None and cpu_limit != int(cpu_limit):
         # Whole seconds are exactly what RLIMIT_CPU (set in lockdown) enforces; only a
@@ -219,7 +223,7 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
     state = WasiState(
         args=(setup.module_name, *setup.args), env=setup.env, broker=broker,
         preopens=list(zip(setup.preopen_names, setup.preopen_readonly)),
-        open_files=setup.open_files, file_size=setup.file_size, disk=setup.disk,
+        open_files=limits.open_files, file_size=limits.file_size, disk=limits.disk,
     )
     if counters is not None:
         state.io = counters  # bytes read, bytes written: shared so they survive a trap
@@ -233,7 +237,7 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
     try:
         instance = linker.instantiate(store, module)
     except wasmtime.WasmtimeError as exc:
-        return Result(Outcome.ERROR, 1, 0, 0, f"failed to instantiate: {_describe(exc)}".encode())
+        return Result(ChildOutcome.ERROR, 1, 0, 0, f"failed to instantiate: {_describe(exc)}".encode())
     except (wasmtime.Trap, ProcExit, MissingMemory) as exc:
         return _ended(exc, watchdog)
     exports = instance.exports(store)
@@ -243,23 +247,23 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
     entry = exports.get(entry_name)
     if not isinstance(entry, wasmtime.Func):
         if setup.invoke:
-            return Result(Outcome.ERROR, 1, 0, 0, f"failed to find export `{entry_name}`".encode())
-        return Result(Outcome.ERROR, 1, 0, 0, b"module has no `_start` export: not a WASI command")
+            return Result(ChildOutcome.ERROR, 1, 0, 0, f"failed to find export `{entry_name}`".encode())
+        return Result(ChildOutcome.ERROR, 1, 0, 0, b"module has no `_start` export: not a WASI command")
     ty = entry.type(store)
     if not setup.invoke and (ty.params or ty.results):
-        return Result(Outcome.ERROR, 1, 0, 0, b"`_start` must take no parameters and return nothing")
+        return Result(ChildOutcome.ERROR, 1, 0, 0, b"`_start` must take no parameters and return nothing")
     try:
         args = _invoke_args(ty, setup.invoke_args) if setup.invoke else []
     except ValueError as exc:
-        return Result(Outcome.ERROR, 1, 0, 0, str(exc).encode())
+        return Result(ChildOutcome.ERROR, 1, 0, 0, str(exc).encode())
     try:
         results = entry(store, *args)
     except (wasmtime.Trap, wasmtime.WasmtimeError, ProcExit, MissingMemory) as exc:
         return _ended(exc, watchdog)
     if setup.invoke:
         _print_results(results)
-        return Result(Outcome.INVOKED, 0, 0, 0, b"")
-    return Result(Outcome.EXIT, 0, 0, 0, b"")
+        return Result(ChildOutcome.INVOKED, 0, 0, 0, b"")
+    return Result(ChildOutcome.EXIT, 0, 0, 0, b"")
 
 
 def _ended(exc: BaseException, watchdog: "CpuWatchdog | None") -> Result:
@@ -267,11 +271,15 @@ def _ended(exc: BaseException, watchdog: "CpuWatchdog | None") -> Result:
     if isinstance(exc, ProcExit):
         return _exited(exc.code)
     if isinstance(exc, MissingMemory):
-        return Result(Outcome.ERROR, 1, 0, 0, b"the module calls WASI but exports no `memory`")
+        return Result(ChildOutcome.ERROR, 1, 0, 0, b"the module calls WASI but exports no `memory`")
     code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
     if code is wasmtime.TrapCode.OUT_OF_FUEL:
-        return Result(Outcome.LIMIT, 1, 0, 0, b"fuel: all fuel consumed")
-    return Result(Outcome.TRAP, 134, 0, 0, fold_backtrace(str(exc)).encode())
+        return Result(ChildOutcome.LIMIT, 1, 0, 0, b"fuel: all fuel consumed")
+    return Result(ChildOutcome.TRAP, 134, 0, 0, fold_backtrace(str(exc)).encode())
+
+
+def _or_unlimited(value: int | None) -> int:
+    return -1 if value is None else value
 
 
 def _start_guest_clock(cpu_limit: float) -> None:
@@ -311,8 +319,8 @@ class CpuWatchdog(threading.Thread):
 def _exited(code: int) -> Result:
     status = exit_status(code)
     if status is None:
-        return Result(Outcome.ERROR, 1, 0, 0, f"invalid exit status {code}: outside of [0..126)".encode())
-    return Result(Outcome.EXIT, status, 0, 0, b"")
+        return Result(ChildOutcome.ERROR, 1, 0, 0, f"invalid exit status {code}: outside of [0..126)".encode())
+    return Result(ChildOutcome.EXIT, status, 0, 0, b"")
 
 
 def _invoke_args(ty: wasmtime.FuncType, raw: tuple[bytes, ...]) -> list:
@@ -339,8 +347,8 @@ def child_main(sock_fd: int) -> None:
     """Entry of a child process: serve one run, report, exit."""
     sock = socket.socket(fileno=sock_fd)
     broker = BrokerClient(sock)
-    data, fds = protocol.receive(sock)
-    start = protocol.decode_reply(protocol.Start, data)
+    data, fds = transport.receive(sock)
+    start = decode_start(data)
     setup_fd, module_fd, *artifact_fd = fds
     setup = Setup.decode(_read_all(setup_fd))
     artifact = Artifact(start.artifact, artifact_fd[0] if artifact_fd else -1)
@@ -348,7 +356,7 @@ def child_main(sock_fd: int) -> None:
     try:
         result = run(setup, module_fd, broker, counters, artifact)
     except Exception as exc:  # a bug in wasijail, not in the guest: say so
-        result = Result(Outcome.ERROR, 1, 0, 0, f"internal error in the child: {type(exc).__name__}: {exc}".encode())
+        result = Result(ChildOutcome.ERROR, 1, 0, 0, f"internal error in the child: {type(exc).__name__}: {exc}".encode())
     broker.report(dataclasses.replace(result, bytes_read=counters[0], bytes_written=counters[1]))
     sys.stdout.flush()
     os._exit(0)

@@ -11,7 +11,6 @@ errno; `bindings.py` turns exceptions into errnos and registers the methods.
 
 from __future__ import annotations
 
-import codecs
 import fcntl
 import os
 import select
@@ -21,9 +20,12 @@ import struct
 import termios
 import time
 
-from .. import protocol
+from ..protocol import broker as wire
 from ..wasi import (
+    ALL_FDFLAGS,
     ALL_FSTFLAGS,
+    ALL_LOOKUPFLAGS,
+    ALL_OFLAGS,
     filestat_of,
     timestamp_of,
     fstflags_conflict,
@@ -38,6 +40,7 @@ from ..wasi import (
     FILE_RIGHTS,
     IOVEC,
     PATH_MAX,
+    WasiErrno,
     PRESTAT,
     READ_INTENT,
     STDIN_RIGHTS,
@@ -50,7 +53,6 @@ from ..wasi import (
     Eventtype,
     Fdflags,
     Filetype,
-    Lookupflags,
     Oflags,
     Preopentype,
     Riflags,
@@ -59,9 +61,10 @@ from ..wasi import (
     Sdflags,
     Snapshot,
     Subclockflags,
+    path_errno,
 )
 from .broker_client import BrokerClient
-from .fdtable import Descriptor, FdTable, WasiError, close_quietly
+from .fdtable import Descriptor, FdTable, close_quietly
 from .memory import GuestMemory
 
 _CLOCKS = {
@@ -80,9 +83,6 @@ _ADVICE = {
 }
 # What fd_fdstat_set_flags can change on an open file (Linux cannot change the sync flags).
 _SETTABLE_FDFLAGS = int(Fdflags.APPEND | Fdflags.NONBLOCK)
-_ALL_FDFLAGS = int(Fdflags.APPEND | Fdflags.DSYNC | Fdflags.NONBLOCK | Fdflags.RSYNC | Fdflags.SYNC)
-_ALL_OFLAGS = int(Oflags.CREAT | Oflags.DIRECTORY | Oflags.EXCL | Oflags.TRUNC)
-_LOOKUPFLAGS = int(Lookupflags.SYMLINK_FOLLOW)
 _I64_SIGN = 1 << 63
 MAX_IOVS = 1024  # IOV_MAX: more is EINVAL, as the kernel would say
 
@@ -102,17 +102,17 @@ def _signed64(value: int) -> int:
 class WasiState:
     """What both snapshots' hosts share for one module instance."""
 
-    def __init__(self, *, args, env, broker: BrokerClient, preopens, open_files: int,
-                 file_size: int = -1, disk: int = -1) -> None:
+    def __init__(self, *, args, env, broker: BrokerClient, preopens, open_files: int | None,
+                 file_size: int | None = None, disk: int | None = None) -> None:
         self.args: list[bytes] = list(args)
         self.env: list[bytes] = list(env)
         self.broker = broker
         self.memory: GuestMemory | None = None
-        self.file_size = file_size
+        self.file_size = file_size  # None: unlimited
         # Bytes the guest may still write to files (the `disk` limit); None: unlimited.
-        self.disk_left: int | None = disk if disk >= 0 else None
+        self.disk_left = disk
         self.io = [0, 0]  # bytes read, bytes written through fd_read/fd_pread and fd_write/fd_pwrite
-        self.fds = FdTable(-1)  # what the guest starts with is not counted against its limit
+        self.fds = FdTable(None)  # what the guest starts with is not counted against its limit
         for fd, rights in ((0, STDIN_RIGHTS), (1, STDOUT_RIGHTS), (2, STDOUT_RIGHTS)):
             self.fds.add(Descriptor(
                 filetype=_stdio_filetype(fd), rights_base=int(rights),
@@ -156,29 +156,23 @@ class WasiHost:
     def mem(self) -> GuestMemory:
         memory = self.s.memory
         if memory is None:
-            raise WasiError(Errno.FAULT)
+            raise WasiErrno(Errno.FAULT)
         return memory
 
     def _path(self, ptr: int, length: int) -> bytes:
-        if length > PATH_MAX:
-            # Checked in pieces, never copied whole: a guest-sized path must
-            # not cost the host a guest-sized copy. Same errnos, same order.
-            _check_long_path(self.mem.slice(ptr, length))
-            raise WasiError(Errno.NAMETOOLONG)
-        raw = self.mem.read(ptr, length)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise WasiError(Errno.ILSEQ) from None
-        if b"\0" in raw:
-            raise WasiError(Errno.INVAL)
-        return raw
+        # A path over PATH_MAX is checked in place (path_errno reads it in
+        # pieces), never copied whole: it is refused whatever it holds.
+        raw = self.mem.read(ptr, length) if length <= PATH_MAX else self.mem.slice(ptr, length)
+        problem = path_errno(raw)
+        if problem is not None:
+            raise WasiErrno(problem)
+        return raw  # type: ignore[return-value]
 
     def _dir(self, fd: int, rights: int) -> Descriptor:
         """The directory a path call names (anything else is EBADF, as in wasmtime)."""
         entry = self.s.fds.get(fd)
         if not entry.is_remote:
-            raise WasiError(Errno.BADF)
+            raise WasiErrno(Errno.BADF)
         _require(entry, rights)
         return entry
 
@@ -193,20 +187,20 @@ class WasiHost:
         """
         entry = self.s.fds.get(fd)
         if entry.is_remote:
-            raise WasiError(Errno.BADF)
+            raise WasiErrno(Errno.BADF)
         if entry.stdio and on_stdio is not None:
-            raise WasiError(on_stdio)
+            raise WasiErrno(on_stdio)
         missing = rights & ~entry.rights_base
         if missing:
             if missing & (entry.dropped | ~int(ACCESS_MODE_RIGHTS)):
-                raise WasiError(Errno.NOTCAPABLE)
+                raise WasiErrno(Errno.NOTCAPABLE)
             if entry.stdio:
-                raise WasiError(Errno.BADF)  # the other direction of a stream
+                raise WasiErrno(Errno.BADF)  # the other direction of a stream
         return entry
 
     def _buffers(self, iovs: int, iovs_len: int) -> list[memoryview]:
         if iovs_len > MAX_IOVS:
-            raise WasiError(Errno.INVAL)
+            raise WasiErrno(Errno.INVAL)
         mem = self.mem
         buffers = []
         for i in range(iovs_len):
@@ -230,7 +224,7 @@ class WasiHost:
         if sum(len(b) for b in buffers) <= room:
             return buffers
         if room == 0:
-            raise WasiError(Errno.DQUOT)
+            raise WasiErrno(Errno.DQUOT)
         kept = []
         for buf in buffers:
             if room <= 0:
@@ -239,7 +233,7 @@ class WasiHost:
             room -= len(kept[-1])
         return kept
 
-    def _write_filestat(self, ptr: int, reply) -> None:
+    def _write_filestat(self, ptr: int, reply: wire.StatReply) -> None:
         self._pack_filestat(ptr, reply.dev, reply.ino, reply.filetype, reply.nlink, reply.size,
                             reply.atim, reply.mtim, reply.ctim)
 
@@ -250,11 +244,6 @@ class WasiHost:
         # Values are u64 already (filestat_of); preview0's nlink is narrower.
         self.mem.pack(self.filestat, ptr, dev, ino, filetype, min(nlink, self.snapshot.nlink_max),
                       size, atim, mtim, ctim)
-
-    def _ask(self, request: protocol.Message) -> None:
-        errno = self.s.broker.call_errno(request)
-        if errno:
-            raise WasiError(Errno(errno))
 
     # -- args, environ ---------------------------------------------------------
 
@@ -345,7 +334,7 @@ class WasiHost:
     def fd_close(self, fd: int) -> int:
         entry = self.s.fds.pop(fd)
         if entry.is_remote:
-            self.s.broker.call_errno(protocol.DirClose(entry.handle))
+            _close_handle(self.s.broker, entry.handle)
         elif not entry.stdio:
             # The host's stdio stays open: the supervisor reads it to the end,
             # and a later donated fd must never take its number.
@@ -363,7 +352,7 @@ class WasiHost:
             # A directory is flushed too (wasmtime answers EBADF): programs
             # fsync a directory after a rename for durability.
             _require(entry, RightBits.FD_SYNC)
-            self._ask(protocol.DirSync(entry.handle))
+            self.s.broker.ask(wire.DirSync(entry.handle))
         else:
             os.fsync(self._file(fd, RightBits.FD_SYNC, on_stdio=Errno.BADF).host_fd)
         return Errno.SUCCESS
@@ -403,9 +392,7 @@ class WasiHost:
     def fd_filestat_get(self, fd: int, result: int) -> int:
         entry = self.s.fds.get(fd, RightBits.FD_FILESTAT_GET)
         if entry.is_remote:
-            reply, _ = self.s.broker.call(protocol.DirFilestatGet(entry.handle), protocol.StatReply)
-            if reply.errno:
-                return reply.errno
+            reply, _ = self.s.broker.call(wire.DirFilestatGet(entry.handle), wire.StatReply)
             self._write_filestat(result, reply)
         elif entry.stdio:
             # A stream has no inode, size or times (as in wasmtime); this also
@@ -426,14 +413,11 @@ class WasiHost:
         entry = self.s.fds.get(fd)
         if entry.is_remote:
             _require(entry, RightBits.FD_FILESTAT_SET_TIMES)
-            self._ask(protocol.DirFilestatSetTimes(entry.handle, atim, mtim, fstflags))
+            self.s.broker.ask(wire.DirFilestatSetTimes(entry.handle, atim, mtim, fstflags))
         else:
             entry = self._file(fd, RightBits.FD_FILESTAT_SET_TIMES, on_stdio=Errno.BADF)
             # The broker re-times it: the child's filter refuses utimensat.
-            errno = self.s.broker.call_errno(protocol.FdFilestatSetTimes(atim, mtim, fstflags),
-                                             (entry.host_fd,))
-            if errno:
-                raise WasiError(Errno(errno))
+            self.s.broker.ask(wire.FdFilestatSetTimes(atim, mtim, fstflags), (entry.host_fd,))
         return Errno.SUCCESS
 
     def fd_pread(self, fd: int, iovs: int, iovs_len: int, offset: int, nread: int) -> int:
@@ -480,8 +464,8 @@ class WasiHost:
         return Errno.SUCCESS
 
     def _check_file_size(self, end: int) -> None:
-        if 0 <= self.s.file_size < end:
-            raise WasiError(Errno.FBIG)
+        if self.s.file_size is not None and end > self.s.file_size:
+            raise WasiErrno(Errno.FBIG)
 
     def fd_prestat_get(self, fd: int, result: int) -> int:
         entry = self.s.fds.get(fd)
@@ -504,11 +488,8 @@ class WasiHost:
         target = self.mem.slice(buf, buf_len)
         filled = 0
         while filled < buf_len:
-            want = min(protocol.READDIR_CHUNK, buf_len - filled)
-            reply, _ = self.s.broker.call(
-                protocol.FdReaddir(entry.handle, cookie, want), protocol.BytesReply)
-            if reply.errno:
-                return reply.errno
+            want = min(wire.READDIR_CHUNK, buf_len - filled)
+            reply, _ = self.s.broker.call(wire.FdReaddir(entry.handle, cookie, want), wire.BytesReply)
             data = reply.data[:want]
             if len(data) < want or filled + len(data) == buf_len:
                 target[filled:filled + len(data)] = data
@@ -532,7 +513,7 @@ class WasiHost:
         if target is None:
             return Errno.SUCCESS
         if target.is_remote:
-            self.s.broker.call_errno(protocol.DirClose(target.handle))
+            _close_handle(self.s.broker, target.handle)
         elif not target.stdio and target.host_fd != source.host_fd:
             close_quietly(target.host_fd)  # the host's stdio stays open, as in fd_close
         return Errno.SUCCESS
@@ -565,7 +546,7 @@ class WasiHost:
             return Errno.BADF if entry.stdio else Errno.NOTDIR
         parent = self._dir(fd, needed)
         name = self._path(path, path_len)
-        if oflags & ~_ALL_OFLAGS or fdflags & ~_ALL_FDFLAGS or dirflags & ~_LOOKUPFLAGS:
+        if oflags & ~ALL_OFLAGS or fdflags & ~ALL_FDFLAGS or dirflags & ~ALL_LOOKUPFLAGS:
             return Errno.INVAL
         self.s.fds.check_room()
         self.mem.refresh()  # fail on a bad `opened` pointer before the broker acts
@@ -575,14 +556,9 @@ class WasiHost:
         rights_base &= parent.rights_inheriting
         rights_inheriting &= parent.rights_inheriting
         reply, fds = self.s.broker.call(
-            protocol.PathOpen(parent.handle, dirflags, oflags, fdflags, rights_base,
-                              rights_inheriting, name),
-            protocol.OpenReply)
-        if reply.errno:
-            for extra in fds:
-                close_quietly(extra)
-            return reply.errno
-        if reply.kind == protocol.FileKind.DIRECTORY:
+            wire.PathOpen(parent.handle, dirflags, oflags, fdflags, rights_base, rights_inheriting, name),
+            wire.OpenReply)
+        if reply.kind == wire.FileKind.DIRECTORY:
             mask = DIRECTORY_READONLY_RIGHTS if parent.readonly else DIRECTORY_RIGHTS
             entry = Descriptor(
                 filetype=Filetype.DIRECTORY, rights_base=rights_base & int(mask),
@@ -610,12 +586,9 @@ class WasiHost:
     def path_filestat_get(self, fd: int, flags: int, path: int, path_len: int, result: int) -> int:
         parent = self._dir(fd, RightBits.PATH_FILESTAT_GET)
         name = self._path(path, path_len)
-        if flags & ~_LOOKUPFLAGS:
+        if flags & ~ALL_LOOKUPFLAGS:
             return Errno.INVAL
-        reply, _ = self.s.broker.call(
-            protocol.PathFilestatGet(parent.handle, flags, name), protocol.StatReply)
-        if reply.errno:
-            return reply.errno
+        reply, _ = self.s.broker.call(wire.PathFilestatGet(parent.handle, flags, name), wire.StatReply)
         self._write_filestat(result, reply)
         return Errno.SUCCESS
 
@@ -624,31 +597,31 @@ class WasiHost:
         parent = self._dir(fd, RightBits.PATH_FILESTAT_SET_TIMES)
         name = self._path(path, path_len)
         _check_fstflags(fstflags)
-        if flags & ~_LOOKUPFLAGS:
+        if flags & ~ALL_LOOKUPFLAGS:
             return Errno.INVAL
-        self._ask(protocol.PathFilestatSetTimes(parent.handle, flags, atim, mtim, fstflags, name))
+        self.s.broker.ask(wire.PathFilestatSetTimes(parent.handle, flags, atim, mtim, fstflags, name))
         return Errno.SUCCESS
 
     def path_create_directory(self, fd: int, path: int, path_len: int) -> int:
         parent = self._dir(fd, RightBits.PATH_CREATE_DIRECTORY)
-        self._ask(protocol.PathCreateDirectory(parent.handle, self._path(path, path_len)))
+        self.s.broker.ask(wire.PathCreateDirectory(parent.handle, self._path(path, path_len)))
         return Errno.SUCCESS
 
     def path_remove_directory(self, fd: int, path: int, path_len: int) -> int:
         parent = self._dir(fd, RightBits.PATH_REMOVE_DIRECTORY)
-        self._ask(protocol.PathRemoveDirectory(parent.handle, self._path(path, path_len)))
+        self.s.broker.ask(wire.PathRemoveDirectory(parent.handle, self._path(path, path_len)))
         return Errno.SUCCESS
 
     def path_unlink_file(self, fd: int, path: int, path_len: int) -> int:
         parent = self._dir(fd, RightBits.PATH_UNLINK_FILE)
-        self._ask(protocol.PathUnlinkFile(parent.handle, self._path(path, path_len)))
+        self.s.broker.ask(wire.PathUnlinkFile(parent.handle, self._path(path, path_len)))
         return Errno.SUCCESS
 
     def path_rename(self, fd: int, old_path: int, old_len: int, new_fd: int, new_path: int,
                     new_len: int) -> int:
         old_dir = self._dir(fd, RightBits.PATH_RENAME_SOURCE)
         new_dir = self._dir(new_fd, RightBits.PATH_RENAME_TARGET)
-        self._ask(protocol.PathRename(old_dir.handle, new_dir.handle,
+        self.s.broker.ask(wire.PathRename(old_dir.handle, new_dir.handle,
                                       self._path(old_path, old_len), self._path(new_path, new_len)))
         return Errno.SUCCESS
 
@@ -656,26 +629,24 @@ class WasiHost:
                   new_path: int, new_len: int) -> int:
         old_dir = self._dir(old_fd, RightBits.PATH_LINK_SOURCE)
         new_dir = self._dir(new_fd, RightBits.PATH_LINK_TARGET)
-        if old_flags & ~_LOOKUPFLAGS:
+        if old_flags & ~ALL_LOOKUPFLAGS:
             return Errno.INVAL
-        self._ask(protocol.PathLink(old_dir.handle, old_flags, new_dir.handle,
+        self.s.broker.ask(wire.PathLink(old_dir.handle, old_flags, new_dir.handle,
                                     self._path(old_path, old_len), self._path(new_path, new_len)))
         return Errno.SUCCESS
 
     def path_symlink(self, old_path: int, old_len: int, fd: int, new_path: int,
                      new_len: int) -> int:
         parent = self._dir(fd, RightBits.PATH_SYMLINK)
-        self._ask(protocol.PathSymlink(parent.handle, self._path(old_path, old_len),
+        self.s.broker.ask(wire.PathSymlink(parent.handle, self._path(old_path, old_len),
                                        self._path(new_path, new_len)))
         return Errno.SUCCESS
 
     def path_readlink(self, fd: int, path: int, path_len: int, buf: int, buf_len: int,
                       bufused: int) -> int:
         parent = self._dir(fd, RightBits.PATH_READLINK)
-        reply, _ = self.s.broker.call(
-            protocol.PathReadlink(parent.handle, self._path(path, path_len)), protocol.BytesReply)
-        if reply.errno:
-            return reply.errno
+        reply, _ = self.s.broker.call(wire.PathReadlink(parent.handle, self._path(path, path_len)),
+                                      wire.BytesReply)
         data = reply.data[:buf_len]  # a short buffer truncates, as readlink(2) does
         self.mem.write(buf, data)
         self.mem.set_u32(bufused, len(data))
@@ -793,7 +764,7 @@ class WasiHost:
     def _socket(self, fd: int, rights: int = 0) -> Descriptor:
         entry = self.s.fds.get(fd)
         if entry.is_remote or not _is_socket(entry.host_fd):
-            raise WasiError(Errno.NOTSOCK)
+            raise WasiErrno(Errno.NOTSOCK)
         return self._file(fd, rights) if rights else entry
 
     def sock_accept(self, fd: int, flags: int, result: int) -> int:
@@ -836,22 +807,6 @@ class WasiHost:
 
 _U16 = struct.Struct("<H")
 _RANDOM_CHUNK = 1 << 16
-_PATH_PIECE = 1 << 16
-
-
-def _check_long_path(view: memoryview) -> None:
-    """ILSEQ for invalid UTF-8, then EINVAL for a NUL, reading `view` a piece at a time."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    nul = False
-    for at in range(0, len(view), _PATH_PIECE):
-        piece = bytes(view[at:at + _PATH_PIECE])
-        try:
-            decoder.decode(piece, final=at + _PATH_PIECE >= len(view))
-        except UnicodeDecodeError:
-            raise WasiError(Errno.ILSEQ) from None
-        nul = nul or b"\0" in piece
-    if nul:
-        raise WasiError(Errno.INVAL)
 
 
 _SHUTDOWN = {Sdflags.RD: socket.SHUT_RD, Sdflags.WR: socket.SHUT_WR,
@@ -920,6 +875,14 @@ def _whole_dirents(data: bytes) -> tuple[int, int]:
     return offset, cookie
 
 
+def _close_handle(broker: BrokerClient, handle: int) -> None:
+    """Tell the broker a directory handle is gone (it cannot refuse: the guest's fd is closed already)."""
+    try:
+        broker.ask(wire.DirClose(handle))
+    except WasiErrno:
+        pass
+
+
 def _require(entry: Descriptor, rights: int) -> None:
     """Refuse a directory call its rights do not allow.
 
@@ -928,14 +891,14 @@ def _require(entry: Descriptor, rights: int) -> None:
     wasmtime says EPERM there.
     """
     if rights & ~entry.rights_base:
-        raise WasiError(Errno.NOTCAPABLE)
+        raise WasiErrno(Errno.NOTCAPABLE)
 
 
 def _check_fstflags(fstflags: int) -> None:
     if fstflags & ~ALL_FSTFLAGS:
-        raise WasiError(Errno.INVAL)
+        raise WasiErrno(Errno.INVAL)
     if fstflags_conflict(fstflags):
-        raise WasiError(Errno.INVAL)
+        raise WasiErrno(Errno.INVAL)
 
 
 def exit_status(code: int) -> int | None:

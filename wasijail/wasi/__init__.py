@@ -9,6 +9,7 @@ from .constants import (
     timestamp_of,
     times_for,
 )
+from .paths import path_errno
 from .layouts import (
     DIRENT,
     EVENT,

@@ -94,6 +94,15 @@ class Errno(IntEnum):
     NOTCAPABLE = 76
 
 
+class WasiErrno(Exception):
+    """Answer the WASI call with this errno: raised by the child's host functions
+    and by the broker's handlers alike (each turns it into its errno reply)."""
+
+    def __init__(self, errno: int) -> None:
+        self.errno = Errno(errno)
+        super().__init__(self.errno.name)
+
+
 # Host errno -> WASI errno, by name: both follow POSIX names.
 _HOST_TO_WASI: dict[int, Errno] = {}
 for _name, _value in Errno.__members__.items():
@@ -269,6 +278,13 @@ class Oflags(IntFlag):
 
 class Lookupflags(IntFlag):
     SYMLINK_FOLLOW = 1 << 0
+
+
+# Every bit each flag set defines, as plain ints (what a mask test on a hot path
+# wants): any other bit is EINVAL from a guest, a protocol violation from a child.
+ALL_FDFLAGS = int(Fdflags.APPEND | Fdflags.DSYNC | Fdflags.NONBLOCK | Fdflags.RSYNC | Fdflags.SYNC)
+ALL_OFLAGS = int(Oflags.CREAT | Oflags.DIRECTORY | Oflags.EXCL | Oflags.TRUNC)
+ALL_LOOKUPFLAGS = int(Lookupflags.SYMLINK_FOLLOW)
 
 
 class Fstflags(IntFlag):

@@ -1,0 +1,89 @@
+"""The fork server's control channel: supervisor <-> fork server.
+
+Both ends are trusted (the fork server is the supervisor's own child, started
+before any module is read); the messages are still decoded strictly.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .setup import ChildLimits
+from .transport import Message, decode
+
+
+class ControlOp(IntEnum):
+    SPAWN = 1  # supervisor -> fork server
+    SPAWNED = 2  # fork server -> supervisor
+    EXITED = 3  # fork server -> supervisor
+
+# Spawn's descriptors: broker socket, stdin, stdout, stderr, violation pipe,
+# then the `cgroup.procs` of each cgroup the child joins (none, one or two).
+SPAWN_FDS = range(5, 8)
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn(Message):
+    """Fork a child; sent with SPAWN_FDS descriptors."""
+
+    OP = ControlOp.SPAWN
+    FIXED = struct.Struct("<Qq")
+    BLOBS = ("limits", "require")
+    run_id: int
+    host_uid: int  # the host uid (and gid) the child runs as before lockdown, -1: the server's
+    limits: bytes  # ChildLimits.encode(): the lockdown applies its rlimits
+    require: bytes  # comma-separated sandbox layers that must be applied
+
+    @classmethod
+    def of(cls, run_id: int, limits: ChildLimits, host_uid: int, require: tuple[str, ...]) -> "Spawn":
+        return cls(run_id, host_uid, limits.encode(), ",".join(require).encode())
+
+    def validate(self) -> None:
+        ChildLimits.decode(self.limits)
+
+    @property
+    def child_limits(self) -> ChildLimits:
+        return ChildLimits.decode(self.limits)
+
+    @property
+    def required(self) -> frozenset[str]:
+        return frozenset(filter(None, self.require.decode().split(",")))
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned(Message):
+    """The child exists. Sent with its pidfd (or no fd when the fork failed)."""
+
+    OP = ControlOp.SPAWNED
+    FIXED = struct.Struct("<Qi")
+    BLOBS = ("error",)
+    run_id: int
+    pid: int  # -1: the fork failed, `error` says why
+    error: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Exited(Message):
+    """A child ended; status is the raw wait status."""
+
+    OP = ControlOp.EXITED
+    FIXED = struct.Struct("<iiQQQ")
+    pid: int
+    status: int
+    user_us: int  # CPU time in user mode, microseconds (wait4's rusage)
+    system_us: int
+    max_rss_kib: int
+
+
+_TO_SERVER = {Spawn.OP: Spawn}
+_FROM_SERVER = {Spawned.OP: Spawned, Exited.OP: Exited}
+
+
+def decode_to_server(data: bytes) -> Spawn:
+    return decode(data, _TO_SERVER, "control")  # type: ignore[return-value]
+
+
+def decode_from_server(data: bytes) -> Spawned | Exited:
+    return decode(data, _FROM_SERVER, "control")  # type: ignore[return-value]
