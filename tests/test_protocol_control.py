@@ -22,9 +22,18 @@ def test_spawn_carries_the_childs_limits_whole():
 
 
 def test_spawn_with_malformed_limits_is_refused():
-    bad = control.Spawn(1, -1, b"\0" * 3, b"")
+    bad = control.Spawn(1, -1, 0, b"\0" * 3, b"")
     with pytest.raises(ProtocolError, match="limits of 3 bytes"):
         control.decode_to_server(bad.encode())
+
+
+def test_spawn_says_whether_an_artifact_comes_with_it():
+    plain = control.Spawn.of(1, ChildLimits(), -1, ())
+    loaded = control.decode_to_server(control.Spawn.of(1, ChildLimits(), -1, (), artifact=True).encode())
+    assert (plain.artifact, loaded.artifact) == (0, 1)
+    assert (plain.fd_counts, loaded.fd_counts) == (range(5, 8), range(6, 9))
+    with pytest.raises(ProtocolError, match="Spawn.artifact: 2"):
+        control.decode_to_server(control.Spawn(1, -1, 2, ChildLimits().encode(), b"").encode())
 
 
 @pytest.mark.parametrize("message", [control.Spawned(3, 1234, b""), control.Spawned(3, -1, b"fork: EAGAIN"),

@@ -233,10 +233,12 @@ def test_prebuilt_filter_patched_for_a_pid_is_the_filter_built_for_it(pid):
     sandbox.prebuild_seccomp()
     try:
         for action in (pyseccomp.TRAP, pyseccomp.KILL_PROCESS):
-            patched = sandbox.program_for(pid, action)
-            assert patched is not None
-            assert patched == sandbox.export_program(pid, action)
-            assert sandbox._PREBUILT[action].pid_offsets  # the pid is in the program
+            for open_artifact in (False, True):  # with and without the artifact's one open
+                patched = sandbox.program_for(pid, action, open_artifact)
+                assert patched is not None
+                assert patched == sandbox.export_program(pid, action, open_artifact)
+                assert sandbox._PREBUILT[action, open_artifact].pid_offsets  # the pid is in the program
+            assert sandbox.program_for(pid, action, True) != sandbox.program_for(pid, action, False)
     finally:
         sandbox._PREBUILT.clear()
 

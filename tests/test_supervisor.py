@@ -108,20 +108,22 @@ async def test_a_failure_after_the_spawn_kills_and_reaps_the_child(monkeypatch):
         await _after_failure_all_is_released(sup, before)
 
 
-async def test_a_run_cancelled_before_its_start_message_kills_and_reaps_its_child(monkeypatch):
+async def test_a_run_cancelled_while_it_looks_up_the_cache_starts_no_child(monkeypatch):
+    """The cache is looked up before the child is spawned (an artifact to load is mounted by the
+    child's lockdown), so a run cancelled there leaves no child and nothing open behind."""
     async with open_supervisor() as sup:
         before = await _warm(sup)
         spawned = _record_spawns(sup, monkeypatch)
 
         async def lookup(*args, **kwargs):
-            await trio.sleep_forever()  # cancelled here, with a live child waiting for its start
+            await trio.sleep_forever()  # cancelled here, before any child exists
 
         monkeypatch.setattr(sup, "_cached_artifact", lookup)
         with trio.move_on_after(2) as scope:
             await sup.run(program("exit7.wasm"), capture_stdout=True, capture_stderr=True)
         monkeypatch.undo()
         assert scope.cancelled_caught
-        assert spawned and not alive(spawned[0])
+        assert spawned == []
         await _after_failure_all_is_released(sup, before)
 
 

@@ -58,7 +58,7 @@ def _become_user(uid: int) -> None:
 
 
 def _become_child(spawn: control.Spawn, broker_fd: int, stdio: list[int], violation_fd: int,
-                  cgroup_fds: list[int]) -> None:
+                  artifact_fd: int | None, cgroup_fds: list[int]) -> None:
     """Runs in the forked child; never returns."""
     status = EXIT_SETUP_FAILED
     try:
@@ -83,6 +83,7 @@ def _become_child(spawn: control.Spawn, broker_fd: int, stdio: list[int], violat
             threads=limits.threads,
             required=spawn.required,
             violation_fd=violation_fd,  # a refused syscall is named here before the child dies
+            artifact_fd=artifact_fd,  # mounted read-only for wasmtime to map, then closed
         )
         sock = socket.socket(fileno=broker_fd)
         try:
@@ -93,7 +94,7 @@ def _become_child(spawn: control.Spawn, broker_fd: int, stdio: list[int], violat
         missing = "\n".join(f"{name}: {why}" for name, why in report.not_applied.items())
         transport.send(sock, SandboxReport(missing.encode()))
         sock.detach()
-        runner.child_main(broker_fd)  # exits the process
+        runner.child_main(broker_fd, report.artifact_path)  # exits the process
     except BaseException:
         pass
     os._exit(status)
@@ -132,11 +133,12 @@ def _handle_request(channel: socket.socket) -> bool:
     if not data:
         return False  # the supervisor is gone
     spawn = control.decode_to_server(data)
-    if len(fds) not in control.SPAWN_FDS:
+    if len(fds) not in spawn.fd_counts:
         transport.close_all(fds)
-        raise transport.ProtocolError(f"Spawn carries {len(fds)} fds, not {control.SPAWN_FDS.start} to"
-                                      f" {control.SPAWN_FDS.stop - 1}")
-    broker_fd, stdio, violation_fd, cgroup_fds = fds[0], fds[1:4], fds[4], fds[5:]
+        raise transport.ProtocolError(f"Spawn carries {len(fds)} fds, not {spawn.fd_counts.start} to"
+                                      f" {spawn.fd_counts.stop - 1}")
+    broker_fd, stdio, violation_fd = fds[0], fds[1:4], fds[4]
+    artifact_fd, cgroup_fds = (fds[5] if spawn.artifact else None), fds[5 + spawn.artifact:]
     try:
         pid = os.fork()
     except OSError as exc:
@@ -144,7 +146,7 @@ def _handle_request(channel: socket.socket) -> bool:
         pid = -1
     if pid == 0:
         channel.close()
-        _become_child(spawn, broker_fd, stdio, violation_fd, cgroup_fds)
+        _become_child(spawn, broker_fd, stdio, violation_fd, artifact_fd, cgroup_fds)
     for fd in fds:
         os.close(fd)
     if pid > 0:

@@ -94,14 +94,15 @@ class Launcher:
 
     async def spawn(self, broker_fd: int, stdio: tuple[int, int, int], violation_fd: int, *,
                     limits: ChildLimits = ChildLimits(), require: tuple[str, ...] = (),
-                    cgroup_procs: tuple[int, ...] = (), host_uid: int = -1) -> Child:
+                    cgroup_procs: tuple[int, ...] = (), host_uid: int = -1, artifact_fd: int = -1) -> Child:
         if self._gone or self._sock is None:
             raise ForkServerGone("the fork server is not running")
         run_id = next(self._ids)
         done, slot = trio.Event(), []
         self._spawned[run_id] = (done, slot)
-        message = control.Spawn.of(run_id, limits, host_uid, require)
-        fds = (broker_fd, *stdio, violation_fd, *cgroup_procs)
+        message = control.Spawn.of(run_id, limits, host_uid, require, artifact=artifact_fd >= 0)
+        artifact = (artifact_fd,) if artifact_fd >= 0 else ()
+        fds = (broker_fd, *stdio, violation_fd, *artifact, *cgroup_procs)
         await self._sock.sendmsg([message.encode()], transport.rights(fds))
         await done.wait()
         del self._spawned[run_id]

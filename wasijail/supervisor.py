@@ -418,6 +418,9 @@ class Supervisor:
                 run.push_async_callback(plumbing.aclose)
                 broker.protect_stdio(plumbing.child_fds)
                 started = time.monotonic()
+                # Before the child exists: an artifact to load is mounted into its empty root
+                # by its lockdown, for wasmtime to map rather than copy.
+                cached = await self._cached_artifact(spec, module_fd, run)
                 with ExitStack() as spawn_ends:  # inherited by the child as it is forked
                     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                     run.callback(parent_sock.close)
@@ -434,12 +437,12 @@ class Supervisor:
                         require=spec.policy.sandbox.require,
                         cgroup_procs=tuple(leaf.procs_fd for leaf in leaves),
                         host_uid=self.host_uid,
+                        artifact_fd=cached.fd if cached.mode == ArtifactMode.LOAD and cached.fd is not None else -1,
                     )
                     run.callback(child.close)
                     run.enter_context(self._counted())
                     run.push_async_callback(_reap, child)
                 plumbing.spawned()
-                cached = await self._cached_artifact(spec, module_fd, run)
                 start_fds = (setup_fd, module_fd) if cached.fd is None else (setup_fd, module_fd, cached.fd)
                 transport.send(parent_sock, Start(cached.mode), start_fds)
             session = BrokerSession(broker, parent_sock, child.kill)

@@ -20,7 +20,7 @@ from wasijail.protocol.setup import decode_start
 from wasijail.child import runner
 
 
-def compromised_child_main(sock_fd: int) -> None:
+def compromised_child_main(sock_fd: int, artifact_path: str = "") -> None:
     sock = socket.socket(fileno=sock_fd)
     data, fds = transport.receive(sock)
     decode_start(data)

@@ -126,11 +126,17 @@ def run_locked(
     landlock: bool = True,
     seccomp: bool = True,
     required: tuple[str, ...] = (),
+    artifact: str | None = None,
 ) -> ChildResult:
-    """Run `body` in a fresh, fully locked-down Python child."""
+    """Run `body` in a fresh, fully locked-down Python child. `artifact`: a file lockdown
+    mounts as the cache's artifact (LockdownConfig.artifact_fd; donated as "artifact")."""
     from wasijail.child.sandbox import parse_violations, syscall_name
 
     donate = dict(donate or {})
+    artifact_fd = -1
+    if artifact is not None:
+        artifact_fd = os.open(artifact, os.O_RDONLY)
+        donate["artifact"] = artifact_fd
     spec = {
         "setup": textwrap.dedent(setup),
         "body": textwrap.dedent(body),
@@ -140,6 +146,7 @@ def run_locked(
             "cpu_time": cpu_time, "threads": threads, "namespaces": namespaces,
             "landlock": landlock, "seccomp": seccomp,
             "required": list(required), "name_violations": name_violations,
+            "artifact_fd": artifact_fd if artifact is not None else None,
         },
     }
     report_r, report_w = os.pipe()
@@ -184,7 +191,7 @@ def run_locked(
             t.join(timeout=10)
     finally:
         spec_file.close()
-        for fd in (report_r, violation_r, report_w, violation_w):
+        for fd in (report_r, violation_r, report_w, violation_w, artifact_fd):
             if fd >= 0:
                 os.close(fd)
 

@@ -791,3 +791,66 @@ def test_the_filter_compiled_in_the_fork_server_holds_the_same_line():
     assert result.value("unknown") == [-1, "EPERM"]
     seccomp = [layer for layer in result.lockdown["layers"] if layer["name"] == "seccomp"][0]
     assert seccomp["applied"] and "compiled once in the fork server" in seccomp["detail"]
+
+
+# -- the cache's artifact, mounted for wasmtime to map --------------------------------
+
+def _artifact(tmp_path: Path, mode: int = 0o400) -> str:
+    """A stand-in for a sealed cache entry (read-only, as the cache writes it) beside a secret."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    (cache / "key").write_bytes(b"k" * 32)
+    path = cache / "entry.cwasm"
+    path.write_bytes(b"\x7fELF artifact bytes")
+    path.chmod(mode)
+    return str(path)
+
+
+def test_the_mounted_artifact_is_the_one_file_the_child_can_open(tmp_path):
+    body = """
+        import os
+        fd = os.open("/artifact", os.O_RDONLY | os.O_CLOEXEC)   # what deserialize_file does
+        report("read", os.read(fd, 64).decode(errors="replace"))
+        report("write", attempt(os.write, fd, b"x"))
+        report("root", attempt(os.open, "/", os.O_RDONLY | os.O_CLOEXEC))     # Landlock: nothing else
+        report("host", attempt(os.open, "/etc/passwd", os.O_RDONLY | os.O_CLOEXEC))
+        report("key", attempt(os.open, "key", os.O_RDONLY | os.O_CLOEXEC))
+        os.open("/artifact", os.O_RDWR | os.O_CLOEXEC)   # any other flags: killed
+    """
+    result = run_locked(body, artifact=_artifact(tmp_path),
+                        required=("namespaces", "landlock", "seccomp"))
+    lockdown = result.lockdown
+    assert lockdown is not None and lockdown["artifact_path"] == "/artifact", result.explain()
+    assert result.value("read") == "\x7fELF artifact bytes", result.explain()
+    assert result.value("write")[1] == "EBADF"
+    assert result.value("root") == ["PermissionError", "EACCES"]
+    assert result.value("host")[0] in ("FileNotFoundError", "PermissionError"), result.explain()
+    assert result.value("key")[0] in ("FileNotFoundError", "PermissionError"), result.explain()
+    assert_killed(result, "openat")
+
+
+def test_without_an_artifact_the_same_open_is_killed(tmp_path):
+    """The open allowed for the artifact is allowed only in a child that has one mounted."""
+    body = 'os.open("/artifact", os.O_RDONLY | os.O_CLOEXEC)'
+    assert_killed(run_locked(body), "openat")
+
+
+def test_no_artifact_is_mounted_without_the_namespaces_layer(tmp_path):
+    """Without an empty root to hold it alone, nothing is mounted and no open allowed."""
+    result = run_locked('open("/etc/hostname", "rb")', namespaces=False, artifact=_artifact(tmp_path))
+    assert result.lockdown["artifact_path"] == "", result.explain()
+    assert_killed(result, "openat")
+
+
+def test_the_artifact_mount_itself_is_read_only(tmp_path):
+    """Even with Landlock and seccomp off and a file its owner may write, the bind mount
+    refuses writing (EROFS)."""
+    body = """
+        import os
+        report("write", attempt(os.open, "/artifact", os.O_WRONLY | os.O_CLOEXEC))
+        report("root", os.listdir("/"))
+    """
+    result = run_locked(body, landlock=False, seccomp=False, artifact=_artifact(tmp_path, 0o600))
+    assert result.lockdown["artifact_path"] == "/artifact", result.explain()
+    assert result.value("write") == ["OSError", "EROFS"], result.explain()
+    assert result.value("root") == ["artifact"], result.explain()

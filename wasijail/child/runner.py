@@ -134,15 +134,25 @@ def check_imports(module: wasmtime.Module, options: EngineOptions) -> None:
 
 
 class Artifact:
-    """What the supervisor's cache asks of this run: a module to load, or one to hand back."""
+    """What the supervisor's cache asks of this run: a module to load, or one to hand back.
 
-    def __init__(self, mode: int, fd: int) -> None:
-        self.mode, self.fd = mode, fd
+    `path`: where lockdown mounted the artifact read-only ("" if it did not), for
+    wasmtime to map it; `fd` is the same file, copied from when it cannot be mapped."""
+
+    def __init__(self, mode: int, fd: int, path: str = "") -> None:
+        self.mode, self.fd, self.path = mode, fd, path
 
     def load(self, engine: wasmtime.Engine) -> wasmtime.Module | None:
         if self.mode != ArtifactMode.LOAD:
             return None
         try:
+            if self.path:
+                try:
+                    # Mapped, not copied: pages are read as code runs, and the file backs
+                    # the memory images as it does for wasmtime-py's own cache.
+                    return wasmtime.Module.deserialize_file(engine, self.path)
+                except wasmtime.WasmtimeError:
+                    pass  # e.g. its mount forbids mapping code: copy it from the descriptor
             return _deserialize_fd(engine, self.fd)
         except (wasmtime.WasmtimeError, OSError, ValueError):
             return None  # not loadable by this engine after all: compile instead
@@ -164,10 +174,11 @@ class Artifact:
 def _deserialize_fd(engine: wasmtime.Engine, fd: int) -> wasmtime.Module:
     """Module.deserialize straight from a private mapping of the artifact file.
 
-    wasmtime-py's Module.deserialize wants bytes and copies them once more;
-    reading the file into bytes would be a third copy. The child cannot open
-    a path (deserialize_file), so it maps the descriptor the supervisor sent
-    and hands wasmtime the mapping, which it copies into its code memory once.
+    The fallback where lockdown could not mount the artifact (no namespaces
+    here, or the cache lives on a noexec mount): wasmtime-py's Module.deserialize
+    wants bytes and copies them once more, and reading the file into bytes
+    would be a third copy, so this maps the descriptor the supervisor sent and
+    hands wasmtime the mapping, which it copies into its code memory once.
     """
     size = os.fstat(fd).st_size
     with mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE) as view:
@@ -343,15 +354,16 @@ def _print_results(results) -> None:
         os.write(1, f"{value}\n".encode())
 
 
-def child_main(sock_fd: int) -> None:
-    """Entry of a child process: serve one run, report, exit."""
+def child_main(sock_fd: int, artifact_path: str = "") -> None:
+    """Entry of a child process: serve one run, report, exit. `artifact_path`: where lockdown
+    mounted the cached artifact ("" when it did not)."""
     sock = socket.socket(fileno=sock_fd)
     broker = BrokerClient(sock)
     data, fds = transport.receive(sock)
     start = decode_start(data)
     setup_fd, module_fd, *artifact_fd = fds
     setup = Setup.decode(_read_all(setup_fd))
-    artifact = Artifact(start.artifact, artifact_fd[0] if artifact_fd else -1)
+    artifact = Artifact(start.artifact, artifact_fd[0] if artifact_fd else -1, artifact_path)
     counters: list[int] = [0, 0]
     try:
         result = run(setup, module_fd, broker, counters, artifact)

@@ -1,7 +1,7 @@
 """The child's lockdown: one linear function, layers in the order they happen.
 
     close fds -> single-thread check -> rlimits -> runtime preparation
-    -> namespaces + empty read-only root -> drop capabilities
+    -> namespaces + empty read-only root (+ the cached artifact, read-only) -> drop capabilities
     -> no_new_privs -> Landlock -> violation reporter -> seccomp
 
 Call `lockdown()` in a freshly forked, single-threaded child, before any
@@ -30,6 +30,7 @@ import os
 import platform
 import resource
 import signal
+import stat
 import struct
 import sys
 import threading
@@ -97,6 +98,7 @@ _IS_X86_64 = platform.machine() == "x86_64"
 _SYS_PIVOT_ROOT = 155
 _SYS_CAPSET = 126
 _SYS_LANDLOCK_CREATE_RULESET = 444
+_SYS_LANDLOCK_ADD_RULE = 445
 _SYS_LANDLOCK_RESTRICT_SELF = 446
 
 CLONE_NEWNS = 0x00020000
@@ -133,10 +135,16 @@ _LANDLOCK_FS_BY_ABI = {
     3: 1 << 14,         # TRUNCATE
     5: 1 << 15,         # IOCTL_DEV
 }
+_LANDLOCK_ACCESS_FS_READ_FILE = 1 << 2
+_LANDLOCK_RULE_PATH_BENEATH = 1
 _LANDLOCK_NET_BIND_TCP = 1 << 0
 _LANDLOCK_NET_CONNECT_TCP = 1 << 1
 _LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
 _LANDLOCK_SCOPE_SIGNAL = 1 << 1
+
+# Where a compiled artifact from the supervisor's cache appears in the empty root
+# (LockdownConfig.artifact_fd), for wasmtime to map it (Module.deserialize_file).
+ARTIFACT_PATH = "/artifact"
 
 # Directories an empty tmpfs may be mounted on before pivoting into it; the
 # choice does not matter (the old tree is detached right after).
@@ -167,6 +175,13 @@ class LockdownConfig:
         kernel counts this child's tasks alone (None: leave).  It binds
         only if the host uid is not 0: the kernel exempts root's tasks.
     namespaces / landlock / seccomp: switch a layer off (reported as such).
+    artifact_fd: a compiled artifact from the supervisor's cache (its
+        sealed, read-only file), bind-mounted read-only at ARTIFACT_PATH
+        in the empty root; Landlock then grants reading that one file, the
+        seccomp filter allows the one open wasmtime's deserialize_file
+        makes (openat O_RDONLY|O_CLOEXEC, see seccomp_policy.ARTIFACT_OPEN),
+        and the fd is closed.  Without the namespaces layer nothing is
+        mounted and nothing allowed (`LockdownReport.artifact_path` "").
     violation_fd: a pipe/socket the parent reads; a forbidden syscall
         writes b"violation:<nr>\\n" to it before the process dies by
         SIGSYS.  None: forbidden syscalls kill without naming.
@@ -186,6 +201,7 @@ class LockdownConfig:
     seccomp: bool = True
     violation_fd: int | None = None
     required: frozenset[str] = field(default_factory=frozenset)
+    artifact_fd: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_fds", tuple(int(fd) for fd in self.keep_fds))
@@ -200,6 +216,8 @@ class LockdownConfig:
             raise ValueError("cpu_time must be > 0 or None")
         if self.violation_fd is not None and self.violation_fd < 0:
             raise ValueError("violation_fd must be >= 0 or None")
+        if self.artifact_fd is not None and self.artifact_fd < 0:
+            raise ValueError("artifact_fd must be >= 0 or None")
         unknown = self.required - set(LAYERS) - NAMESPACE_ALIASES - PARENT_SIDE_LAYERS
         if unknown:
             raise ValueError(f"unknown layers in required: {sorted(unknown)}")
@@ -216,6 +234,7 @@ class LayerStatus:
 class LockdownReport:
     layers: tuple[LayerStatus, ...]
     seconds: float
+    artifact_path: str = ""  # where the artifact was mounted (ARTIFACT_PATH), "" if it was not
 
     @property
     def applied(self) -> tuple[str, ...]:
@@ -235,6 +254,7 @@ class LockdownReport:
     def to_dict(self) -> dict:
         return {
             "seconds": self.seconds,
+            "artifact_path": self.artifact_path,
             "layers": [
                 {"name": l.name, "applied": l.applied, "detail": l.detail}
                 for l in self.layers
@@ -249,6 +269,7 @@ class LockdownReport:
                 for l in data["layers"]
             ),
             seconds=float(data["seconds"]),
+            artifact_path=str(data.get("artifact_path", "")),
         )
 
     def summary(self) -> str:
@@ -269,19 +290,25 @@ def lockdown(config: LockdownConfig) -> LockdownReport:
     keep = set(config.keep_fds)
     if config.violation_fd is not None:
         keep.add(config.violation_fd)
+    if config.artifact_fd is not None:
+        keep.add(config.artifact_fd)
 
     layers = [_close_fds(keep)]
     _require_single_thread(config)
     layers.append(_set_rlimits(config))
     layers.append(_prepare_runtime())
-    layers.append(_enter_namespaces(config))
+    namespaces, artifact = _enter_namespaces(config)
+    layers.append(namespaces)
+    if config.artifact_fd is not None:
+        os.close(config.artifact_fd)  # the mount holds the file now
     layers.append(_drop_capabilities())
     layers.append(_set_no_new_privs())
-    layers.append(_restrict_landlock(config))
+    layers.append(_restrict_landlock(config, artifact))
     reporter = _install_violation_reporter(config)
-    layers.append(_load_seccomp(config, reporter))
+    layers.append(_load_seccomp(config, reporter, artifact))
 
-    report = LockdownReport(tuple(layers), time.perf_counter() - started)
+    report = LockdownReport(tuple(layers), time.perf_counter() - started,
+                            ARTIFACT_PATH if artifact else "")
     required = {("namespaces" if name in NAMESPACE_ALIASES else name)
                 for name in config.required - PARENT_SIDE_LAYERS}
     missing = sorted(required - set(report.applied))
@@ -467,9 +494,10 @@ def _unraisablehook(unraisable) -> None:
 # -- (c) namespaces and the empty root --------------------------------------
 
 
-def _enter_namespaces(config: LockdownConfig) -> LayerStatus:
+def _enter_namespaces(config: LockdownConfig) -> tuple[LayerStatus, bool]:
+    """The namespaces layer, and whether the artifact (config.artifact_fd) is mounted."""
     if not config.namespaces:
-        return LayerStatus("namespaces", False, "disabled by config")
+        return LayerStatus("namespaces", False, "disabled by config"), False
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
     if _libc.unshare(flags) != 0:
@@ -479,7 +507,7 @@ def _enter_namespaces(config: LockdownConfig) -> LayerStatus:
             f"unshare(CLONE_NEWUSER|NEWNS|NEWNET|NEWIPC|NEWUTS) failed: "
             f"{errno.errorcode.get(err, err)} ({os.strerror(err)}){_userns_hint()}; "
             "continuing with Landlock + seccomp only",
-        )
+        ), False
     try:
         # /proc/self/* must be written now: no /proc (and no open()) later.
         _write_proc("/proc/self/setgroups", "deny")
@@ -490,22 +518,22 @@ def _enter_namespaces(config: LockdownConfig) -> LayerStatus:
             "namespaces", False,
             f"entered new namespaces but writing uid/gid maps failed: {exc}; "
             "host filesystem still visible (Landlock + seccomp still apply)",
-        )
+        ), False
     try:
-        where = _pivot_to_empty_root()
+        where, artifact = _pivot_to_empty_root(config.artifact_fd)
     except OSError as exc:
         return LayerStatus(
             "namespaces", False,
             f"entered new namespaces but could not pivot into an empty root: "
             f"{exc}; host filesystem still visible (Landlock + seccomp still apply)",
-        )
+        ), False
     return LayerStatus(
         "namespaces", True,
         f"user (0 -> host uid {uid}), mount, net, ipc, uts; empty read-only "
-        f"tmpfs root (pivoted at {where}, old root detached); pid ns not "
+        f"tmpfs root (pivoted at {where}, old root detached){artifact}; pid ns not "
         "used: it only affects children and seccomp forbids creating any"
         + _cap_threads(config.threads, uid),
-    )
+    ), artifact.startswith("; artifact mounted")
 
 
 def _cap_threads(threads: int | None, host_uid: int) -> str:
@@ -549,16 +577,33 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _pivot_to_empty_root() -> str:
+def _pivot_to_empty_root(artifact_fd: int | None) -> tuple[str, str]:
+    """(where the new root was mounted, "; artifact mounted ..." or why not, "" without one)."""
     _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None),
            "make / private")
     where = next((d for d in _PIVOT_CANDIDATES if os.path.isdir(d)), None)
     if where is None:
         raise OSError(errno.ENOENT, "no directory to mount the empty root on")
-    _check(_libc.mount(b"wasijail", where.encode(), b"tmpfs",
-                       MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                       b"size=4k,nr_inodes=2,mode=0555"),
-           f"mount tmpfs on {where}")
+    artifact, found = "", -1
+    if artifact_fd is not None:
+        try:  # before the empty root hides its folder (the cache may live under `where`)
+            found = _find_artifact(artifact_fd)
+        except OSError as exc:  # the child copies it from its descriptor instead
+            artifact = f"; artifact not mounted ({exc.strerror})"
+    try:
+        _check(_libc.mount(b"wasijail", where.encode(), b"tmpfs",
+                           MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                           b"size=4k,nr_inodes=3,mode=0555"),
+               f"mount tmpfs on {where}")
+        if found >= 0:
+            try:
+                _mount_artifact(found, where + ARTIFACT_PATH)
+                artifact = f"; artifact mounted read-only at {ARTIFACT_PATH}"
+            except OSError as exc:
+                artifact = f"; artifact not mounted ({exc.strerror})"
+    finally:
+        if found >= 0:
+            os.close(found)
     os.chdir(where)
     # pivot_root(".", "."): the old root ends up stacked on the new one and
     # is detached right away (pivot_root(2), "NOTES").
@@ -569,7 +614,36 @@ def _pivot_to_empty_root() -> str:
                        MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                        None),
            "remount the new root read-only")
-    return where
+    return where, artifact
+
+
+def _find_artifact(fd: int) -> int:
+    """An O_PATH descriptor of the file open at `fd`, in this mount namespace.
+
+    The descriptor's mount belongs to the namespace it was opened in, which a bind
+    may not take from: the same file is found again by its path in this namespace's
+    copy of the tree, and must be the same inode (a file put in its place is not)."""
+    same = os.open(os.readlink(f"/proc/self/fd/{fd}"), os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+    given, found = os.fstat(fd), os.fstat(same)
+    if (given.st_dev, given.st_ino) != (found.st_dev, found.st_ino) or not stat.S_ISREG(found.st_mode):
+        os.close(same)
+        raise OSError(errno.ESTALE, "its path names another file now")
+    return same
+
+
+def _mount_artifact(found: int, target: str) -> None:
+    """Bind the file `found` (_find_artifact) onto `target` (made in the new root): read-only,
+    no devices or set-id. Not noexec: wasmtime maps the compiled code in it executable (as it
+    maps any code; the child may map anonymous memory executable all the same)."""
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400))
+    _check(_libc.mount(f"/proc/self/fd/{found}".encode(), target.encode(), None, MS_BIND, None),
+           "bind the artifact")
+    _check(_libc.mount(None, target.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                       None),
+           "remount the artifact read-only")
+    _check(_libc.mount(None, target.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                       None),
+           "remount the artifact read-only")
 
 
 # -- capabilities ------------------------------------------------------------
@@ -661,7 +735,24 @@ def _landlock_ruleset(abi: int) -> tuple[_LandlockRulesetAttr, int, list[str]]:
     return attr, size, handled
 
 
-def _restrict_landlock(config: LockdownConfig) -> LayerStatus:
+class _LandlockPathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def _allow_reading_artifact(ruleset_fd: int) -> None:
+    """The one rule: read the mounted artifact (ARTIFACT_PATH), nothing beside or beneath it."""
+    fd = os.open(ARTIFACT_PATH, os.O_PATH | os.O_CLOEXEC)
+    try:
+        rule = _LandlockPathBeneathAttr(_LANDLOCK_ACCESS_FS_READ_FILE, fd)
+        _check(_libc.syscall(ctypes.c_long(_SYS_LANDLOCK_ADD_RULE), ctypes.c_int(ruleset_fd),
+                             ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)),
+               "landlock_add_rule")
+    finally:
+        os.close(fd)
+
+
+def _restrict_landlock(config: LockdownConfig, artifact: bool = False) -> LayerStatus:
     if not config.landlock:
         return LayerStatus("landlock", False, "disabled by config")
     abi, why = landlock_abi()
@@ -674,8 +765,14 @@ def _restrict_landlock(config: LockdownConfig) -> LayerStatus:
         err = ctypes.get_errno()
         return LayerStatus("landlock", False,
                            f"landlock_create_ruleset(ABI {abi}): {os.strerror(err)}")
+    rules = "no rules"
     try:
-        # no landlock_add_rule at all: nothing is granted
+        if artifact:  # else no landlock_add_rule at all: nothing is granted
+            try:
+                _allow_reading_artifact(fd)
+                rules = f"one rule: read {ARTIFACT_PATH}"
+            except OSError as exc:  # no rule: the artifact stays unreadable, the child copies it
+                rules = f"no rules ({ARTIFACT_PATH} not granted: {exc.strerror})"
         if _libc.syscall(ctypes.c_long(_SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(fd),
                          ctypes.c_uint32(0)) != 0:
             err = ctypes.get_errno()
@@ -683,7 +780,7 @@ def _restrict_landlock(config: LockdownConfig) -> LayerStatus:
                                f"landlock_restrict_self: {os.strerror(err)}")
     finally:
         os.close(fd)
-    return LayerStatus("landlock", True, f"ABI {abi}, no rules; handled {'; '.join(handled)}")
+    return LayerStatus("landlock", True, f"ABI {abi}, {rules}; handled {'; '.join(handled)}")
 
 
 # -- (f) seccomp, and naming violations ---------------------------------------
@@ -813,8 +910,9 @@ def _args(conds, pid: int) -> list:
     return out
 
 
-def build_filter(pid: int, forbidden_action: int) -> pyseccomp.SyscallFilter:
-    """The allow-list as a pyseccomp filter (not loaded)."""
+def build_filter(pid: int, forbidden_action: int, open_artifact: bool = False) -> pyseccomp.SyscallFilter:
+    """The allow-list as a pyseccomp filter (not loaded); `open_artifact`: with the one open
+    of the mounted artifact allowed (policy.ARTIFACT_OPEN), every other open still forbidden."""
     f = pyseccomp.SyscallFilter(pyseccomp.ERRNO(errno.EPERM))
     f.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
     f.set_attr(pyseccomp.Attr.CTL_TSYNC, 1)
@@ -834,8 +932,14 @@ def build_filter(pid: int, forbidden_action: int) -> pyseccomp.SyscallFilter:
         add(pyseccomp.ALLOW, name, conds)
     for name, err in policy.ERRNO:
         add(pyseccomp.ERRNO(err), name)
+    opened = policy.ARTIFACT_OPEN[0] if open_artifact else None
+    if opened is not None:
+        (arg, _, flags), = policy.ARTIFACT_OPEN[1]
+        add(pyseccomp.ALLOW, opened, policy.ARTIFACT_OPEN[1])
+        add(forbidden_action, opened, ((arg, "ne", flags),))
     for name in policy.FORBID + policy.FORBID_NEW:
-        add(forbidden_action, name)
+        if name != opened:
+            add(forbidden_action, name)
     for name, conds in policy.FORBID_IF:
         add(forbidden_action, name, conds)
     return f
@@ -860,14 +964,14 @@ class _Prebuilt:
     pid_offsets: tuple[int, ...]  # byte offsets of those `k` fields
 
 
-_PREBUILT: dict[int, _Prebuilt] = {}  # by forbidden action
+_PREBUILT: dict[tuple[int, bool], _Prebuilt] = {}  # by forbidden action, open_artifact
 
 
-def export_program(pid: int, forbidden_action: int) -> bytes:
+def export_program(pid: int, forbidden_action: int, open_artifact: bool = False) -> bytes:
     """The filter as the BPF program libseccomp would load (for prebuilding and for tests)."""
     # A memory file, not a pipe: a program larger than a pipe's buffer would block the export.
     with os.fdopen(os.memfd_create("wasijail-seccomp", os.MFD_CLOEXEC), "w+b") as sink:
-        build_filter(pid, forbidden_action).export_bpf(sink)
+        build_filter(pid, forbidden_action, open_artifact).export_bpf(sink)
         sink.seek(0)
         return sink.read()
 
@@ -879,16 +983,17 @@ def prebuild_seccomp() -> None:
     child then only patches its own pid in and loads it.
     """
     for action in (pyseccomp.TRAP, pyseccomp.KILL_PROCESS):
-        program = export_program(_PID_PLACEHOLDER, action)
-        offsets = tuple(
-            i * _BPF_INSN.size for i, (code, _, _, k) in enumerate(_BPF_INSN.iter_unpack(program))
-            if k == _PID_PLACEHOLDER and code & 0x07 == _BPF_JMP)
-        _PREBUILT[action] = _Prebuilt(program, offsets)
+        for open_artifact in (False, True):
+            program = export_program(_PID_PLACEHOLDER, action, open_artifact)
+            offsets = tuple(
+                i * _BPF_INSN.size for i, (code, _, _, k) in enumerate(_BPF_INSN.iter_unpack(program))
+                if k == _PID_PLACEHOLDER and code & 0x07 == _BPF_JMP)
+            _PREBUILT[action, open_artifact] = _Prebuilt(program, offsets)
 
 
-def program_for(pid: int, forbidden_action: int) -> bytes | None:
+def program_for(pid: int, forbidden_action: int, open_artifact: bool = False) -> bytes | None:
     """The prebuilt program with `pid` patched in, or None when none was prebuilt."""
-    prebuilt = _PREBUILT.get(forbidden_action)
+    prebuilt = _PREBUILT.get((forbidden_action, open_artifact))
     if prebuilt is None:
         return None
     program = bytearray(prebuilt.program)
@@ -908,7 +1013,7 @@ def _load_program(program: bytes) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _load_seccomp(config: LockdownConfig, reporter_problem: str | None) -> LayerStatus:
+def _load_seccomp(config: LockdownConfig, reporter_problem: str | None, open_artifact: bool = False) -> LayerStatus:
     if not config.seccomp:
         return LayerStatus("seccomp", False, "disabled by config")
     if reporter_problem is None:
@@ -918,15 +1023,16 @@ def _load_seccomp(config: LockdownConfig, reporter_problem: str | None) -> Layer
         action = pyseccomp.KILL_PROCESS
         naming = f"forbidden syscalls: SIGSYS, not named ({reporter_problem})"
     try:
-        program = program_for(os.getpid(), action)
+        program = program_for(os.getpid(), action, open_artifact)
         if program is not None:
             _load_program(program)
         else:
-            build_filter(os.getpid(), action).load()
+            build_filter(os.getpid(), action, open_artifact).load()
     except OSError as exc:
         return LayerStatus("seccomp", False, f"loading the filter failed: {exc}")
     return LayerStatus("seccomp", True,
                        f"allow-list (default EPERM), TSYNC; {naming}"
+                       + (f"; openat O_RDONLY|O_CLOEXEC allowed (for {ARTIFACT_PATH})" if open_artifact else "")
                        + ("; compiled once in the fork server" if program is not None else ""))
 
 

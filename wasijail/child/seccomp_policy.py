@@ -153,6 +153,18 @@ ALLOW_IF: tuple[tuple[str, tuple[Cond, ...]], ...] = (
     ("prctl", ((0, "eq", PR_GET_NO_NEW_PRIVS),)),
 )
 
+# -- ALLOW, only for a child whose empty root holds the cached artifact ---------
+
+O_RDONLY = 0
+O_CLOEXEC = 0o2000000
+
+# wasmtime's Module.deserialize_file opens its file with Rust's File::open:
+# openat(AT_FDCWD, path, O_RDONLY|O_CLOEXEC).  Allowed with exactly these flags,
+# and only when lockdown bind-mounted the supervisor's sealed artifact,
+# read-only, into the child's otherwise empty root (sandbox.ARTIFACT_PATH)
+# and Landlock grants reading that file alone; any other openat still dies.
+ARTIFACT_OPEN: tuple[str, tuple[Cond, ...]] = ("openat", ((2, "eq", O_RDONLY | O_CLOEXEC),))
+
 # -- ERRNO: answered so that the caller falls back ---------------------------
 
 ERRNO: tuple[tuple[str, int], ...] = (

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from .setup import ChildLimits
-from .transport import Message, decode
+from .transport import Message, ProtocolError, decode
 
 
 class ControlOp(IntEnum):
@@ -20,28 +20,38 @@ class ControlOp(IntEnum):
     EXITED = 3  # fork server -> supervisor
 
 # Spawn's descriptors: broker socket, stdin, stdout, stderr, violation pipe,
-# then the `cgroup.procs` of each cgroup the child joins (none, one or two).
-SPAWN_FDS = range(5, 8)
+# then the cache's artifact when Spawn.artifact is 1, then the `cgroup.procs`
+# of each cgroup the child joins (none, one or two).
+SPAWN_FDS = range(5, 8)  # without an artifact
 
 
 @dataclass(frozen=True, slots=True)
 class Spawn(Message):
-    """Fork a child; sent with SPAWN_FDS descriptors."""
+    """Fork a child; sent with SPAWN_FDS descriptors (one more with an artifact)."""
 
     OP = ControlOp.SPAWN
-    FIXED = struct.Struct("<Qq")
+    FIXED = struct.Struct("<Qqq")
     BLOBS = ("limits", "require")
     run_id: int
     host_uid: int  # the host uid (and gid) the child runs as before lockdown, -1: the server's
+    artifact: int  # 1: the sixth descriptor is the cache's artifact, for lockdown to mount read-only
     limits: bytes  # ChildLimits.encode(): the lockdown applies its rlimits
     require: bytes  # comma-separated sandbox layers that must be applied
 
     @classmethod
-    def of(cls, run_id: int, limits: ChildLimits, host_uid: int, require: tuple[str, ...]) -> "Spawn":
-        return cls(run_id, host_uid, limits.encode(), ",".join(require).encode())
+    def of(cls, run_id: int, limits: ChildLimits, host_uid: int, require: tuple[str, ...],
+           artifact: bool = False) -> "Spawn":
+        return cls(run_id, host_uid, int(artifact), limits.encode(), ",".join(require).encode())
 
     def validate(self) -> None:
+        if self.artifact not in (0, 1):
+            raise ProtocolError(f"Spawn.artifact: {self.artifact}, not 0 or 1")
         ChildLimits.decode(self.limits)
+
+    @property
+    def fd_counts(self) -> range:
+        """How many descriptors may come with this Spawn."""
+        return range(SPAWN_FDS.start + self.artifact, SPAWN_FDS.stop + self.artifact)
 
     @property
     def child_limits(self) -> ChildLimits:
