@@ -170,3 +170,45 @@ def test_subtrees_of_dead_supervisors_are_swept():
     finally:
         pool.close()
     assert not pool.path.exists()
+
+
+def test_an_ended_childs_thread_leaf_is_used_again(tmp_path):
+    # Making and removing a cgroup costs the event loop ~1.5 ms per child: an empty leaf that
+    # caps threads alone serves the next child, its pids.max written again.
+    (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    pool = StandInPool.open(tmp_path)
+    first = pool.leaf(None, child_threads())
+    first.close_fd()
+    (first.path / "pids.max").write_text("1")
+    first.remove()  # its cgroup.procs lists no process: kept
+    again = pool.leaf(None, child_threads())
+    assert again.path == first.path and pool.spare == []
+    assert (again.path / "pids.max").read_text() == str(child_threads())
+    (again.path / "cgroup.procs").write_text("4242\n")  # a process still in it
+    again.remove()
+    assert pool.spare == []  # not handed to another child
+    capped = pool.leaf(100 << 20, child_threads())
+    assert capped.path != first.path  # a memory cap has state (its OOM count): a fresh leaf
+    capped.remove()
+    assert pool.spare == []
+    assert pool.leaf(None, None).path not in (first.path, capped.path)
+
+
+async def test_runs_one_after_another_share_one_real_thread_leaf():
+    from wasijail.cgroup import own_v1_dir
+
+    base = own_v1_dir("pids")
+    if base is None or not os.access(base, os.W_OK):
+        pytest.skip("no writable v1 pids hierarchy here (the v2 pool is tested with the stand-in)")
+    async with open_supervisor() as sup:
+        pool = sup.thread_cgroups
+        assert pool is not None and pool.v1
+        for _ in range(3):
+            result = await sup.run(program("exit7.wasm"), policy=Policy())
+            assert result.returncode == 7
+        leaves = sorted(p.name for p in pool.path.iterdir() if p.is_dir())
+        assert leaves == ["child-1"]
+        assert (pool.path / "child-1" / "pids.max").read_text().strip() == str(child_threads())
+        assert (pool.path / "child-1" / "cgroup.procs").read_text() == ""
+    assert not pool.path.exists()
