@@ -224,6 +224,11 @@ def _events(text: str, artifact_size: int | None, first_role: str) -> Trace:
         elif event in ("syscalls:sys_enter_sendmsg", "syscalls:sys_enter_sendto") and role == "child" and (pid, "artifact") in marks \
                 and once(pid, "loaded"):
             add(t, pid, "module loaded (Compiled sent)")
+        elif event in ("syscalls:sys_enter_sendmsg", "syscalls:sys_enter_sendto") and role == "child" \
+                and artifact_size is None and (pid, "start") in marks and once(pid, "loaded"):
+            add(t, pid, "module loaded (Compiled sent)")
+        elif event == "syscalls:sys_enter_sendmsg" and role == first_role == "cli" and once(pid, "spawn"):
+            add(t, pid, "Spawn sent (imports, policy, supervisor ready)")
         elif event in ("syscalls:sys_enter_write", "syscalls:sys_enter_writev") and args.get("fd") in ("0x00000001", "0x00000002") \
                 and role in ("child", first_role) and once(pid, "output"):
             add(t, pid, "first output")
