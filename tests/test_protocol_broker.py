@@ -40,8 +40,8 @@ SAMPLES = [
 
 
 def test_every_message_of_the_channel_is_sampled():
-    assert {type(m) for m in SAMPLES} == set(wire.REQUESTS.values())
-    assert set(wire.REQUESTS) == set(wire.BrokerOp)
+    assert {type(m) for m in SAMPLES} == set(wire.REQUESTS.messages.values())
+    assert set(wire.REQUESTS.messages) == set(wire.BrokerOp)
 
 
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)

@@ -61,7 +61,7 @@ def test_start_round_trip(mode):
 
 
 def test_start_refuses_an_unknown_mode_and_other_ops():
-    with pytest.raises(ProtocolError, match="unknown mode 3"):
+    with pytest.raises(ProtocolError, match="Start.artifact: 3 not in 0..2"):
         decode_start(Start(3).encode())
     with pytest.raises(ProtocolError, match="unknown op 10"):
         decode_start(b"\x0a\x00\x00")

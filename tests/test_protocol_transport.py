@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from wasijail.protocol import transport
-from wasijail.protocol.transport import Message, ProtocolError, compile_layout
+from wasijail.protocol.transport import Channel, Message, ProtocolError, layout_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +25,24 @@ class _Sample(Message):
     data: bytes
 
 
-def test_layout_is_one_struct_for_head_and_fixed_fields():
-    layout = compile_layout(_Sample, "HH")
-    assert layout.head.format == "<HHIQ"
-    assert layout.ints(_Sample(1, 2, b"n", b"d")) == (1, 2)
-    assert _Sample(1, 2, b"n", b"dd").encode() == struct.pack("<HIQI", 77, 1, 2, 1) + b"n" + struct.pack("<I", 2) + b"dd"
+def test_layout_is_one_struct_for_head_fields_and_blob_lengths():
+    layout = layout_of(_Sample)
+    assert (layout.body.format, layout.ints) == ("<IQII", 2)
+    assert _Sample(1, 2, b"n", b"dd").encode() == struct.pack("<HIQII", 77, 1, 2, 1, 2) + b"n" + b"dd"
+    assert "encode" in _Sample.__dict__  # compiled for this class alone
+
+
+def test_a_subclass_compiles_its_own_encoder():
+    @dataclass(frozen=True, slots=True)
+    class Longer(_Sample):
+        OP = 78
+        BLOBS = ("name", "data", "extra")
+        extra: bytes = b""
+
+    assert _Sample(1, 2, b"n", b"").encode()  # the parent's encoder exists first
+    longer = Longer(1, 2, b"n", b"", b"xyz")
+    assert longer.encode() == struct.pack("<HIQIII", 78, 1, 2, 1, 0, 3) + b"nxyz"
+    assert Channel("test", (Longer,)).decode(longer.encode()) == longer
 
 
 def test_blobs_must_come_last():
@@ -42,19 +55,25 @@ def test_blobs_must_come_last():
         a: int
 
     with pytest.raises(TypeError, match="blob fields must come last"):
-        compile_layout(Bad, "H")
+        layout_of(Bad)
 
 
-def test_decode_by_table():
-    table = {_Sample.OP: _Sample}
+def test_a_channel_decodes_its_messages_and_refuses_the_rest():
+    channel = Channel("test", (_Sample,))
     message = _Sample(1, 2, b"dir/f", b"\0\xff")
-    assert transport.decode(message.encode(), table, "test") == message
+    assert channel.decode(message.encode()) == message
     with pytest.raises(ProtocolError, match="unknown op 78"):
-        transport.decode(struct.pack("<H", 78), table, "test")
+        channel.decode(struct.pack("<H", 78))
     with pytest.raises(ProtocolError, match="shorter than its header"):
-        transport.decode(b"\x4d", table, "test")
+        channel.decode(b"\x4d")
     with pytest.raises(ProtocolError, match="not a valid path"):  # PATHS are checked, other blobs not
-        transport.decode(_Sample(1, 2, b"\xff", b"").encode(), table, "test")
+        channel.decode(_Sample(1, 2, b"\xff", b"").encode())
+    data = bytearray(message.encode())
+    data[-1:] = b""
+    with pytest.raises(ProtocolError, match="past the end"):
+        channel.decode(bytes(data))
+    with pytest.raises(ProtocolError, match="1 trailing bytes"):
+        channel.decode(message.encode() + b"x")
 
 
 def test_send_and_receive_carry_descriptors():

@@ -326,60 +326,41 @@ class Broker:
             _close(fd)
         # The symlink itself: an O_PATH fd of a link cannot be re-timed, so
         # act on its name in its (resolved, confined) parent, never following it.
-        dirfd, name = self._parent(handle, req.path)
-        try:
+        with _InDir(self._parent(handle, req.path)) as (dirfd, name):
             st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
             os.utime(name, ns=_new_times(st, req.atim, req.mtim, req.fstflags), dir_fd=dirfd,
                      follow_symlinks=False)
-        finally:
-            _close(dirfd)
         return _DONE
 
     def path_create_directory(self, req: wire.PathCreateDirectory):
-        handle = self._handle(req.dir, mutating=True)
-        dirfd, name = self._parent(handle, req.path)
-        try:
-            os.mkdir(name, 0o777, dir_fd=dirfd)
-        finally:
-            _close(dirfd)
-        return _DONE
+        return self._at_name(req, self._parent, os.mkdir)  # mode 0o777, less the umask
 
     def path_remove_directory(self, req: wire.PathRemoveDirectory):
-        handle = self._handle(req.dir, mutating=True)
-        dirfd, name = self._parent_or_dir(handle, req.path)
-        try:
-            os.rmdir(name, dir_fd=dirfd)
-        finally:
-            _close(dirfd)
-        return _DONE
+        return self._at_name(req, self._parent_or_dir, os.rmdir)
 
     def path_unlink_file(self, req: wire.PathUnlinkFile):
-        handle = self._handle(req.dir, mutating=True)
-        dirfd, name = self._parent_or_dir(handle, req.path)
-        try:
-            os.unlink(name, dir_fd=dirfd)
-        finally:
-            _close(dirfd)
+        return self._at_name(req, self._parent_or_dir, os.unlink)
+
+    def _at_name(self, req: wire.PathCreateDirectory | wire.PathRemoveDirectory | wire.PathUnlinkFile,
+                 locate, act):
+        """`act(name, dir_fd=...)` on the last component of a path under a writable handle,
+        in its parent as `locate` resolves it (confined, never following the name itself)."""
+        with _InDir(locate(self._handle(req.dir, mutating=True), req.path)) as (dirfd, name):
+            act(name, dir_fd=dirfd)
         return _DONE
 
     def path_rename(self, req: wire.PathRename):
         old = self._handle(req.old_dir, mutating=True)
         new = self._handle(req.new_dir, mutating=True)
-        old_dirfd, old_name = self._parent(old, req.old_path)
-        try:
-            new_dirfd, new_name = self._parent(new, req.new_path)
-            try:
-                if req.old_path.endswith(b"/") or req.new_path.endswith(b"/"):
-                    st = os.stat(old_name, dir_fd=old_dirfd, follow_symlinks=False)
-                    if not stat.S_ISDIR(st.st_mode):
-                        raise WasiErrno(Errno.NOTDIR)
-                if self.confined:
-                    self._check_move(old, old_dirfd, old_name, new, new_dirfd)
-                os.rename(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd)
-            finally:
-                _close(new_dirfd)
-        finally:
-            _close(old_dirfd)
+        with (_InDir(self._parent(old, req.old_path)) as (old_dirfd, old_name),
+              _InDir(self._parent(new, req.new_path)) as (new_dirfd, new_name)):
+            if req.old_path.endswith(b"/") or req.new_path.endswith(b"/"):
+                st = os.stat(old_name, dir_fd=old_dirfd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise WasiErrno(Errno.NOTDIR)
+            if self.confined:
+                self._check_move(old, old_dirfd, old_name, new, new_dirfd)
+            os.rename(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd)
         return _DONE
 
     def path_link(self, req: wire.PathLink):
@@ -390,27 +371,17 @@ class Broker:
             # Following the source means linking what it resolves to, which must stay inside.
             source = self._resolve_fd(old, req.old_path, True)
             try:
-                new_dirfd, new_name = self._parent_or_dir(new, req.new_path)
-                try:
+                with _InDir(self._parent_or_dir(new, req.new_path)) as (new_dirfd, new_name):
                     os.link(f"/proc/self/fd/{source}", new_name, dst_dir_fd=new_dirfd)
-                finally:
-                    _close(new_dirfd)
             finally:
                 _close(source)
             return _DONE
-        old_dirfd, old_name = self._parent_or_dir(old, req.old_path)
-        try:
-            new_dirfd, new_name = self._parent_or_dir(new, req.new_path)
-            try:
-                if self.confined and links.is_symlink(old_dirfd, old_name):
-                    # The link itself gets a name elsewhere: checked as if made there.
-                    self._check_target(new, new_dirfd, os.readlink(old_name, dir_fd=old_dirfd))
-                os.link(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd,
-                        follow_symlinks=False)
-            finally:
-                _close(new_dirfd)
-        finally:
-            _close(old_dirfd)
+        with (_InDir(self._parent_or_dir(old, req.old_path)) as (old_dirfd, old_name),
+              _InDir(self._parent_or_dir(new, req.new_path)) as (new_dirfd, new_name)):
+            if self.confined and links.is_symlink(old_dirfd, old_name):
+                # The link itself gets a name elsewhere: checked as if made there.
+                self._check_target(new, new_dirfd, os.readlink(old_name, dir_fd=old_dirfd))
+            os.link(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd, follow_symlinks=False)
         return _DONE
 
     def path_symlink(self, req: wire.PathSymlink):
@@ -421,13 +392,10 @@ class Broker:
             raise WasiErrno(Errno.PERM)
         if not req.target:
             raise WasiErrno(Errno.NOENT)
-        dirfd, name = self._parent_or_dir(handle, req.path)
-        try:
+        with _InDir(self._parent_or_dir(handle, req.path)) as (dirfd, name):
             if self.confined:
                 self._check_target(handle, dirfd, req.target)
             os.symlink(req.target, name, dir_fd=dirfd)
-        finally:
-            _close(dirfd)
         return _DONE
 
     def _check_target(self, handle: Handle, dirfd: int, target: bytes) -> None:
@@ -471,13 +439,8 @@ class Broker:
         raise WasiErrno(Errno.XDEV)
 
     def path_readlink(self, req: wire.PathReadlink):
-        handle = self._handle(req.dir)
-        dirfd, name = self._parent_or_dir(handle, req.path)
-        try:
-            target = os.readlink(name, dir_fd=dirfd)
-        finally:
-            _close(dirfd)
-        return wire.BytesReply(os.fsencode(target)), ()
+        with _InDir(self._parent_or_dir(self._handle(req.dir), req.path)) as (dirfd, name):
+            return wire.BytesReply(os.fsencode(os.readlink(name, dir_fd=dirfd))), ()
 
     def fd_readdir(self, req: wire.FdReaddir):
         handle = self._handle(req.dir)
@@ -527,6 +490,22 @@ class Broker:
     def dir_sync(self, req: wire.DirSync):
         os.fsync(self._handle(req.dir).fd)
         return _DONE
+
+
+class _InDir:
+    """`with _InDir(located) as (dirfd, name)`: a name and the resolved directory
+    fd it lies in (from `_parent`, `_parent_or_dir`), the fd closed on exit."""
+
+    __slots__ = ("located",)
+
+    def __init__(self, located: tuple[int, bytes]) -> None:
+        self.located = located
+
+    def __enter__(self) -> tuple[int, bytes]:
+        return self.located
+
+    def __exit__(self, *exc) -> None:
+        _close(self.located[0])
 
 
 class _BoundedSet:

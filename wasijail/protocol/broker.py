@@ -26,7 +26,7 @@ from enum import IntEnum
 from typing import ClassVar
 
 from ..wasi import ALL_FSTFLAGS, ALL_FDFLAGS, ALL_LOOKUPFLAGS, ALL_OFLAGS, Errno, WasiErrno
-from .transport import Layout, Message, ProtocolError, Record, check_flags, compile_layout, decode
+from .transport import Channel, Message, ProtocolError, Reply
 
 # The most a single readdir reply carries; the child asks again for more.
 READDIR_CHUNK = 32 * 1024
@@ -88,6 +88,7 @@ class PathOpen(Message):
     FIXED = struct.Struct("<IIHHQQ")
     BLOBS = ("path",)
     PATHS = ("path",)
+    FLAGS = (("lookupflags", ALL_LOOKUPFLAGS), ("oflags", ALL_OFLAGS), ("fdflags", ALL_FDFLAGS))
     dir: int
     lookupflags: int
     oflags: int
@@ -96,12 +97,6 @@ class PathOpen(Message):
     rights_inheriting: int
     path: bytes
 
-    def validate(self) -> None:
-        Message.validate(self)
-        check_flags("PathOpen.lookupflags", self.lookupflags, ALL_LOOKUPFLAGS)
-        check_flags("PathOpen.oflags", self.oflags, ALL_OFLAGS)
-        check_flags("PathOpen.fdflags", self.fdflags, ALL_FDFLAGS)
-
 
 @dataclass(frozen=True, slots=True)
 class PathFilestatGet(Message):
@@ -109,13 +104,10 @@ class PathFilestatGet(Message):
     FIXED = struct.Struct("<II")
     BLOBS = ("path",)
     PATHS = ("path",)
+    FLAGS = (("lookupflags", ALL_LOOKUPFLAGS),)
     dir: int
     lookupflags: int
     path: bytes
-
-    def validate(self) -> None:
-        Message.validate(self)
-        check_flags("PathFilestatGet.lookupflags", self.lookupflags, ALL_LOOKUPFLAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,17 +116,13 @@ class PathFilestatSetTimes(Message):
     FIXED = struct.Struct("<IIQQH")
     BLOBS = ("path",)
     PATHS = ("path",)
+    FLAGS = (("lookupflags", ALL_LOOKUPFLAGS), ("fstflags", ALL_FSTFLAGS))
     dir: int
     lookupflags: int
     atim: int
     mtim: int
     fstflags: int
     path: bytes
-
-    def validate(self) -> None:
-        Message.validate(self)
-        check_flags("PathFilestatSetTimes.lookupflags", self.lookupflags, ALL_LOOKUPFLAGS)
-        check_flags("PathFilestatSetTimes.fstflags", self.fstflags, ALL_FSTFLAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,15 +163,12 @@ class PathLink(Message):
     FIXED = struct.Struct("<III")
     BLOBS = ("old_path", "new_path")
     PATHS = ("old_path", "new_path")
+    FLAGS = (("lookupflags", ALL_LOOKUPFLAGS),)
     old_dir: int
     lookupflags: int
     new_dir: int
     old_path: bytes
     new_path: bytes
-
-    def validate(self) -> None:
-        Message.validate(self)
-        check_flags("PathLink.lookupflags", self.lookupflags, ALL_LOOKUPFLAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,13 +186,10 @@ class PathSymlink(Message):
 class FdReaddir(Message):
     OP = BrokerOp.FD_READDIR
     FIXED = struct.Struct("<IQI")
+    RANGES = (("max_bytes", 1, READDIR_CHUNK),)
     dir: int
     cookie: int
     max_bytes: int
-
-    def validate(self) -> None:
-        if not 0 < self.max_bytes <= READDIR_CHUNK:
-            raise ProtocolError(f"FdReaddir.max_bytes: {self.max_bytes} not in 1..{READDIR_CHUNK}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,13 +211,11 @@ class DirSync(_DirRequest):
 class DirFilestatSetTimes(Message):
     OP = BrokerOp.DIR_FILESTAT_SET_TIMES
     FIXED = struct.Struct("<IQQH")
+    FLAGS = (("fstflags", ALL_FSTFLAGS),)
     dir: int
     atim: int
     mtim: int
     fstflags: int
-
-    def validate(self) -> None:
-        check_flags("DirFilestatSetTimes.fstflags", self.fstflags, ALL_FSTFLAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,12 +230,10 @@ class FdFilestatSetTimes(Message):
     OP = BrokerOp.FD_FILESTAT_SET_TIMES
     FIXED = struct.Struct("<QQH")
     FDS = 1
+    FLAGS = (("fstflags", ALL_FSTFLAGS),)
     atim: int
     mtim: int
     fstflags: int
-
-    def validate(self) -> None:
-        check_flags("FdFilestatSetTimes.fstflags", self.fstflags, ALL_FSTFLAGS)
 
 
 # --- the child's notices (child -> parent) -------------------------------------------
@@ -281,11 +259,8 @@ class Compiled(Message):
 
     OP = BrokerOp.COMPILED
     FIXED = struct.Struct("<Q")
+    RANGES = (("artifact_size", 0, MAX_ARTIFACT),)
     artifact_size: int  # bytes of serialized module written to the artifact fd (0: none)
-
-    def validate(self) -> None:
-        if self.artifact_size > MAX_ARTIFACT:
-            raise ProtocolError(f"Compiled.artifact_size: {self.artifact_size} exceeds {MAX_ARTIFACT}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,15 +270,12 @@ class Result(Message):
     OP = BrokerOp.RESULT
     FIXED = struct.Struct("<BiQQ")
     BLOBS = ("message",)
+    RANGES = (("outcome", min(ChildOutcome), max(ChildOutcome)),)  # its values are contiguous
     outcome: int  # a ChildOutcome
     code: int
     bytes_read: int  # through fd_read/fd_pread, all descriptors
     bytes_written: int  # through fd_write/fd_pwrite, all descriptors
     message: bytes
-
-    def validate(self) -> None:
-        if self.outcome not in ChildOutcome._value2member_map_:
-            raise ProtocolError(f"Result.outcome: unknown value {self.outcome}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,47 +286,24 @@ class SandboxReport(Message):
     OP = BrokerOp.SANDBOX_REPORT
     FIXED = struct.Struct("<x")
     BLOBS = ("missing",)
+    RANGES = (("missing", 0, MAX_SANDBOX_REPORT),)
     missing: bytes
 
-    def validate(self) -> None:
-        if len(self.missing) > MAX_SANDBOX_REPORT:
-            raise ProtocolError(f"SandboxReport.missing: longer than {MAX_SANDBOX_REPORT} bytes")
 
-
-REQUESTS: dict[int, type[Message]] = {
-    cls.OP: cls
-    for cls in (
-        PathOpen, PathFilestatGet, PathFilestatSetTimes, PathCreateDirectory,
-        PathRemoveDirectory, PathUnlinkFile, PathRename, PathLink, PathSymlink,
-        PathReadlink, FdReaddir, DirFilestatGet, DirFilestatSetTimes, DirClose,
-        DirSync, FdFilestatSetTimes, Result, Compiled, SandboxReport,
-    )
-}
-
-
-def decode_request(data: bytes | memoryview) -> Message:
-    """Decode and validate one child -> parent message, or raise ProtocolError."""
-    return decode(data, REQUESTS, "broker")
+REQUESTS = Channel("broker", (
+    PathOpen, PathFilestatGet, PathFilestatSetTimes, PathCreateDirectory,
+    PathRemoveDirectory, PathUnlinkFile, PathRename, PathLink, PathSymlink,
+    PathReadlink, FdReaddir, DirFilestatGet, DirFilestatSetTimes, DirClose,
+    DirSync, FdFilestatSetTimes, Result, Compiled, SandboxReport,
+))
+# Decode and validate one child -> parent message, or raise ProtocolError.
+decode_request = REQUESTS.decode
 
 
 # --- replies (parent -> child) ---------------------------------------------------------
 
 REPLY_HEAD = struct.Struct("<HH")  # the op answered, a WASI errno (0: the body follows)
 _ERRNOS = frozenset(int(e) for e in Errno if e)
-
-
-class Reply(Record):
-    """The body of a successful reply; requests with nothing to return have none."""
-
-    def encode_reply(self, op: int) -> bytes:
-        cls = type(self)
-        layout = _REPLY_LAYOUTS.get(cls)
-        if layout is None:
-            layout = _REPLY_LAYOUTS[cls] = compile_layout(cls, "HH")
-        return self.pack(layout, op, 0)
-
-
-_REPLY_LAYOUTS: dict[type, Layout] = {}
 
 
 class FileKind(IntEnum):

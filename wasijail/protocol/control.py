@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from .setup import ChildLimits
-from .transport import Message, ProtocolError, decode
+from .transport import Channel, Message
 
 
 class ControlOp(IntEnum):
@@ -32,6 +32,7 @@ class Spawn(Message):
     OP = ControlOp.SPAWN
     FIXED = struct.Struct("<Qqq")
     BLOBS = ("limits", "require")
+    RANGES = (("artifact", 0, 1),)
     run_id: int
     host_uid: int  # the host uid (and gid) the child runs as before lockdown, -1: the server's
     artifact: int  # 1: the sixth descriptor is the cache's artifact, for lockdown to mount read-only
@@ -44,8 +45,7 @@ class Spawn(Message):
         return cls(run_id, host_uid, int(artifact), limits.encode(), ",".join(require).encode())
 
     def validate(self) -> None:
-        if self.artifact not in (0, 1):
-            raise ProtocolError(f"Spawn.artifact: {self.artifact}, not 0 or 1")
+        Message.validate(self)
         ChildLimits.decode(self.limits)
 
     @property
@@ -87,13 +87,6 @@ class Exited(Message):
     max_rss_kib: int
 
 
-_TO_SERVER = {Spawn.OP: Spawn}
-_FROM_SERVER = {Spawned.OP: Spawned, Exited.OP: Exited}
-
-
-def decode_to_server(data: bytes) -> Spawn:
-    return decode(data, _TO_SERVER, "control")  # type: ignore[return-value]
-
-
-def decode_from_server(data: bytes) -> Spawned | Exited:
-    return decode(data, _FROM_SERVER, "control")  # type: ignore[return-value]
+# Each direction decodes and validates only its own messages (ProtocolError otherwise).
+decode_to_server = Channel("control", (Spawn,)).decode
+decode_from_server = Channel("control", (Spawned, Exited)).decode

@@ -18,7 +18,7 @@ import struct
 from dataclasses import astuple, dataclass, field, fields
 from enum import IntEnum
 
-from .transport import BLOB_LEN, Message, ProtocolError, decode
+from .transport import Channel, Message, ProtocolError
 
 
 class SetupOp(IntEnum):
@@ -37,15 +37,12 @@ class Start(Message):
 
     OP = SetupOp.START
     FIXED = struct.Struct("<B")
-    artifact: int
-
-    def validate(self) -> None:
-        if self.artifact not in ArtifactMode._value2member_map_:
-            raise ProtocolError(f"Start.artifact: unknown mode {self.artifact}")
+    RANGES = (("artifact", min(ArtifactMode), max(ArtifactMode)),)
+    artifact: int  # an ArtifactMode
 
 
-def decode_start(data: bytes) -> Start:
-    return decode(data, {SetupOp.START: Start}, "setup")  # type: ignore[return-value]
+# The child's first message in: decode and validate it, or raise ProtocolError.
+decode_start = Channel("setup", (Start,)).decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +142,7 @@ class Setup:
         return setup
 
 
-_COUNT = struct.Struct("<I")
+_COUNT = _LENGTH = struct.Struct("<I")
 
 
 class _Writer:
@@ -156,7 +153,7 @@ class _Writer:
         self.parts.append(b"\1" if value else b"\0")
 
     def blob(self, value: bytes) -> None:
-        self.parts.append(BLOB_LEN.pack(len(value)))
+        self.parts.append(_LENGTH.pack(len(value)))
         self.parts.append(value)
 
     def blobs(self, values: list[bytes] | tuple[bytes, ...]) -> None:
@@ -177,8 +174,8 @@ class _Reader:
         return value == b"\1"
 
     def blob(self) -> bytes:
-        (length,) = BLOB_LEN.unpack_from(self.data, self.offset)
-        self.offset += BLOB_LEN.size
+        (length,) = _LENGTH.unpack_from(self.data, self.offset)
+        self.offset += _LENGTH.size
         value = self.data[self.offset:self.offset + length]
         if len(value) != length:
             raise ProtocolError("setup blob truncated")

@@ -1,16 +1,16 @@
 """Framing and codec shared by every channel.
 
 Transport: AF_UNIX SOCK_SEQPACKET sockets, so every message keeps its
-boundaries. A message is
+boundaries. A record is
 
-    u16 op | fixed fields (struct, little-endian) | per blob: u32 length, bytes
+    head (u16 op, ...) | fixed fields | u32 length of each blob | the blobs' bytes
 
-A record's layout is compiled once per class into one `struct.Struct` for the
-head and the fixed fields, so encoding is one `pack` plus the blobs, and
-decoding one `unpack_from` plus a length check per blob: no per-field work on
-the hot path. Decoding checks the exact length, every blob length and then
-the record's own `validate` (paths against the WASI path rule, flags against
-their masks...); anything malformed is a `ProtocolError`.
+all little-endian. Its layout is compiled once per class into one
+`struct.Struct` for the head, the fixed fields and the blob lengths, so
+encoding is one `pack` and one join, and decoding one `unpack_from`, one sum
+of the lengths against the size and a slice per blob: no per-field work on
+the hot path. Decoding checks the exact length and then the record's checks,
+declared as data (`Record`); anything malformed is a `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ MAX_MESSAGE = 64 * 1024
 MAX_FDS = 7
 
 HEADER = struct.Struct("<H")  # the op
-BLOB_LEN = struct.Struct("<I")
 RECV_CMSG_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
 
@@ -39,117 +38,151 @@ class ProtocolError(Exception):
     """A message that does not follow this protocol: the peer is broken or hostile."""
 
 
-def check_path(name: str, value: bytes) -> None:
-    """A path field must be a valid WASI path (an honest child never sends another)."""
-    problem = path_errno(value)
-    if problem is not None:
-        raise ProtocolError(f"{name}: not a valid path ({problem.name})")
-
-
-def check_flags(name: str, value: int, allowed: int) -> None:
-    if value & ~allowed:
-        raise ProtocolError(f"{name}: unknown bits {value & ~allowed:#x}")
-
-
 @dataclass(frozen=True)
 class Layout:
-    head: struct.Struct  # the head (op, ...) and the fixed fields, packed in one call
-    ints: Callable[["Record"], tuple]  # the fixed fields' values, in order
+    body: struct.Struct  # the fixed fields and each blob's length, after the head: one unpack
+    ints: int  # how many fixed fields
 
 
 class Record:
     """Fixed int fields then trailing blobs: a frozen dataclass plus its wire layout.
 
     Subclasses declare `FIXED` (the struct of the leading int fields, in
-    declaration order), `BLOBS` (names of the trailing bytes fields) and
-    `PATHS` (the blobs that are guest paths).
+    declaration order) and `BLOBS` (names of the trailing bytes fields), and
+    what decoding checks beyond the layout, as data: `PATHS` (blobs that are
+    guest paths, held to the WASI path rule), `FLAGS` ((field, the bits it may
+    hold)) and `RANGES` ((field, lowest, highest): an int's value, a blob's
+    length). The two kinds of record below say what precedes the fields.
     """
 
+    # The head's struct format, and the encoder `layout_of` compiles for each class:
+    # (its name, its parameters after self, the head's values).
+    HEAD: ClassVar[str]
+    ENCODER: ClassVar[tuple[str, str, str]]
     FIXED: ClassVar[struct.Struct]
     BLOBS: ClassVar[tuple[str, ...]] = ()
     PATHS: ClassVar[tuple[str, ...]] = ()
+    FLAGS: ClassVar[tuple[tuple[str, int], ...]] = ()
+    RANGES: ClassVar[tuple[tuple[str, int, int], ...]] = ()
 
-    def pack(self, layout: Layout, *head: int) -> bytes:
-        data = layout.head.pack(*head, *layout.ints(self))
-        if not self.BLOBS:
-            return data
-        parts = [data]
-        for name in self.BLOBS:
-            blob = getattr(self, name)
-            parts.append(BLOB_LEN.pack(len(blob)))
-            parts.append(blob)
-        return b"".join(parts)
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # An encoder is compiled for one class's fields: a subclass starts from the generic one.
+        encoder = getattr(cls, "ENCODER", None)
+        if encoder is not None and encoder[0] not in cls.__dict__:
+            setattr(cls, encoder[0], _GENERIC[encoder[0]])
 
     @classmethod
     def decode_body(cls, data: bytes | memoryview, offset: int):
+        layout = LAYOUTS.get(cls) or layout_of(cls)
         try:
-            ints = cls.FIXED.unpack_from(data, offset)
+            values = layout.body.unpack_from(data, offset)
         except struct.error as exc:
-            raise ProtocolError(f"{cls.__name__}: truncated fixed part") from exc
-        offset += cls.FIXED.size
-        if cls.BLOBS:
+            raise ProtocolError(f"{cls.__name__}: truncated") from exc
+        offset += layout.body.size
+        ints = layout.ints
+        if len(values) > ints:
+            lengths = values[ints:]
+            if offset + sum(lengths) > len(data):
+                raise ProtocolError(f"{cls.__name__}: blob lengths {lengths} past the end")
             blobs = []
-            end = len(data)
-            for name in cls.BLOBS:
-                if offset + BLOB_LEN.size > end:
-                    raise ProtocolError(f"{cls.__name__}.{name}: truncated length")
-                (length,) = BLOB_LEN.unpack_from(data, offset)
-                offset += BLOB_LEN.size
-                if offset + length > end:
-                    raise ProtocolError(f"{cls.__name__}.{name}: length {length} past the end")
+            for length in lengths:
                 blobs.append(bytes(data[offset:offset + length]))
                 offset += length
-            ints = (*ints, *blobs)
+            values = (*values[:ints], *blobs)
         if offset != len(data):
             raise ProtocolError(f"{cls.__name__}: {len(data) - offset} trailing bytes")
-        record = cls(*ints)  # fields are declared ints first, then blobs (checked by compile_layout)
+        record = cls(*values)  # fields are declared ints first, then blobs (checked by layout_of)
         record.validate()
         return record
 
     def validate(self) -> None:
         for name in self.PATHS:
-            check_path(f"{type(self).__name__}.{name}", getattr(self, name))
+            problem = path_errno(getattr(self, name))
+            if problem is not None:
+                raise ProtocolError(f"{type(self).__name__}.{name}: not a valid path ({problem.name})")
+        for name, allowed in self.FLAGS:
+            value = getattr(self, name)
+            if value & ~allowed:
+                raise ProtocolError(f"{type(self).__name__}.{name}: unknown bits {value & ~allowed:#x}")
+        for name, lowest, highest in self.RANGES:
+            value = getattr(self, name)
+            size = len(value) if isinstance(value, bytes) else value
+            if not lowest <= size <= highest:
+                raise ProtocolError(f"{type(self).__name__}.{name}: {size} not in {lowest}..{highest}")
 
 
-def compile_layout(cls: type[Record], head: str) -> Layout:
-    """The layout of `cls` after a head of struct format `head` (made once per class and head)."""
+LAYOUTS: dict[type, Layout] = {}  # by class, made by layout_of
+
+
+def layout_of(cls: type[Record]) -> Layout:
+    """The layout of `cls`, made once per class, and its encoder.
+
+    The encoder is compiled from source, as dataclasses compiles `__init__`:
+    one `pack` of the head, the fields and the blob lengths, then the blobs,
+    with no loop and no call but that (a generic one costs half again as much).
+    """
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    int_names = [n for n in names if n not in cls.BLOBS]
-    if names != int_names + list(cls.BLOBS):
+    ints = [n for n in names if n not in cls.BLOBS]
+    if names != ints + list(cls.BLOBS):
         raise TypeError(f"{cls.__name__}: blob fields must come last, in BLOBS order")
-    getter = operator.attrgetter(*int_names) if int_names else (lambda m: ())
-    ints = getter if len(int_names) != 1 else (lambda m: (getter(m),))
-    return Layout(struct.Struct("<" + head + cls.FIXED.format.lstrip("<")), ints)
-
-
-_MESSAGE_LAYOUTS: dict[type, Layout] = {}
+    body = cls.FIXED.format.lstrip("<") + "I" * len(cls.BLOBS)
+    name, params, head = cls.ENCODER
+    values = ", ".join([head, *(f"self.{n}" for n in ints), *(f"len(self.{n})" for n in cls.BLOBS)])
+    source = (f"def {name}(self{params}):\n"
+              f"    return pack({values}){''.join(f' + self.{n}' for n in cls.BLOBS)}\n")
+    namespace: dict = {"pack": struct.Struct("<" + cls.HEAD + body).pack}
+    exec(compile(source, f"<{cls.__name__}.{name}>", "exec"), namespace)
+    setattr(cls, name, namespace[name])
+    layout = LAYOUTS[cls] = Layout(struct.Struct("<" + body), len(ints))
+    return layout
 
 
 class Message(Record):
     """A record that travels on its own, after its channel's `OP` (see each channel's op enum)."""
 
+    HEAD = "H"
+    ENCODER = ("encode", "", "self.OP")
     OP: ClassVar[int]
     FDS: ClassVar[int] = 0  # descriptors that travel with it (SCM_RIGHTS); any other count is a violation
 
     def encode(self) -> bytes:
-        cls = type(self)
-        layout = _MESSAGE_LAYOUTS.get(cls)
-        if layout is None:
-            layout = _MESSAGE_LAYOUTS[cls] = compile_layout(cls, "H")
-        return self.pack(layout, self.OP)
+        layout_of(type(self))  # compiles this class's own encode, which answers from now on
+        return self.encode()
 
 
-def decode(data: bytes | memoryview, table: Mapping[int, type[Message]], channel: str) -> Message:
-    """Decode and validate one message of a channel whose messages are `table` (by op)."""
-    if len(data) < HEADER.size:
-        raise ProtocolError(f"{channel} message shorter than its header")
-    if len(data) > MAX_MESSAGE:
-        raise ProtocolError(f"{channel} message of {len(data)} bytes exceeds {MAX_MESSAGE}")
-    (op,) = HEADER.unpack_from(data, 0)
-    cls = table.get(op)
-    if cls is None:
-        raise ProtocolError(f"unknown op {op}")  # the same words on every channel
-    return cls.decode_body(data, HEADER.size)
+class Reply(Record):
+    """A record that answers a request: after the op it answers and an errno (0 here)."""
+
+    HEAD = "HH"
+    ENCODER = ("encode_reply", ", op", "op, 0")
+
+    def encode_reply(self, op: int) -> bytes:
+        layout_of(type(self))  # compiles this class's own encode_reply, which answers from now on
+        return self.encode_reply(op)
+
+
+_GENERIC = {"encode": Message.encode, "encode_reply": Reply.encode_reply}
+
+
+class Channel:
+    """The messages one direction of a channel may carry, by op; `decode` takes one in."""
+
+    def __init__(self, name: str, messages) -> None:
+        self.name = name
+        self.messages: dict[int, type[Message]] = {cls.OP: cls for cls in messages}
+
+    def decode(self, data: bytes | memoryview) -> Message:
+        """Decode and validate one message, or raise ProtocolError."""
+        if len(data) < HEADER.size:
+            raise ProtocolError(f"{self.name} message shorter than its header")
+        if len(data) > MAX_MESSAGE:
+            raise ProtocolError(f"{self.name} message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+        (op,) = HEADER.unpack_from(data, 0)
+        cls = self.messages.get(op)
+        if cls is None:
+            raise ProtocolError(f"unknown op {op}")  # the same words on every channel
+        return cls.decode_body(data, HEADER.size)
 
 
 # --- blocking transport -------------------------------------------------------
