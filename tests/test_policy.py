@@ -1,12 +1,12 @@
-"""Tests for wasijail.policy: parsing, validation, flags, round trips."""
+"""Tests for wasijail.policy: parsing, validation, the one schema, round trips."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,12 +21,8 @@ from wasijail.policy import (
     SandboxPolicy,
     format_duration,
     format_size,
-    parse_dir_flag,
     parse_duration,
-    parse_env_flag,
-    parse_mapdir_flag,
     parse_size,
-    parse_wasmtime_w_flag,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -251,7 +247,7 @@ def test_default_policy_values():
 def test_default_toml_is_the_builtin_default():
     loaded = Policy.from_toml(POLICIES / "default.toml")
     assert loaded.source == str(POLICIES / "default.toml")
-    assert dataclasses.replace(loaded, source=None) == Policy.default()
+    assert attrs.evolve(loaded, source=None) == Policy.default()
 
 
 def test_default_policy_is_defined_once():
@@ -436,14 +432,14 @@ def test_a_flag_granting_a_file_guest_name_again_is_an_error(tmp_path):
 
 def test_empty_file_is_the_built_in_default(tmp_path):
     p = load("", tmp_path)
-    assert p == dataclasses.replace(Policy.default(), source=str(tmp_path / "p.toml"))
+    assert p == attrs.evolve(Policy.default(), source=str(tmp_path / "p.toml"))
     assert p.sandbox.require == ("seccomp",)
 
 
 def test_a_key_left_out_inherits_the_default_and_unlimited_must_be_written(tmp_path):
     p = load('[limits]\nmemory = "1GiB"\n[sandbox]\n', tmp_path)
     default = Policy.default()
-    assert p.limits == dataclasses.replace(default.limits, memory=GiB)
+    assert p.limits == attrs.evolve(default.limits, memory=GiB)
     assert p.sandbox.require == ("seccomp",)  # [sandbox] without require keeps it
     p = load('[limits]\ntimeout = "unlimited"\n[sandbox]\nrequire = []\n', tmp_path)
     assert p.limits.timeout is None and p.limits.memory == default.limits.memory
@@ -667,16 +663,16 @@ def test_impossible_values(key, value, message):
     assert error_of(f"[limits]\n{key} = {value}\n") == f"x.toml: [limits] {key}: {message}"
 
 
-# ---------------------------------------------------------------- the dataclasses
+# ---------------------------------------------------------------- the model's classes (attrs)
 
 
 def test_frozen():
     p = Policy.default()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
         p.env = ()  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
         p.limits.memory = 1  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
         Preopen(Path("/a"), "a").mode = "ro"  # type: ignore[misc]
     assert hash(p) == hash(Policy.default())
 
@@ -826,23 +822,6 @@ def test_with_require():
     )
 
 
-def test_flag_overrides_file(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    p = load(FULL, tmp_path)
-    q = (
-        p.with_limits(**parse_wasmtime_w_flag("timeout=2s,max-memory-size=1GiB"))
-        .with_preopen(parse_dir_flag("extra::/extra::ro"))
-        .with_env(*parse_env_flag("LANG=en_US.UTF-8"))
-    )
-    assert q.limits.timeout == 2.0
-    assert q.limits.memory == GiB
-    assert q.limits.fuel == 1000
-    assert q.preopens[-1] == Preopen(tmp_path / "extra", "/extra", "ro")
-    assert q.env == (("LANG", "en_US.UTF-8"), ("TZ", "UTC"))
-    assert p.limits.timeout == 10.0
-    assert len(p.preopens) == 3
-
-
 # ---------------------------------------------------------------- resolved_env
 
 
@@ -869,163 +848,6 @@ def test_file_value_is_fallback_for_inherited_flag():
     q = p.with_env("HOME")
     assert q.resolved_env({"HOME": "/home/u"}) == [("HOME", "/home/u")]
     assert q.resolved_env({}) == [("HOME", "/tmp")]
-
-
-# ---------------------------------------------------------------- flags
-
-
-def test_dir_flag_dot(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert parse_dir_flag(".") == Preopen(tmp_path, ".", "rw")
-
-
-@pytest.mark.parametrize(
-    "text, host, guest, mode",
-    [
-        ("data", "data", "data", "rw"),
-        ("./data", "data", "./data", "rw"),
-        ("/srv/x", "/srv/x", "/srv/x", "rw"),
-        ("data::/data", "data", "/data", "rw"),
-        ("data::/data::ro", "data", "/data", "ro"),
-        ("data::/data::rw", "data", "/data", "rw"),
-        (".::/", ".", "/", "rw"),
-        ("../up::up::ro", "../up", "up", "ro"),
-        ("data::ro", "data", "ro", "rw"),  # two parts: the second is the guest name, as in wasmtime
-    ],
-)
-def test_dir_flag(text, host, guest, mode, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    p = parse_dir_flag(text)
-    assert p.host == (tmp_path / host if not host.startswith("/") else Path(host))
-    assert p.host.is_absolute()
-    assert p.guest == guest
-    assert p.mode == mode
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("data::/data::rx", "--dir: unknown mode 'rx' in 'data::/data::rx'; expected ro or rw"),
-        ("data::/data::", "--dir: unknown mode '' in 'data::/data::'; expected ro or rw"),
-        ("data::/data::RO", "--dir: unknown mode 'RO' in 'data::/data::RO'; expected ro or rw"),
-        ("a::b::ro::x", "--dir: expected HOST[::GUEST[::ro|rw]], got 'a::b::ro::x'"),
-        ("", "--dir: empty host directory in ''"),
-        ("::/g", "--dir: empty host directory in '::/g'"),
-        ("data::", "--dir: empty guest name in 'data::'"),
-        ("data::::ro", "--dir: empty guest name in 'data::::ro'"),
-        ("da\0ta", "--dir: must not contain NUL, got 'da\\x00ta'"),
-    ],
-)
-def test_dir_flag_errors(text, message):
-    with pytest.raises(PolicyError) as info:
-        parse_dir_flag(text)
-    assert str(info.value) == message
-
-
-def test_mapdir_flag_is_guest_first(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert parse_mapdir_flag("/sandbox::out") == Preopen(tmp_path / "out", "/sandbox", "rw")
-    assert parse_mapdir_flag(".::.") == Preopen(tmp_path, ".", "rw")
-    assert parse_mapdir_flag("/in::/srv/in::ro") == Preopen(Path("/srv/in"), "/in", "ro")
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("out", "--mapdir: expected GUEST::HOST, got 'out'"),
-        ("a::b::c::d", "--mapdir: expected GUEST::HOST, got 'a::b::c::d'"),
-        ("::out", "--mapdir: empty guest name in '::out'"),
-        ("/g::", "--mapdir: empty host directory in '/g::'"),
-        ("/g::out::x", "--mapdir: unknown mode 'x' in '/g::out::x'; expected ro or rw"),
-    ],
-)
-def test_mapdir_flag_errors(text, message):
-    with pytest.raises(PolicyError) as info:
-        parse_mapdir_flag(text)
-    assert str(info.value) == message
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("A=1", ("A", "1")),
-        ("A=", ("A", "")),
-        ("A", ("A", None)),
-        ("A=b=c", ("A", "b=c")),
-        ("PATH=/bin:/usr/bin", ("PATH", "/bin:/usr/bin")),
-        ("a b=c d", ("a b", "c d")),
-    ],
-)
-def test_env_flag(text, expected):
-    assert parse_env_flag(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("", "--env: empty variable name in ''"),
-        ("=x", "--env: empty variable name in '=x'"),
-        ("A\0B=x", "--env: variable name must not contain '=' or NUL, got 'A\\x00B'"),
-        ("A=x\0", "--env: A: value must not contain NUL, got 'x\\x00'"),
-    ],
-)
-def test_env_flag_errors(text, message):
-    with pytest.raises(PolicyError) as info:
-        parse_env_flag(text)
-    assert str(info.value) == message
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("timeout=2s", {"timeout": 2.0}),
-        ("timeout=5", {"timeout": 5.0}),
-        ("max-memory-size=268435456", {"memory": 268435456}),
-        ("max-memory-size=256MiB", {"memory": 256 * MiB}),
-        ("max-table-elements=1000", {"table_elements": 1000}),
-        ("fuel=1000", {"fuel": 1000}),
-        ("fuel=0", {"fuel": 0}),
-        ("timeout=2s,fuel=1000,max-memory-size=1M",
-         {"timeout": 2.0, "fuel": 1000, "memory": MiB}),
-        ("timeout=1s,timeout=3s", {"timeout": 3.0}),
-        ("cpu-time=500ms,open-files=32,output=1KiB,file-size=1MB,module-size=1GiB,compile-timeout=1m",
-         {"cpu_time": 0.5, "open_files": 32, "output": 1024, "file_size": 10**6, "module_size": GiB,
-          "compile_timeout": 60.0}),
-        ("memory=1GiB,table-elements=5", {"memory": GiB, "table_elements": 5}),
-        ("timeout=unlimited", {"timeout": None}),
-    ],
-)
-def test_w_flag(text, expected):
-    assert parse_wasmtime_w_flag(text) == expected
-
-
-W_SUPPORTED = (
-    "compile-timeout, cpu-time, disk, file-size, files, fuel, max-memory-size, max-table-elements, memory, "
-    "module-size, open-files, output, table-elements, timeout"
-)
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("max-instances=3", f"-W: unknown option 'max-instances'; supported: {W_SUPPORTED}"),
-        ("timeout=2s,bogus=1", f"-W: unknown option 'bogus'; supported: {W_SUPPORTED}"),
-        ("cpu_time=1s", f"-W: unknown option 'cpu_time'; supported: {W_SUPPORTED}"),
-        ("", "-W: expected OPTION=VALUE, got ''"),
-        ("timeout=2s,", "-W: expected OPTION=VALUE, got 'timeout=2s,'"),
-        ("timeout", "-W: timeout: expected timeout=VALUE"),
-        ("timeout=soon", "-W: timeout: expected a duration such as 10s, 1.5s or 200ms, got 'soon'"),
-        ("timeout=0", "-W: timeout: must be at least 1ms, got '0'"),
-        ("max-memory-size=lots", "-W: max-memory-size: expected a size such as 256MiB, got 'lots'"),
-        ("max-memory-size=1024", "-W: max-memory-size: must be at least 64KiB (one wasm page), got '1024'"),
-        ("fuel=-1", "-W: fuel: must not be negative, got '-1'"),
-        ("fuel=many", "-W: fuel: expected a whole number, got 'many'"),
-    ],
-)
-def test_w_flag_errors(text, message):
-    with pytest.raises(PolicyError) as info:
-        parse_wasmtime_w_flag(text)
-    assert str(info.value) == message
 
 
 # ---------------------------------------------------------------- to_toml round trip
@@ -1094,9 +916,9 @@ PATH_PART = st.text(min_size=1, max_size=8).filter(lambda s: "\0" not in s and "
 
 
 def limit_values(key):
-    from wasijail.policy import _LIMIT_SPECS
+    from wasijail.policy import LIMITS
 
-    spec = _LIMIT_SPECS[key]
+    spec = LIMITS[key]
     if spec.kind == "duration":
         return st.floats(min_value=spec.minimum, max_value=spec.maximum, allow_nan=False)
     return st.integers(min_value=spec.minimum, max_value=spec.maximum)
@@ -1121,14 +943,14 @@ def policies(draw):
 def test_to_toml_round_trips(p):
     text = p.to_toml()
     again = Policy.from_toml_text(text, source="round.toml", base_dir=Path("/unused"))
-    assert again == dataclasses.replace(p, source="round.toml")
+    assert again == attrs.evolve(p, source="round.toml")
 
 
 @given(p=policies())
 def test_to_toml_round_trips_through_a_file(p, tmp_path_factory):
     path = tmp_path_factory.mktemp("rt") / "p.toml"
     path.write_text(p.to_toml(), encoding="utf-8")
-    assert Policy.from_toml(path) == dataclasses.replace(p, source=str(path))
+    assert Policy.from_toml(path) == attrs.evolve(p, source=str(path))
 
 
 # --- [fs] symlinks ----------------------------------------------------------------
@@ -1167,3 +989,138 @@ def test_policy_error_is_a_wasijail_error():
     with pytest.raises(WasijailError):
         Policy().with_limits(memory="lots")
     assert issubclass(PolicyError, ValueError)
+
+
+# ---------------------------------------------------------------- one schema: every door, every limit
+
+
+def _flag_error(argv: list[str], capsys) -> str:
+    from wasijail import cli
+
+    parser = cli._Parser(prog="t")
+    cli.add_policy_flags(parser)
+    with pytest.raises(SystemExit):
+        cli.build_policy(parser.parse_args(argv))
+    return capsys.readouterr().err.removeprefix("wasijail: error: ").rstrip("\n")
+
+
+def _manifest_error(tmp_path: Path, limits: dict) -> str:
+    import json
+
+    from wasijail.batch import ManifestError, load_manifest
+
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "j", "module": "m.wasm", "limits": limits}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("name", LIMIT_KEYS)
+def test_each_limit_of_the_spec_is_a_flag_a_shown_key_and_round_trips(name, tmp_path):
+    """A limit defined once in Limits is a --flag, a -W key, a key of `policy show` and of the policy file,
+    and is in the docstring and --help, with no other list to keep in step."""
+    from wasijail import cli
+    from wasijail.flags import W_LIMITS
+    from wasijail.policy import LIMITS, limit_flag
+
+    spec = LIMITS[name]
+    parser = cli._Parser(prog="t")
+    cli.add_policy_flags(parser)
+    help_text = parser.format_help()
+    flag = limit_flag(name)
+    assert f"{flag} {spec.metavar}" in help_text
+    assert W_LIMITS[flag[2:]] == name
+    assert f"``{name}``" in (Limits.__doc__ or "")
+    value = spec.format(spec.maximum)
+    ns = parser.parse_args([flag, value])
+    policy = cli.build_policy(ns)
+    shown = policy.to_toml()
+    line = next(line for line in shown.splitlines() if line.startswith(f"{name} = "))
+    assert line.endswith(f"  # from {flag}")
+    again = Policy.from_toml_text(shown, source="shown.toml", base_dir=tmp_path)
+    assert getattr(again.limits, name) == getattr(policy.limits, name) == spec.parse(value, source="", key="")
+    # the file's key, unlimited
+    lifted = Policy.from_toml_text(f'[limits]\n{name} = "unlimited"\n', source="p.toml", base_dir=tmp_path)
+    assert getattr(lifted.limits, name) is None
+
+
+@pytest.mark.parametrize("name", LIMIT_KEYS)
+@pytest.mark.parametrize("bad", ["lots", "-1", "99999999999999999999TiB"])
+def test_each_limit_is_validated_alike_at_every_door(name, bad, tmp_path, capsys):
+    """The file, the --flag, -W, a manifest's limits and the API's keyword report one problem, each
+    naming where the value came from."""
+    from wasijail.policy import limit_flag
+
+    with pytest.raises(PolicyError) as info:
+        Limits(**{name: bad})
+    problem = info.value.problem
+    assert str(info.value) == f"Limits: {name}: {problem}"
+    assert error_of(f'[limits]\n{name} = "{bad}"\n') == f"x.toml: [limits] {name}: {problem}"
+    assert _flag_error([limit_flag(name), bad], capsys) == f"{limit_flag(name)}: {problem}"
+    option = limit_flag(name)[2:]
+    assert _flag_error(["-W", f"{option}={bad}"], capsys) == f"-W: {option}: {problem}"
+    assert _manifest_error(tmp_path, {name: bad}) == f"{tmp_path / 'jobs.jsonl'}:1: limits: {name}: {problem}"
+    with pytest.raises(PolicyError) as info:
+        Policy().with_limits(**{name: bad})
+    assert str(info.value) == f"{limit_flag(name)}: {problem}"
+
+
+def test_a_manifest_keeps_the_checked_limits_and_preopens(tmp_path):
+    """Manifest limits and preopens go through the policy's doors once; the job holds the values."""
+    import json
+
+    from wasijail.batch import job_policy, load_manifest
+
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "j", "module": "m.wasm", "limits": {"memory": "1GiB", "fuel": "none"},
+                                    "preopens": ["data::/data::ro", {"host": "out", "guest": "/out"}]}) + "\n")
+    job, = load_manifest(manifest)
+    assert job.limits == {"memory": GiB, "fuel": None}
+    assert job.preopens == (Preopen(tmp_path / "data", "/data", "ro"), Preopen(tmp_path / "out", "/out", "rw"))
+    policy = job_policy(Policy.default(), job)
+    assert policy.limits.memory == GiB and policy.preopens == job.preopens
+
+
+@pytest.mark.parametrize("item, message", [
+    ({"host": 3}, "preopens[0]: host: expected a directory path, got 3"),
+    ({"host": "a", "mode": "rx"}, "preopens[0]: mode: expected \"ro\" or \"rw\", got 'rx'"),
+    ("a::b::x", "preopens[0]: --dir: unknown mode 'x' in 'a::b::x'; expected ro or rw"),
+])
+def test_manifest_preopen_errors_are_named(item, message, tmp_path):
+    import json
+
+    from wasijail.batch import ManifestError, load_manifest
+
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "j", "module": "m.wasm", "preopens": [item]}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert str(info.value) == f"{manifest}:1: {message}"
+
+
+@settings(max_examples=200)
+@given(p=policies(), origins=st.lists(st.tuples(st.sampled_from(
+    [f"limits.{k}" for k in LIMIT_KEYS] + ["fs.symlinks", "env.vars", "env.inherit", "sandbox.require"]), NO_NUL),
+    max_size=4))
+def test_to_toml_is_valid_toml_whatever_marks_it_carries(p, origins):
+    """tomlkit writes the document: every mark (a file name, a flag) stays a comment, and the values read
+    back the same."""
+    import tomllib
+
+    marked = attrs.evolve(p, origins=tuple(origins))
+    text = marked.to_toml()
+    tomllib.loads(text)
+    assert Policy.from_toml_text(text, source="s", base_dir=Path("/")) == attrs.evolve(p, source="s")
+
+
+def test_readme_limit_table_lists_the_spec():
+    """README's table of limits names every limit of the spec, its flag and wasmtime's -W key, in order."""
+    from wasijail.policy import LIMITS, limit_flag
+
+    rows = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `")
+            and " / `--" in line]
+    assert [row.split("`")[1] for row in rows] == list(LIMITS)
+    for row, (name, spec) in zip(rows, LIMITS.items()):
+        assert row.startswith(f"| `{name}` / `{limit_flag(name)}` |")
+        assert row.rstrip().endswith(f"| `{spec.wasmtime}=` |" if spec.wasmtime else "| |")

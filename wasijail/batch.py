@@ -17,7 +17,6 @@ latest line has the same fingerprint and an outcome not named by --retry.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import math
@@ -33,10 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import attrs
 import trio
 
+from .flags import parse_dir_flag
 from .nofollow import open_dir, write_beneath
-from .policy import Policy, PolicyError, Preopen, parse_dir_flag
+from .policy import Policy, PolicyError, Preopen
 from .results import Outcome, OutcomeKind, RunResult, Usage, WasijailError
 from .resultsfile import ResultsFile
 from .supervisor import RunSpec, Supervisor, open_supervisor
@@ -65,7 +66,7 @@ class Job:
     env: tuple[tuple[str, str], ...] = ()
     stdin: Path | None = None
     preopens: tuple[Preopen, ...] = ()
-    limits: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, int | float | None] = field(default_factory=dict)  # checked values, by limit name
     line: int = 0
     expect: Expect | None = None
     check: Check | None = None
@@ -138,27 +139,27 @@ def _job(entry: Any, where: str, base: Path, number: int, shared: tuple[Preopen,
         raise ManifestError(f"{where}: limits: expected an object")
     preopens = []
     for i, item in enumerate(entry.get("preopens", [])):
+        # The policy's own doors: `--dir`'s grammar for a string, [[fs.preopen]]'s keys for an object; a
+        # relative host resolves against the manifest's folder, as a policy file's against its own.
         try:
             if isinstance(item, str):
-                pre = parse_dir_flag(item)
-                host = item.split("::")[0]
-                pre = Preopen(base / host if not os.path.isabs(host) else Path(host), pre.guest, pre.mode)
+                pre = parse_dir_flag(item, base_dir=base)
             elif isinstance(item, dict) and set(item) <= {"host", "guest", "mode"} and "host" in item:
-                host = Path(item["host"])
-                pre = Preopen(base / host if not host.is_absolute() else host,
-                              item.get("guest", item["host"]), item.get("mode", "rw"))
+                try:
+                    pre = Preopen.under(base, item["host"], item.get("guest"), item.get("mode", "rw"))
+                except PolicyError as exc:
+                    raise exc.at(None, exc.field) from None
             else:
                 raise ManifestError(f"{where}: preopens[{i}]: expected \"HOST[::GUEST[::ro]]\" or "
                                     "{\"host\", \"guest\", \"mode\"}")
         except PolicyError as exc:
             raise ManifestError(f"{where}: preopens[{i}]: {exc}") from None
         preopens.append(pre)
-    try:
-        Policy().with_limits(f"{where}: limits", **limits)
+    try:  # checked once, here, as a flag's are; the job keeps the values
+        checked = Policy().with_limits(f"{where}: limits", **limits).limits
     except PolicyError as exc:
         raise ManifestError(str(exc)) from None
-    except TypeError:
-        raise ManifestError(f"{where}: limits: unknown key") from None
+    limits = {name: getattr(checked, name) for name in limits}
     reachable = shared + tuple(preopens)
     try:
         expect = parse_expect(entry["expect"], base, reachable) if "expect" in entry else None
@@ -219,7 +220,7 @@ def fingerprint(job: Job, policy: Policy, digests: dict[Path, str | None], versi
     """
     try:
         effective = job_policy(policy, job)
-        rules = dataclasses.replace(effective, source=None, env=(), inherit_env=()).to_toml()
+        rules = attrs.evolve(effective, source=None, env=(), inherit_env=()).to_toml()
         env = effective.resolved_env(os.environ)
     except PolicyError as exc:
         rules, env = f"policy error: {exc}", []

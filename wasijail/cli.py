@@ -25,23 +25,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(STATUS_USAGE, f"{self.prog}: error: {message}\n")
 
 
-# Each limit's flag; the policy key is the same name with underscores.
-LIMIT_FLAGS = (
-    ("memory", "SIZE", "cap on linear memory (memory.grow returns -1 past it)"),
-    ("table-elements", "N", "cap on table elements"),
-    ("timeout", "DURATION", "wall-clock deadline; the child is killed at it"),
-    ("cpu-time", "DURATION", "CPU time before the module is interrupted"),
-    ("fuel", "N", "wasm fuel units (0: none, the first instruction traps, as in wasmtime)"),
-    ("output", "SIZE", "cap per captured output stream"),
-    ("open-files", "N", "WASI descriptors open at once"),
-    ("file-size", "SIZE", "largest file the module may write"),
-    ("disk", "SIZE", "bytes the module may write to files in one run (EDQUOT past it)"),
-    ("files", "N", "directory entries the module may create in one run (EDQUOT past it)"),
-    ("module-size", "SIZE", "largest module accepted"),
-    ("compile-timeout", "DURATION", "deadline for compiling the module"),
-)
-
-
 #: `-W` keys the engine takes, and `-W` switches accepted as they are (the rest are limits).
 ENGINE_KEYS = frozenset(EngineOptions.names())
 _W_SWITCHES = frozenset(option.name for option in W_KEYS if option.name not in ENGINE_KEYS
@@ -62,9 +45,12 @@ def add_policy_flags(p: argparse.ArgumentParser) -> None:
                    help="set NAME for the module, or copy it from the host when no value is given")
     p.add_argument("-W", "--wasm", dest="wasm_options", action="append", default=[], metavar="KEY[=VAL,...]",
                    help="wasmtime's wasm options: timeout=, max-memory-size=, fuel=, ...; `-W help` lists them")
+    from .policy import LIMITS, limit_flag
+
     group = p.add_argument_group("limits (override the policy file)")
-    for flag, metavar, text in LIMIT_FLAGS:
-        group.add_argument(f"--{flag}", dest=f"limit_{flag.replace('-', '_')}", metavar=metavar, help=text)
+    for name, spec in LIMITS.items():
+        group.add_argument(limit_flag(name), dest=f"limit_{name}", metavar=spec.metavar,
+                           help=f"{spec.doc} ({spec.bounds()})".replace("%", "%%"))
     p.add_argument("--require", action="append", default=[], metavar="LAYER",
                    help="refuse to run unless this sandbox layer is available (see `wasijail doctor`)")
 
@@ -208,39 +194,40 @@ def build_policy(ns: argparse.Namespace):
     A bad flag value, or two flags that set the same limit, is a usage error
     (status 2); a bad policy file raises PolicyError (status 1).
     """
-    from .policy import Policy, PolicyError, parse_dir_flag, parse_env_flag, parse_mapdir_flag, parse_wasmtime_w_flag
+    from .flags import parse_dir_flag, parse_env_flag, parse_mapdir_flag, parse_w_limit
+    from .policy import LIMITS, Policy, PolicyError, limit_flag
 
     policy = Policy.from_toml(ns.policy) if ns.policy else Policy.default()
     try:
         for text in ns.dir:
-            pre = parse_dir_flag(text)
-            policy = policy.with_preopen(pre.host, pre.guest, mode=pre.mode, source="--dir")
+            policy = policy.with_preopen(parse_dir_flag(text), source="--dir")
         for text in ns.mapdir:
-            pre = parse_mapdir_flag(text)
-            policy = policy.with_preopen(pre.host, pre.guest, mode=pre.mode, source="--mapdir")
+            policy = policy.with_preopen(parse_mapdir_flag(text), source="--mapdir")
         if ns.symlinks is not None:
             policy = policy.with_symlinks(ns.symlinks)
         for text in ns.env:
-            name, value = parse_env_flag(text)
-            policy = policy.with_env(name, value)
-        set_by: dict[str, str] = {}
-        changes: list[tuple[str, dict]] = []
+            policy = policy.with_env(*parse_env_flag(text))
+        changes: list[tuple[str, str, str, str]] = []  # (flag, as its errors name it, limit, value)
         for key, value in _items(ns.wasm_options):
             if key in ENGINE_KEYS or key in _W_SWITCHES:
                 if not hasattr(ns, "wasi_options"):
                     usage_error(f"error: -W {key}: only `wasijail run` takes engine options")
                 continue  # run's _engine_and_stdio takes these
-            changes.append(("-W " + key, parse_wasmtime_w_flag(key if value is None else f"{key}={value}")))
-        for flag, _, _ in LIMIT_FLAGS:
-            value = getattr(ns, f"limit_{flag.replace('-', '_')}")
+            changes.append(("-W " + key, key, parse_w_limit(key, value), value or ""))
+        for name in LIMITS:
+            value = getattr(ns, f"limit_{name}")
             if value is not None:
-                changes.append((f"--{flag}", {flag.replace("-", "_"): value}))
-        for source, change in changes:
-            for key in change:
-                earlier = set_by.setdefault(key, source)
-                if earlier != source:  # a conflict, not an override: `--timeout 5s -W timeout=9`
-                    usage_error(f"error: {earlier} and {source} both set the {key} limit; give one")
-            policy = policy.with_limits(source.split(" ")[0], **change)
+                changes.append((limit_flag(name), "", name, value))
+        set_by: dict[str, str] = {}
+        for source, option, name, value in changes:
+            earlier = set_by.setdefault(name, source)
+            if earlier != source:  # a conflict, not an override: `--timeout 5s -W timeout=9`
+                usage_error(f"error: {earlier} and {source} both set the {name} limit; give one")
+            flag = source.split(" ")[0]
+            try:
+                policy = policy.with_limits(flag, **{name: value})
+            except PolicyError as exc:  # named as it was typed: `-W max-memory-size: ...`, `--memory: ...`
+                raise exc.at(flag, option or None) from None
         if ns.require:
             policy = policy.with_require(*ns.require)
     except PolicyError as exc:

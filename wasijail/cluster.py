@@ -25,7 +25,6 @@ only by the functions here that need it, never by the local batch.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -43,6 +42,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
+
+import attrs
 
 from .batch import Batch, BatchSummary, Job, job_policy
 from .doctor import Layer, format_report
@@ -498,7 +499,7 @@ def _resolved(policy: Policy) -> Policy:
     """The policy with the client's environment copied in, so `--env NAME` means this host's NAME."""
     if not policy.inherit_env:
         return policy
-    return dataclasses.replace(policy, env=tuple(policy.resolved_env(os.environ)), inherit_env=())
+    return attrs.evolve(policy, env=tuple(policy.resolved_env(os.environ)), inherit_env=())
 
 
 def _failure(exc: BaseException) -> tuple[str, str]:

@@ -1,13 +1,18 @@
 """The policy model: what a module may see and how much it may use.
 
-A :class:`Policy` is a frozen value. It is filled from a TOML policy file
-(:meth:`Policy.from_toml`), from the built-in safe default
-(:meth:`Policy.default`), and then from command-line flags through the
-``with_*`` methods, each of which returns a new Policy: a flag overrides the
-file.  This module does no I/O apart from reading the policy file; the host
-environment is consulted only by :meth:`Policy.resolved_env`, with a mapping
-the caller passes in, and preopened directories are not checked for existence
-here (the supervisor checks them when a run starts).
+A :class:`Policy` is a frozen value. Data enters it at four doors: a TOML
+policy file (:meth:`Policy.from_toml`; the built-in safe default,
+:meth:`Policy.default`, is one), command-line flags (``wasijail.flags`` splits
+their text, the ``with_*`` methods merge the values: a flag overrides the
+file), a batch manifest's ``limits`` and ``preopens`` (``wasijail.batch``),
+and keyword arguments of the embedding API (``Limits(memory="1GiB")``,
+``Preopen(...)``, ``Policy(...)``). Every door hands raw values to the same
+constructors, whose attrs converters are the one validator of each value;
+the door only names where a bad value came from. This module does no I/O
+apart from reading the policy file; the host environment is consulted only
+by :meth:`Policy.resolved_env`, with a mapping the caller passes in, and
+preopened directories are not checked for existence here (the supervisor
+checks them when a run starts).
 
 Policy file schema (every table and every key is optional: a key left out
 keeps the built-in default's value, :meth:`Policy.default`)::
@@ -24,19 +29,10 @@ keeps the built-in default's value, :meth:`Policy.default`)::
     vars = { LANG = "C" }     # explicit variables, in order
     inherit = ["HOME"]        # copied from the host environment at run time
 
-    [limits]                  # absent key = the default's value; "unlimited" lifts it
+    [limits]                  # each key of Limits (LIMITS lists them); absent = the default's value
     memory = "256MiB"
-    table_elements = 10000
     timeout = "10s"
-    cpu_time = "5s"
     fuel = 1000000            # 0 = no fuel at all: the first instruction traps
-    output = "16MiB"
-    open_files = 256
-    file_size = "1GiB"
-    disk = "4GiB"             # bytes written to files of writable preopens
-    files = 10000             # directory entries created
-    module_size = "64MiB"
-    compile_timeout = "30s"
 
     [sandbox]
     require = ["seccomp"]     # layers that must be available; [] requires none
@@ -50,18 +46,20 @@ the flag), the key, what was expected and what was found, e.g.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import datetime
 import functools
 import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
+
+import attrs
+import tomlkit
 
 from .results import WasijailError
 
@@ -69,19 +67,17 @@ __all__ = [
     "PolicyError",
     "Preopen",
     "Limits",
+    "LimitSpec",
     "SandboxPolicy",
     "Policy",
     "SANDBOX_LAYERS",
     "SYMLINK_MODES",
+    "LIMITS",
     "LIMIT_KEYS",
     "parse_size",
     "parse_duration",
     "format_size",
     "format_duration",
-    "parse_dir_flag",
-    "parse_mapdir_flag",
-    "parse_env_flag",
-    "parse_wasmtime_w_flag",
 ]
 
 Mode = Literal["ro", "rw"]
@@ -115,20 +111,42 @@ class PolicyError(WasijailError, ValueError):
     The message is one line: ``SOURCE: KEY: problem`` where SOURCE is the
     policy file as given (or the flag, e.g. ``--dir``) and KEY names the
     offending key (e.g. ``[limits] memory``); either part is left out when
-    it does not apply. They are also available as ``.source`` and ``.key``.
+    it does not apply. They are also available as ``.source`` and ``.key``,
+    the bare problem as ``.problem``; ``.field`` is the model's field the
+    value was for (``memory``, ``host``, ``env``...), and ``.item`` the
+    variable name or the preopens' numbers where one applies.
     """
 
-    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None,
+                 problem: str | None = None, field: str | None = None, item: Any = None):
         super().__init__(message)
         self.source = source
         self.key = key
+        self.problem = message if problem is None else problem
+        self.field = field
+        self.item = item
+
+    def at(self, source: str | None, key: str | None) -> PolicyError:
+        """The same problem, named the way the door the value came through names it."""
+        return _error(source, key, self.problem, field=self.field, item=self.item)
 
 
-def _error(source: str | None, key: str | None, problem: str) -> PolicyError:
+def _error(source: str | None, key: str | None, problem: str, *, field: str | None = None,
+           item: Any = None) -> PolicyError:
     parts = [p for p in (source, key) if p]
     parts.append(problem)
     message = ": ".join(parts).replace("\n", "\\n").replace("\r", "\\r")
-    return PolicyError(message, source=source, key=key)
+    return PolicyError(message, source=source, key=key, problem=problem, field=field, item=item)
+
+
+@contextlib.contextmanager
+def _naming(source: str | None, key: Callable[[PolicyError], str | None]) -> Iterator[None]:
+    """Errors of the values checked inside, named by ``source`` and ``key(error)``: how one door (a
+    file, a flag, a manifest line) names what the model's one validator found wrong."""
+    try:
+        yield
+    except PolicyError as exc:
+        raise exc.at(source, key(exc)) from None
 
 
 def _describe(value: object) -> str:
@@ -314,174 +332,190 @@ def _parse_count(value: object, *, key: str, source: str) -> int:
     return n
 
 
+
 # --------------------------------------------------------------------------
-# limits
-
-
-class _LimitSpec(NamedTuple):
-    kind: Literal["size", "duration", "count"]
-    minimum: int | float
-    maximum: int | float
-    why_min: str
+# limits: one spec each, declared once as a field of Limits
 
 
 _YEAR = 365 * 86400.0
-
-#: The built-in default policy, shipped in the package (policies/default.toml links to it).
-DEFAULT_POLICY_FILE = "default_policy.toml"
-
-#: The bounds of each limit (inclusive). ``None`` (absent) always means
-#: "not limited"; ``fuel = 0`` is a budget of none (as wasmtime's ``-W fuel=0``).
-_LIMIT_SPECS: dict[str, _LimitSpec] = {
-    "memory": _LimitSpec("size", 64 * KiB, 2**48, " (one wasm page)"),
-    "table_elements": _LimitSpec("count", 1, 2**32, ""),
-    "timeout": _LimitSpec("duration", 0.001, _YEAR, ""),
-    "cpu_time": _LimitSpec("duration", 0.001, _YEAR, ""),
-    "fuel": _LimitSpec("count", 0, 2**63 - 1, ""),
-    "output": _LimitSpec("size", 1, 2**40, ""),
-    "open_files": _LimitSpec("count", 4, 2**20, " (stdin, stdout, stderr and one more)"),
-    "file_size": _LimitSpec("size", 1, 2**60, ""),
-    "disk": _LimitSpec("size", 1, 2**60, ""),
-    "files": _LimitSpec("count", 1, 2**40, ""),
-    "module_size": _LimitSpec("size", 8, 2**40, " (the smallest module: magic and version)"),
-    "compile_timeout": _LimitSpec("duration", 0.001, _YEAR, ""),
-}
-
-#: The limit names, in the order of :class:`Limits`' fields.
-LIMIT_KEYS: tuple[str, ...] = tuple(_LIMIT_SPECS)
+_UNITS = {"size": "bytes", "duration": "seconds", "count": "count"}
+_METAVARS = {"size": "SIZE", "duration": "DURATION", "count": "N"}
 
 
-def _format_bound(kind: str, v: int | float) -> str:
-    if kind == "size":
-        return format_size(int(v))
-    if kind == "duration":
-        return format_duration(float(v))
-    return str(v)
+@attrs.frozen
+class LimitSpec:
+    """What one limit is: its kind (a size in bytes, a duration in seconds or a count), its bounds
+    (inclusive), what it caps (``doc``, the text of ``--help``, of :class:`Limits`' docstring and of
+    ``-W help``), and wasmtime's ``-W`` name for it, if wasmtime has the limit too.
+    ``None`` (absent) always means "not limited"."""
+
+    kind: Literal["size", "duration", "count"]
+    minimum: int | float
+    maximum: int | float
+    doc: str
+    why_min: str = ""  # why the minimum is what it is, shown in its error
+    wasmtime: str | None = None
+
+    @property
+    def metavar(self) -> str:
+        """How ``--help`` shows the value: SIZE, DURATION or N."""
+        return _METAVARS[self.kind]
+
+    def format(self, value: int | float) -> str:
+        """A value as a policy file writes it: ``256MiB``, ``10s``, ``1000``."""
+        if self.kind == "size":
+            return format_size(int(value))
+        if self.kind == "duration":
+            return format_duration(float(value))
+        return str(value)
+
+    def bounds(self) -> str:
+        """``64KiB to 256TiB``: the accepted range, as :meth:`format` writes it."""
+        return f"{self.format(self.minimum)} to {self.format(self.maximum)}"
+
+    def parse(self, value: object, *, source: str | None, key: str | None) -> int | float | None:
+        """The one validator of this limit's values: a TOML value, a flag's text or an API
+        argument (``"256MiB"``, ``"2s"``, ints, floats for durations; None, ``"unlimited"`` or
+        ``"none"`` lift it) -> int bytes, float seconds, int count or None."""
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("unlimited", "none")):
+            return None
+        parsed: int | float
+        if self.kind == "size":
+            parsed = parse_size(value, key=key or "", source=source or "")
+        elif self.kind == "duration":
+            parsed = parse_duration(value, key=key or "", source=source or "")
+        else:
+            parsed = _parse_count(value, key=key or "", source=source or "")
+        if parsed < self.minimum:
+            raise _error(source, key, f"must be at least {self.format(self.minimum)}{self.why_min}, "
+                                      f"got {_describe(value)}")
+        if parsed > self.maximum:
+            raise _error(source, key, f"must be at most {self.format(self.maximum)}, got {_describe(value)}")
+        return parsed
 
 
-def _parse_limit(name: str, value: object, *, source: str | None, key: str | None) -> int | float | None:
-    spec = _LIMIT_SPECS[name]
-    src = source or ""
-    k = key or ""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lower() in ("unlimited", "none"):
-        return None
-    parsed: int | float
-    if spec.kind == "size":
-        parsed = parse_size(value, key=k, source=src)
-    elif spec.kind == "duration":
-        parsed = parse_duration(value, key=k, source=src)
-    else:
-        parsed = _parse_count(value, key=k, source=src)
-    if parsed < spec.minimum:
-        bound = _format_bound(spec.kind, spec.minimum)
-        raise _error(source, key, f"must be at least {bound}{spec.why_min}, got {_describe(value)}")
-    if parsed > spec.maximum:
-        bound = _format_bound(spec.kind, spec.maximum)
-        raise _error(source, key, f"must be at most {bound}, got {_describe(value)}")
-    return parsed
+def _convert_limit(value: object, field: attrs.Attribute[Any]) -> Any:
+    try:
+        return field.metadata["limit"].parse(value, source="Limits", key=field.name)
+    except PolicyError as exc:
+        raise _error("Limits", field.name, exc.problem, field=field.name) from None
 
 
-@dataclass(frozen=True, slots=True)
+def _limit(kind: Literal["size", "duration", "count"], minimum: int | float, maximum: int | float, doc: str,
+           why_min: str = "", wasmtime: str | None = None) -> Any:
+    """A field of Limits, and its spec: the one place a limit is defined."""
+    return attrs.field(default=None, converter=attrs.Converter(_convert_limit, takes_field=True),
+                       metadata={"limit": LimitSpec(kind, minimum, maximum, doc, why_min, wasmtime)})
+
+
+@attrs.frozen
 class Limits:
     """Resource limits; ``None`` means not limited.
 
-    Bounds (inclusive; outside them is a :class:`PolicyError`):
-
-    - ``memory`` (bytes, linear memory per store): 64KiB (one wasm page)
-      to 2**48 (256TiB).
-    - ``table_elements`` (count): 1 to 2**32.
-    - ``timeout`` (seconds of wall clock for the whole run): 1ms to 365 days.
-    - ``cpu_time`` (seconds of CPU): 1ms to 365 days; an enforcer based on
-      RLIMIT_CPU rounds up to whole seconds.
-    - ``fuel`` (wasmtime fuel units): 0 to 2**63-1; 0 is no fuel at all (the
-      first instruction traps), as in wasmtime.
-    - ``output`` (bytes per captured stream): 1 to 2**40 (1TiB).
-    - ``open_files`` (count, RLIMIT_NOFILE-like): 4 (stdio and one more) to
-      2**20 (Linux's default nr_open).
-    - ``file_size`` (bytes, largest file the module may write): 1 to 2**60.
-    - ``disk`` (bytes written to files of writable preopens in one run):
-      1 to 2**60; past it writes fail with EDQUOT.
-    - ``files`` (directory entries created in one run: files, directories,
-      links): 1 to 2**40; past it creating fails with EDQUOT.
-    - ``module_size`` (bytes of .wasm/.wat input): 8 (magic + version) to
-      2**40.
-    - ``compile_timeout`` (seconds to compile the module): 1ms to 365 days.
-
     Sizes and durations are stored as int bytes and float seconds; the
     constructor also accepts the string forms of :func:`parse_size` and
-    :func:`parse_duration` and ``"unlimited"``, and normalizes them.
+    :func:`parse_duration` and ``"unlimited"``, and normalizes them. A value
+    outside a limit's bounds (inclusive) is a :class:`PolicyError`. Each
+    limit, with its unit and bounds (:data:`LIMITS` holds the specs):
     """
 
-    memory: int | None = None
-    table_elements: int | None = None
-    timeout: float | None = None
-    cpu_time: float | None = None
-    fuel: int | None = None
-    output: int | None = None
-    open_files: int | None = None
-    file_size: int | None = None
-    disk: int | None = None
-    files: int | None = None
-    module_size: int | None = None
-    compile_timeout: float | None = None
+    memory: int | None = _limit("size", 64 * KiB, 2**48, "linear memory per store; memory.grow returns -1 past it",
+                                " (one wasm page)", wasmtime="max-memory-size")
+    table_elements: int | None = _limit("count", 1, 2**32, "elements per table; table.grow fails past it",
+                                        wasmtime="max-table-elements")
+    timeout: float | None = _limit("duration", 0.001, _YEAR, "wall-clock deadline of the guest's run (from its "
+                                   "start); the child is killed at it", wasmtime="timeout")
+    cpu_time: float | None = _limit("duration", 0.001, _YEAR, "CPU time of the guest before it is stopped (from its "
+                                    "start; enforced with RLIMIT_CPU, rounded up to whole seconds)")
+    fuel: int | None = _limit("count", 0, 2**63 - 1, "wasm fuel units; 0 is none at all: the first instruction "
+                              "traps, as in wasmtime", wasmtime="fuel")
+    output: int | None = _limit("size", 1, 2**40, "bytes captured per output stream")
+    open_files: int | None = _limit("count", 4, 2**20, "descriptors open at once (RLIMIT_NOFILE-like)",
+                                    " (stdin, stdout, stderr and one more)")
+    file_size: int | None = _limit("size", 1, 2**60, "largest file the module may write")
+    disk: int | None = _limit("size", 1, 2**60, "bytes the module may write to files of writable preopens in one "
+                              "run; past it writes fail with EDQUOT")
+    files: int | None = _limit("count", 1, 2**40, "directory entries (files, directories, links) the module may "
+                               "create in one run; past it creating fails with EDQUOT")
+    module_size: int | None = _limit("size", 8, 2**40, "largest module accepted (.wasm or .wat bytes)",
+                                     " (the smallest module: magic and version)")
+    compile_timeout: float | None = _limit("duration", 0.001, _YEAR, "wall-clock deadline for compiling the "
+                                           "module (or loading it from the cache)")
 
-    def __post_init__(self) -> None:
-        for name in LIMIT_KEYS:
-            value = _parse_limit(name, getattr(self, name), source="Limits", key=name)
-            object.__setattr__(self, name, value)
+
+#: Each limit's spec, by name, in the order of :class:`Limits`' fields.
+LIMITS: dict[str, LimitSpec] = {field.name: field.metadata["limit"] for field in attrs.fields(Limits)}
+
+#: The limit names, in the order of :class:`Limits`' fields.
+LIMIT_KEYS: tuple[str, ...] = tuple(LIMITS)
+
+Limits.__doc__ = (Limits.__doc__ or "") + "\n" + "".join(
+    f"    - ``{name}`` ({_UNITS[spec.kind]}): {spec.doc}; {spec.bounds()}.\n" for name, spec in LIMITS.items())
+
+
+def limit_flag(name: str) -> str:
+    """The command-line flag of a limit: ``cpu_time`` -> ``--cpu-time``."""
+    return "--" + name.replace("_", "-")
 
 
 # --------------------------------------------------------------------------
 # preopens, sandbox
 
 
-def _check_text(value: object, *, what: str, source: str | None, key: str | None) -> str:
+def _text(value: object, *, what: str, field: str, owner: str) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bytes):
+        value = os.fsdecode(value)
     if not isinstance(value, str):
-        raise _error(source, key, f"expected {what}, got {_describe(value)}")
+        raise _error(owner, field, f"expected {what}, got {_describe(value)}", field=field)
     if value == "":
-        raise _error(source, key, f"expected {what}, got an empty string")
+        raise _error(owner, field, f"expected {what}, got an empty string", field=field)
     if "\0" in value:
-        raise _error(source, key, f"must not contain NUL, got {_describe(value)}")
+        raise _error(owner, field, f"must not contain NUL, got {_describe(value)}", field=field)
     return value
 
 
-def _check_mode(value: object, *, source: str | None, key: str | None) -> Mode:
-    if value not in ("ro", "rw") or not isinstance(value, str):
-        raise _error(source, key, f'expected "ro" or "rw", got {_describe(value)}')
+def _host(value: object) -> Path:
+    return Path(_text(value, what="a directory path", field="host", owner="Preopen")).absolute()
+
+
+def _guest(value: object) -> str:
+    return _text(value, what="a guest name", field="guest", owner="Preopen")
+
+
+def _mode(value: object) -> Mode:
+    if not isinstance(value, str) or value not in ("ro", "rw"):
+        raise _error("Preopen", "mode", f'expected "ro" or "rw", got {_describe(value)}', field="mode")
     return value  # type: ignore[return-value]
 
 
-@dataclass(frozen=True, slots=True)
+@attrs.frozen
 class Preopen:
     """A host directory offered to the module under a guest name.
 
     ``host`` is absolute (relative paths are made absolute against the
-    policy file's folder, or the current directory for flags) but symlinks
-    are not resolved and the directory need not exist yet: the supervisor
-    checks it when a run starts. ``guest`` is the name the module sees
-    (non-empty, no NUL); duplicates are allowed, in order, as in wasmtime.
-    ``mode`` is ``"ro"`` or ``"rw"``.
+    current directory; :meth:`under` resolves them against another folder)
+    but symlinks are not resolved and the directory need not exist yet: the
+    supervisor checks it when a run starts. ``guest`` is the name the module
+    sees (non-empty, no NUL). ``mode`` is ``"ro"`` or ``"rw"``.
     """
 
-    host: Path
-    guest: str
-    mode: Mode = "rw"
+    host: Path = attrs.field(converter=_host)
+    guest: str = attrs.field(converter=_guest)
+    mode: Mode = attrs.field(default="rw", converter=_mode)
 
-    def __post_init__(self) -> None:
-        host = self.host
-        if isinstance(host, bytes):
-            host = os.fsdecode(host)
-        if not isinstance(host, (str, os.PathLike)):
-            raise _error("Preopen", "host", f"expected a path, got {_describe(host)}")
-        raw = os.fspath(host)
-        if isinstance(raw, bytes):
-            raw = os.fsdecode(raw)
-        _check_text(raw, what="a directory path", source="Preopen", key="host")
-        object.__setattr__(self, "host", Path(raw).absolute())
-        _check_text(self.guest, what="a guest name", source="Preopen", key="guest")
-        _check_mode(self.mode, source="Preopen", key="mode")
+    @classmethod
+    def under(cls, base_dir: str | os.PathLike[str], host: object, guest: object = None, mode: object = "rw") -> Preopen:
+        """A preopen whose relative ``host`` resolves against ``base_dir`` (a policy file's or a
+        manifest's folder); ``guest`` defaults to ``host`` as written."""
+        if isinstance(host, os.PathLike):
+            host = os.fspath(host)
+        if guest is None:
+            guest = host
+        if isinstance(host, str) and host and "\0" not in host:  # text that joins; the rest is the converter's
+            host = os.path.join(base_dir, host)
+        return cls(host, guest, mode)
 
     @property
     def readonly(self) -> bool:
@@ -489,48 +523,24 @@ class Preopen:
         return self.mode == "ro"
 
 
-def _make_preopen(
-    host: object,
-    guest: object,
-    mode: object,
-    *,
-    base_dir: Path,
-    source: str | None,
-    key_prefix: str | None,
-) -> Preopen:
-    def k(name: str) -> str | None:
-        return f"{key_prefix} {name}" if key_prefix else None
-
-    if isinstance(host, os.PathLike):
-        host = os.fspath(host)
-    if isinstance(host, bytes):
-        host = os.fsdecode(host)
-    host_s = _check_text(host, what="a directory path", source=source, key=k("host"))
-    if guest is None:
-        guest = host_s
-    guest_s = _check_text(guest, what="a guest name", source=source, key=k("guest"))
-    mode_s = _check_mode(mode, source=source, key=k("mode"))
-    path = Path(host_s)
-    if not path.is_absolute():
-        path = Path(base_dir).absolute() / path
-    return Preopen(path, guest_s, mode_s)
-
-
-def _check_layers(layers: Iterable[object], *, source: str | None, key: str | None) -> tuple[str, ...]:
+def _layers(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise _error("SandboxPolicy", "require", f"expected a sequence of layer names, got {_describe(value)}",
+                     field="require")
     out: list[str] = []
-    for i, layer in enumerate(layers, 1):
+    for i, layer in enumerate(value, 1):
         if not isinstance(layer, str):
-            raise _error(source, key, f"item {i}: expected a layer name, got {_describe(layer)}")
+            raise _error("SandboxPolicy", "require", f"item {i}: expected a layer name, got {_describe(layer)}",
+                         field="require")
         if layer not in SANDBOX_LAYERS:
-            raise _error(
-                source, key, f"unknown layer {layer!r}; valid layers: {', '.join(SANDBOX_LAYERS)}"
-            )
+            raise _error("SandboxPolicy", "require",
+                         f"unknown layer {layer!r}; valid layers: {', '.join(SANDBOX_LAYERS)}", field="require")
         if layer not in out:
             out.append(layer)
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
+@attrs.frozen
 class SandboxPolicy:
     """Sandbox layers that must be available; a run fails if one is not.
 
@@ -539,47 +549,74 @@ class SandboxPolicy:
     when the host provides them; missing ones are reported.
     """
 
-    require: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        req = self.require
-        if isinstance(req, str) or not isinstance(req, Iterable):
-            raise _error("SandboxPolicy", "require", f"expected a sequence of layer names, got {_describe(req)}")
-        object.__setattr__(self, "require", _check_layers(req, source="SandboxPolicy", key="require"))
+    require: tuple[str, ...] = attrs.field(default=(), converter=_layers)
 
 
 # --------------------------------------------------------------------------
-# env
+# the policy's own fields
 
 
-def _check_env_name(name: object, *, source: str | None, key: str | None) -> str:
+def _env_name(name: object, *, field: str) -> str:
     if not isinstance(name, str):
-        raise _error(source, key, f"expected a variable name, got {_describe(name)}")
+        raise _error("Policy", field, f"expected a variable name, got {_describe(name)}", field=field)
     if name == "":
-        raise _error(source, key, "variable name must not be empty")
+        raise _error("Policy", field, "variable name must not be empty", field=field)
     if "=" in name or "\0" in name:
-        raise _error(source, key, f"variable name must not contain '=' or NUL, got {_describe(name)}")
+        raise _error("Policy", field, f"variable name must not contain '=' or NUL, got {_describe(name)}",
+                     field=field)
     return name
 
 
-def _check_env_value(value: object, *, source: str | None, key: str | None) -> str:
-    if not isinstance(value, str):
-        raise _error(source, key, f"expected a string, got {_describe(value)}")
-    if "\0" in value:
-        raise _error(source, key, f"value must not contain NUL, got {_describe(value)}")
-    return value
-
-
-def _merge_env(pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """Last value wins, first position kept."""
+def _env(value: object) -> tuple[tuple[str, str], ...]:
+    """Explicit variables: a mapping or (name, value) pairs; a name given twice: the last value
+    wins, at the first position."""
+    if isinstance(value, Mapping):
+        value = tuple(value.items())
+    if not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
+        raise _error("Policy", "env", f"expected (name, value) pairs, got {_describe(value)}", field="env")
     merged: dict[str, str] = {}
-    for name, value in pairs:
-        merged[name] = value
+    for pair in value:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise _error("Policy", "env", f"expected (name, value) pairs, got {_describe(pair)}", field="env")
+        name, text = _env_name(pair[0], field="env"), pair[1]
+        if not isinstance(text, str):
+            raise _error("Policy", f"env {name}", f"expected a string, got {_describe(text)}", field="env", item=name)
+        if "\0" in text:
+            raise _error("Policy", f"env {name}", f"value must not contain NUL, got {_describe(text)}", field="env",
+                         item=name)
+        merged[name] = text
     return tuple(merged.items())
 
 
-# --------------------------------------------------------------------------
-# the policy
+def _inherit(value: object) -> tuple[str, ...]:
+    if not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
+        raise _error("Policy", "inherit_env", f"expected a sequence of names, got {_describe(value)}",
+                     field="inherit_env")
+    names: list[str] = []
+    for i, name in enumerate(value, 1):
+        if not isinstance(name, str):
+            raise _error("Policy", "inherit_env", f"item {i}: expected a variable name, got {_describe(name)}",
+                         field="inherit_env")
+        if _env_name(name, field="inherit_env") not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _preopens(value: object) -> tuple[Preopen, ...]:
+    """Preopens in order; a guest name is granted once (``.item`` of the error: the two numbers)."""
+    if not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
+        raise _error("Policy", "preopens", f"expected a sequence of Preopen, got {_describe(value)}",
+                     field="preopens")
+    preopens = tuple(value)
+    first: dict[str, int] = {}
+    for i, pre in enumerate(preopens, 1):
+        if not isinstance(pre, Preopen):
+            raise _error("Policy", "preopens", f"expected Preopen items, got {_describe(pre)}", field="preopens")
+        if pre.guest in first:
+            raise _error("Policy", "preopens", f"guest name {pre.guest!r} is granted twice", field="preopens",
+                         item=(first[pre.guest], i))
+        first[pre.guest] = i
+    return preopens
 
 
 # What path_symlink may create: "confined" refuses every target that,
@@ -590,10 +627,33 @@ SYMLINK_MODES = ("confined", "wasi")
 SymlinkMode = Literal["confined", "wasi"]
 
 
-def _check_symlinks(value: object, *, source: str | None, key: str | None) -> SymlinkMode:
+def _symlinks(value: object) -> SymlinkMode:
     if value not in SYMLINK_MODES:
-        raise _error(source, key, f"expected one of {', '.join(map(repr, SYMLINK_MODES))}, got {_describe(value)}")
+        raise _error("Policy", "symlinks",
+                     f"expected one of {', '.join(map(repr, SYMLINK_MODES))}, got {_describe(value)}",
+                     field="symlinks")
     return value  # type: ignore[return-value]
+
+
+def _source(value: object) -> str | None:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bytes):
+        value = os.fsdecode(value)
+    if value is not None and not isinstance(value, str):
+        raise _error("Policy", "source", f"expected a string, got {_describe(value)}", field="source")
+    return value
+
+
+def _instance(kind: type) -> Callable[[Any, attrs.Attribute[Any], object], None]:
+    def check(_: Any, field: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, kind):
+            raise _error("Policy", field.name, f"expected {kind.__name__}, got {_describe(value)}", field=field.name)
+    return check
+
+
+# --------------------------------------------------------------------------
+# the policy file's shape
 
 
 _TOP_TABLES = ("fs", "env", "limits", "sandbox")
@@ -617,22 +677,11 @@ def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], *, source: s
         raise _error(source, f"{where} {name}", f"unknown key; expected one of: {expected}")
 
 
-def _toml_string(s: str, *, source: str | None, key: str) -> str:
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif o < 0x20 or o == 0x7F:
-            out.append({"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}.get(ch, f"\\u{o:04x}"))
-        elif 0xD800 <= o <= 0xDFFF:
-            raise _error(source, key, "cannot be written as TOML: not valid Unicode (a non-UTF-8 path?)")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+def _toml_text(s: str, *, source: str | None, key: str) -> str:
+    """``s``, refused when TOML cannot hold it (a lone surrogate: a path that is not UTF-8)."""
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in s):
+        raise _error(source, key, "cannot be written as TOML: not valid Unicode (a non-UTF-8 path?)")
+    return s
 
 
 def _comment_text(s: str) -> str:
@@ -644,18 +693,39 @@ def _comment_text(s: str) -> str:
     )
 
 
-def _toml_key(s: str, *, source: str | None, key: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_-]+", s):
-        return s
-    return _toml_string(s, source=source, key=key)
+def _marked(item: Any, mark: str | None) -> Any:
+    """A TOML item with ``# mark`` after it, two spaces out."""
+    if mark:
+        item.comment(mark)
+        item.trivia.comment_ws = "  "
+    return item
 
 
-@dataclass(frozen=True, slots=True)
+def _toml_error(exc: tomllib.TOMLDecodeError, source: str) -> PolicyError:
+    msg = str(exc)
+    m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", msg, re.S)
+    if m:
+        where = f"line {m.group(2)}, column {m.group(3)}"
+        msg = m.group(1)
+    else:
+        m = re.fullmatch(r"(.*) \(at end of document\)", msg, re.S)
+        where = "end of file"
+        if m:
+            msg = m.group(1)
+    return _error(source, where, f"invalid TOML: {msg}")
+
+
+# --------------------------------------------------------------------------
+# the policy
+
+
+@attrs.frozen
 class Policy:
     """Everything a run is allowed: preopens, environment, limits, sandbox.
 
     ``Policy()`` grants nothing and limits nothing; :meth:`default` is the
-    safe built-in default (the same as ``policies/default.toml``).
+    safe built-in default (the same as ``policies/default.toml``). Copies
+    with changes: the ``with_*`` methods, or ``attrs.evolve(policy, ...)``.
 
     ``env`` holds explicit variables in order (a name given twice: the last
     value wins at the first position); ``inherit_env`` names variables
@@ -663,69 +733,16 @@ class Policy:
     is used when the host has it, the explicit one otherwise.
     """
 
-    preopens: tuple[Preopen, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    inherit_env: tuple[str, ...] = ()
-    limits: Limits = Limits()
-    sandbox: SandboxPolicy = SandboxPolicy()
-    source: str | None = None
-    symlinks: SymlinkMode = "confined"
+    preopens: tuple[Preopen, ...] = attrs.field(default=(), converter=_preopens)
+    env: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_env)
+    inherit_env: tuple[str, ...] = attrs.field(default=(), converter=_inherit)
+    limits: Limits = attrs.field(default=Limits(), validator=_instance(Limits))
+    sandbox: SandboxPolicy = attrs.field(default=SandboxPolicy(), validator=_instance(SandboxPolicy))
+    source: str | None = attrs.field(default=None, converter=_source)
+    symlinks: SymlinkMode = attrs.field(default="confined", converter=_symlinks)
     #: Where values came from, for ``policy show``: ("limits.memory", "x.toml"), ("fs.preopen#1", "--dir")...
     #: Values not named here are the built-in default's.
-    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
-
-    def __post_init__(self) -> None:
-        src = "Policy"
-        _check_symlinks(self.symlinks, source=src, key="symlinks")
-        preopens = self.preopens
-        if not isinstance(preopens, Iterable) or isinstance(preopens, (str, bytes)):
-            raise _error(src, "preopens", f"expected a sequence of Preopen, got {_describe(preopens)}")
-        preopens = tuple(preopens)
-        for p in preopens:
-            if not isinstance(p, Preopen):
-                raise _error(src, "preopens", f"expected Preopen items, got {_describe(p)}")
-        guests = [p.guest for p in preopens]
-        for guest in guests:
-            if guests.count(guest) > 1:
-                raise _error(src, "preopens", f"guest name {guest!r} is granted twice")
-        object.__setattr__(self, "preopens", preopens)
-
-        env = self.env
-        if isinstance(env, Mapping):
-            env = tuple(env.items())
-        if not isinstance(env, Iterable) or isinstance(env, (str, bytes)):
-            raise _error(src, "env", f"expected (name, value) pairs, got {_describe(env)}")
-        pairs: list[tuple[str, str]] = []
-        for item in env:
-            if not isinstance(item, (tuple, list)) or len(item) != 2:
-                raise _error(src, "env", f"expected (name, value) pairs, got {_describe(item)}")
-            name = _check_env_name(item[0], source=src, key="env")
-            pairs.append((name, _check_env_value(item[1], source=src, key=f"env {name}")))
-        object.__setattr__(self, "env", _merge_env(pairs))
-
-        inherit = self.inherit_env
-        if not isinstance(inherit, Iterable) or isinstance(inherit, (str, bytes)):
-            raise _error(src, "inherit_env", f"expected a sequence of names, got {_describe(inherit)}")
-        names: list[str] = []
-        for name in inherit:
-            name = _check_env_name(name, source=src, key="inherit_env")
-            if name not in names:
-                names.append(name)
-        object.__setattr__(self, "inherit_env", tuple(names))
-
-        if not isinstance(self.limits, Limits):
-            raise _error(src, "limits", f"expected Limits, got {_describe(self.limits)}")
-        if not isinstance(self.sandbox, SandboxPolicy):
-            raise _error(src, "sandbox", f"expected SandboxPolicy, got {_describe(self.sandbox)}")
-        if self.source is not None:
-            source = self.source
-            if isinstance(source, os.PathLike):
-                source = os.fspath(source)
-            if isinstance(source, bytes):
-                source = os.fsdecode(source)
-            if not isinstance(source, str):
-                raise _error(src, "source", f"expected a string, got {_describe(source)}")
-            object.__setattr__(self, "source", source)
+    origins: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)
 
     # ---- construction
 
@@ -773,22 +790,14 @@ class Policy:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            msg = str(e)
-            m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", msg, re.S)
-            if m:
-                where = f"line {m.group(2)}, column {m.group(3)}"
-                msg = m.group(1)
-            else:
-                m = re.fullmatch(r"(.*) \(at end of document\)", msg, re.S)
-                where = "end of file"
-                if m:
-                    msg = m.group(1)
-            raise _error(source, where, f"invalid TOML: {msg}") from None
+            raise _toml_error(e, source) from None
         return cls._from_data(data, source=source, base_dir=Path(base_dir).absolute(),
                               defaults=cls.default() if defaults is None else defaults)
 
     @classmethod
     def _from_data(cls, data: dict[str, Any], *, source: str, base_dir: Path, defaults: Policy) -> Policy:
+        """The file's shape is checked here (tables, keys, arrays); its values by the model's
+        constructors, whose errors are named as the file names them."""
         for name, value in data.items():
             if name not in _TOP_TABLES:
                 tables = ", ".join(f"[{t}]" for t in _TOP_TABLES)
@@ -800,91 +809,57 @@ class Policy:
             if not isinstance(value, dict):
                 raise _error(source, f"[{name}]", f"expected a table, got {_describe(value)}")
             _check_keys(value, _TABLE_KEYS[name], source=source, where=f"[{name}]")
+        fs, env, sandbox = data.get("fs", {}), data.get("env", {}), data.get("sandbox", {})
+        limits_tbl: dict[str, Any] = data.get("limits", {})
 
-        # [fs]
         preopens: list[Preopen] = []
-        fs = data.get("fs", {})
-        if "preopen" in fs:
-            items = fs["preopen"]
-            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-                raise _error(
-                    source, "[fs] preopen", f"expected an array of tables ([[fs.preopen]]), got {_describe(items)}"
-                )
-            for i, item in enumerate(items, 1):
-                where = f"[[fs.preopen]] #{i}"
-                _check_keys(item, _PREOPEN_KEYS, source=source, where=where)
-                if "host" not in item:
-                    raise _error(source, f"{where} host", "required key is missing")
-                pre = _make_preopen(
-                    item["host"],
-                    item.get("guest"),
-                    item.get("mode", "rw"),
-                    base_dir=base_dir,
-                    source=source,
-                    key_prefix=where,
-                )
-                for j, earlier in enumerate(preopens, 1):
-                    if earlier.guest == pre.guest:
-                        raise _error(source, f"{where} guest",
-                                     f"{pre.guest!r} is already granted by [[fs.preopen]] #{j}")
-                preopens.append(pre)
-
-        symlinks = _check_symlinks(fs.get("symlinks", defaults.symlinks), source=source, key="[fs] symlinks")
-
-        # [env]
-        env_pairs: list[tuple[str, str]] = []
-        inherit: list[str] = []
-        env = data.get("env", {})
-        if "vars" in env:
-            vars_ = env["vars"]
-            if not isinstance(vars_, dict):
-                raise _error(source, "[env] vars", f"expected a table of strings, got {_describe(vars_)}")
-            for name, value in vars_.items():
-                _check_env_name(name, source=source, key="[env] vars")
-                _check_env_value(value, source=source, key=f"[env] vars.{name}")
-                env_pairs.append((name, value))
-        if "inherit" in env:
-            names = env["inherit"]
-            if not isinstance(names, list):
-                raise _error(source, "[env] inherit", f"expected an array of variable names, got {_describe(names)}")
-            for i, name in enumerate(names, 1):
-                if not isinstance(name, str):
-                    raise _error(source, "[env] inherit", f"item {i}: expected a variable name, got {_describe(name)}")
-                _check_env_name(name, source=source, key="[env] inherit")
-                if name not in inherit:
-                    inherit.append(name)
-
-        # [limits]: a key left out keeps the built-in default's value
-        base = defaults
-        limits_tbl = data.get("limits", {})
-        parsed = {
-            name: _parse_limit(name, value, source=source, key=f"[limits] {name}") for name, value in limits_tbl.items()
-        }
-
-        # [sandbox]
-        require: tuple[str, ...] = base.sandbox.require
-        sandbox = data.get("sandbox", {})
-        if "require" in sandbox:
-            req = sandbox["require"]
-            if not isinstance(req, list):
-                raise _error(source, "[sandbox] require", f"expected an array of layer names, got {_describe(req)}")
-            require = _check_layers(req, source=source, key="[sandbox] require")
+        items = fs.get("preopen", [])
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise _error(source, "[fs] preopen", f"expected an array of tables ([[fs.preopen]]), got {_describe(items)}")
+        for i, item in enumerate(items, 1):
+            where = f"[[fs.preopen]] #{i}"
+            _check_keys(item, _PREOPEN_KEYS, source=source, where=where)
+            if "host" not in item:
+                raise _error(source, f"{where} host", "required key is missing")
+            with _naming(source, lambda e: f"{where} {e.field}"):
+                preopens.append(Preopen.under(base_dir, item["host"], item.get("guest"), item.get("mode", "rw")))
+        vars_ = env.get("vars", {})
+        if not isinstance(vars_, dict):
+            raise _error(source, "[env] vars", f"expected a table of strings, got {_describe(vars_)}")
+        inherit = env.get("inherit", [])
+        if not isinstance(inherit, list):
+            raise _error(source, "[env] inherit", f"expected an array of variable names, got {_describe(inherit)}")
+        require = sandbox.get("require", defaults.sandbox.require)
+        if not isinstance(require, (list, tuple)):
+            raise _error(source, "[sandbox] require", f"expected an array of layer names, got {_describe(require)}")
 
         origins = [(f"fs.preopen#{i}", source) for i in range(1, len(preopens) + 1)]
         origins += [(f"env.{key}", source) for key in ("vars", "inherit") if key in env]
-        origins += [(f"limits.{name}", source) for name in parsed]
+        origins += [(f"limits.{name}", source) for name in limits_tbl]
         origins += [("sandbox.require", source)] if "require" in sandbox else []
         origins += [("fs.symlinks", source)] if "symlinks" in fs else []
-        return cls(
-            preopens=tuple(preopens),
-            env=tuple(env_pairs),
-            inherit_env=tuple(inherit),
-            limits=dataclasses.replace(base.limits, **parsed),
-            sandbox=SandboxPolicy(require=require),
-            source=source,
-            origins=tuple(origins),
-            symlinks=symlinks,
-        )
+
+        def key(exc: PolicyError) -> str | None:
+            if exc.field == "env":
+                return "[env] vars" if exc.item is None else f"[env] vars.{exc.item}"
+            if exc.field == "preopens" and isinstance(exc.item, tuple):
+                first, again = exc.item
+                exc.problem = f"{preopens[again - 1].guest!r} is already granted by [[fs.preopen]] #{first}"
+                return f"[[fs.preopen]] #{again} guest"
+            return {"inherit_env": "[env] inherit", "symlinks": "[fs] symlinks", "require": "[sandbox] require"
+                    }.get(exc.field or "", f"[limits] {exc.field}")
+
+        with _naming(source, key):
+            return cls(
+                preopens=preopens,
+                env=vars_,
+                inherit_env=inherit,
+                limits=attrs.evolve(defaults.limits, **limits_tbl),  # a key left out keeps the default's value
+                sandbox=SandboxPolicy(require),
+                source=source,
+                origins=tuple(origins),
+                symlinks=fs.get("symlinks", defaults.symlinks),
+            )
 
     # ---- flags override the file
 
@@ -907,35 +882,37 @@ class Policy:
                 raise _error(source, None, "guest must not be given with a Preopen")
             pre = host
         else:
-            pre = _make_preopen(host, guest, mode, base_dir=Path.cwd(), source=source, key_prefix=None)
-        origins = dict(self.origins)
-        for i, earlier in enumerate(self.preopens, 1):
-            if earlier.guest == pre.guest:
-                by = origins.get(f"fs.preopen#{i}", "the policy")
-                raise _error(source, None, f"guest name {pre.guest!r} is already granted (by {by}: {earlier.host})")
-        key = f"fs.preopen#{len(self.preopens) + 1}"
-        return dataclasses.replace(self, preopens=self.preopens + (pre,), origins=self.origins + ((key, source),))
+            with _naming(source, lambda e: None):
+                pre = Preopen.under(Path.cwd(), host, guest, mode)
+        try:
+            return attrs.evolve(self, preopens=self.preopens + (pre,),
+                                origins=self.origins + ((f"fs.preopen#{len(self.preopens) + 1}", source),))
+        except PolicyError as exc:
+            if exc.field != "preopens" or not isinstance(exc.item, tuple):
+                raise
+            earlier = self.preopens[exc.item[0] - 1]
+            by = dict(self.origins).get(f"fs.preopen#{exc.item[0]}", "the policy")
+            raise _error(source, None, f"guest name {pre.guest!r} is already granted (by {by}: {earlier.host})"
+                         ) from None
 
     def with_symlinks(self, mode: str) -> Policy:
         """Choose what path_symlink may create (one of :data:`SYMLINK_MODES`).
         Errors name ``--symlinks``."""
-        return dataclasses.replace(self, symlinks=_check_symlinks(mode, source="--symlinks", key=None),
-                                   origins=self.origins + (("fs.symlinks", "--symlinks"),))
+        with _naming("--symlinks", lambda e: None):
+            return attrs.evolve(self, symlinks=mode, origins=self.origins + (("fs.symlinks", "--symlinks"),))
 
     def with_env(self, name: str, value: str | None = None) -> Policy:
         """Set a variable (``value`` given: overrides any inherit of that
         name) or inherit it from the host at run time (``value`` None: an
         explicit value from the file stays as the fallback when the host
         does not have it). Errors name ``--env``."""
-        name = _check_env_name(name, source="--env", key=None)
-        if value is None:
-            if name in self.inherit_env:
-                return self
-            return dataclasses.replace(self, inherit_env=self.inherit_env + (name,))
-        value = _check_env_value(value, source="--env", key=name)
-        env = _merge_env(self.env + ((name, value),))
-        inherit = tuple(n for n in self.inherit_env if n != name)
-        return dataclasses.replace(self, env=env, inherit_env=inherit)
+        with _naming("--env", lambda e: e.item):
+            if value is None:
+                if name in self.inherit_env:
+                    return self
+                return attrs.evolve(self, inherit_env=self.inherit_env + (name,))
+            return attrs.evolve(self, env=self.env + ((name, value),),
+                                inherit_env=tuple(n for n in self.inherit_env if n != name))
 
     def with_limits(self, _source: str | None = None, /, **changes: object) -> Policy:
         """Change limits; keys as in :class:`Limits`, values as in the TOML
@@ -943,33 +920,26 @@ class Policy:
         ``"unlimited"`` to lift a limit. An unknown key is a PolicyError.
         Errors name the optional positional ``_source`` or, by default, a
         flag spelled from the key (``cpu_time`` -> ``--cpu-time``)."""
-        parsed: dict[str, int | float | None] = {}
-        for key, value in changes.items():
-            if key not in _LIMIT_SPECS:
-                raise _error(
-                    _source or "limits", key, f"unknown limit; expected one of: {', '.join(LIMIT_KEYS)}"
-                )
-            if _source is None:
-                parsed[key] = _parse_limit(key, value, source="--" + key.replace("_", "-"), key=None)
-            else:
-                parsed[key] = _parse_limit(key, value, source=_source, key=key)
-        origins = self.origins + tuple((f"limits.{key}", _source or "--" + key.replace("_", "-")) for key in parsed)
-        return dataclasses.replace(self, limits=dataclasses.replace(self.limits, **parsed), origins=origins)
+        for key in changes:
+            if key not in LIMITS:
+                raise _error(_source or "limits", key, f"unknown limit; expected one of: {', '.join(LIMIT_KEYS)}")
+        values: dict[str, Any] = changes  # the converters take any value; they say what is wrong with it
+        try:
+            limits = attrs.evolve(self.limits, **values)
+        except PolicyError as exc:
+            raise (exc.at(_source, exc.field) if _source else exc.at(limit_flag(exc.field or ""), None)) from None
+        origins = self.origins + tuple((f"limits.{key}", _source or limit_flag(key)) for key in changes)
+        return attrs.evolve(self, limits=limits, origins=origins)
 
-    def with_require(self, *layers: str) -> Policy:
+    def with_require(self, *layers: str | Iterable[str]) -> Policy:
         """Require more sandbox layers (added after the existing ones,
         duplicates dropped). Unknown names are a PolicyError naming
         ``--require`` and listing the valid layers."""
         flat: list[object] = []
         for layer in layers:
-            if isinstance(layer, (list, tuple)):
-                flat.extend(layer)
-            else:
-                flat.append(layer)
-        new = _check_layers(flat, source="--require", key=None)
-        return dataclasses.replace(
-            self, sandbox=SandboxPolicy(require=_check_layers(self.sandbox.require + new, source=None, key=None))
-        )
+            flat.extend(layer) if isinstance(layer, (list, tuple)) else flat.append(layer)
+        with _naming("--require", lambda e: None):
+            return attrs.evolve(self, sandbox=SandboxPolicy(self.sandbox.require + tuple(flat)))
 
     # ---- use
 
@@ -995,168 +965,54 @@ class Policy:
         origins = dict(self.origins)
         default = Policy.default()
 
-        def mark(key: str) -> str:
+        def mark(key: str, built_in: bool = False) -> str | None:
             origin = origins.get(key)
             if origin is not None:
-                return "  # from " + _comment_text(origin)
-            if key == "fs.symlinks":
-                return "  # built-in default" if self.symlinks == default.symlinks else ""
-            table, _, name = key.partition(".")
-            ours = self.sandbox.require if table == "sandbox" else getattr(self.limits, name, None)
-            theirs = default.sandbox.require if table == "sandbox" else getattr(default.limits, name, None)
-            return "  # built-in default" if table in ("limits", "sandbox") and ours == theirs else ""
+                return "from " + _comment_text(origin)
+            return "built-in default" if built_in else None
 
-        lines: list[str] = []
-        lines.append("# wasijail policy (effective)")
-        if src is not None:
-            lines.append("# from: " + _comment_text(src))
-        else:
-            lines.append("# from: built-in")
-        lines.append("")
-        lines.append("[fs]")
-        lines.append(f'symlinks = "{self.symlinks}"' + mark("fs.symlinks"))
-        for i, p in enumerate(self.preopens, 1):
-            where = f"[[fs.preopen]] #{i}"
-            lines.append("")
-            lines.append("[[fs.preopen]]" + mark(f"fs.preopen#{i}"))
-            lines.append("host = " + _toml_string(str(p.host), source=src, key=f"{where} host"))
-            lines.append("guest = " + _toml_string(p.guest, source=src, key=f"{where} guest"))
-            lines.append(f'mode = "{p.mode}"')
+        doc = tomlkit.document()
+        doc.add(tomlkit.comment("wasijail policy (effective)"))
+        doc.add(tomlkit.comment("from: " + (_comment_text(src) if src is not None else "built-in")))
+        doc.add(tomlkit.nl())
+        fs = tomlkit.table()
+        fs.add("symlinks", _marked(tomlkit.item(self.symlinks),
+                                   mark("fs.symlinks", self.symlinks == default.symlinks)))
+        if self.preopens:
+            shelf = tomlkit.aot()
+            for i, p in enumerate(self.preopens, 1):
+                where = f"[[fs.preopen]] #{i}"
+                table = _marked(tomlkit.table(), mark(f"fs.preopen#{i}"))
+                table.add("host", _toml_text(str(p.host), source=src, key=f"{where} host"))
+                table.add("guest", _toml_text(p.guest, source=src, key=f"{where} guest"))
+                table.add("mode", p.mode)
+                shelf.append(table)
+            fs.add("preopen", shelf)
+        doc.add("fs", fs)
         if self.env or self.inherit_env:
-            lines.append("")
-            lines.append("[env]")
-            inherit = ", ".join(_toml_string(n, source=src, key="[env] inherit") for n in self.inherit_env)
-            lines.append(f"inherit = [{inherit}]" + mark("env.inherit"))
+            env = tomlkit.table()
+            names = [_toml_text(n, source=src, key="[env] inherit") for n in self.inherit_env]
+            env.add("inherit", _marked(tomlkit.item(names), mark("env.inherit")))
             if self.env:
-                lines.append("")
-                lines.append("[env.vars]" + mark("env.vars"))
+                vars_ = _marked(tomlkit.table(), mark("env.vars"))
                 for name, value in self.env:
-                    k = _toml_key(name, source=src, key="[env] vars")
-                    lines.append(f"{k} = " + _toml_string(value, source=src, key=f"[env] vars.{name}"))
-        lines.append("")
-        lines.append("[limits]")
-        for name in LIMIT_KEYS:
+                    vars_.add(_toml_text(name, source=src, key="[env] vars"),
+                              _toml_text(value, source=src, key=f"[env] vars.{name}"))
+                env.add("vars", vars_)
+            doc.add("env", env)
+        limits = tomlkit.table()
+        for name, spec in LIMITS.items():
             value = getattr(self.limits, name)
-            kind = _LIMIT_SPECS[name].kind
-            if value is None:
-                line = f'{name} = "unlimited"'
-            elif kind == "size":
-                text = format_size(value)
-                line = f"{name} = {text}" if text.isdigit() else f'{name} = "{text}"'
-            elif kind == "duration":
-                line = f'{name} = "{format_duration(value)}"'
-            else:
-                line = f"{name} = {value}"
-            lines.append(line + mark(f"limits.{name}"))
-        lines.append("")
-        lines.append("[sandbox]")
-        lines.append("require = [" + ", ".join(f'"{layer}"' for layer in self.sandbox.require) + "]"
-                     + mark("sandbox.require"))
-        return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------
-# command-line flags
-
-
-def _split_mode(parts: list[str], *, flag: str, text: str) -> Mode:
-    mode = parts[2]
-    if mode not in ("ro", "rw"):
-        raise _error(flag, None, f"unknown mode {mode!r} in {text!r}; expected ro or rw")
-    return mode  # type: ignore[return-value]
-
-
-def parse_dir_flag(text: str) -> Preopen:
-    """wasmtime's ``--dir``: ``HOST``, ``HOST::GUEST``, ``HOST::GUEST::ro``
-    or ``HOST::GUEST::rw``. The guest name defaults to HOST as written (so
-    ``--dir=.`` is named ``.``); HOST is made absolute against the current
-    directory (symlinks not resolved). Errors name ``--dir``."""
-    flag = "--dir"
-    if not isinstance(text, str):
-        raise _error(flag, None, f"expected HOST[::GUEST[::ro|rw]], got {_describe(text)}")
-    parts = text.split("::")
-    if len(parts) > 3:
-        raise _error(flag, None, f"expected HOST[::GUEST[::ro|rw]], got {text!r}")
-    mode: Mode = _split_mode(parts, flag=flag, text=text) if len(parts) == 3 else "rw"
-    host = parts[0]
-    guest = parts[1] if len(parts) >= 2 else host
-    if host == "":
-        raise _error(flag, None, f"empty host directory in {text!r}")
-    if guest == "":
-        raise _error(flag, None, f"empty guest name in {text!r}")
-    return _make_preopen(host, guest, mode, base_dir=Path.cwd(), source=flag, key_prefix=None)
-
-
-def parse_mapdir_flag(text: str) -> Preopen:
-    """The WASI tutorial's legacy ``--mapdir GUEST::HOST`` (guest first!),
-    optionally with ``::ro`` / ``::rw``. HOST is made absolute against the
-    current directory. Errors name ``--mapdir``."""
-    flag = "--mapdir"
-    if not isinstance(text, str):
-        raise _error(flag, None, f"expected GUEST::HOST, got {_describe(text)}")
-    parts = text.split("::")
-    if len(parts) not in (2, 3):
-        raise _error(flag, None, f"expected GUEST::HOST, got {text!r}")
-    mode: Mode = _split_mode(parts, flag=flag, text=text) if len(parts) == 3 else "rw"
-    guest, host = parts[0], parts[1]
-    if guest == "":
-        raise _error(flag, None, f"empty guest name in {text!r}")
-    if host == "":
-        raise _error(flag, None, f"empty host directory in {text!r}")
-    return _make_preopen(host, guest, mode, base_dir=Path.cwd(), source=flag, key_prefix=None)
-
-
-def parse_env_flag(text: str) -> tuple[str, str | None]:
-    """``--env NAME=VALUE`` -> ``(NAME, VALUE)``; ``--env NAME`` ->
-    ``(NAME, None)`` (copy from the host). The name is split at the first
-    '='; an empty name, or NUL anywhere, is an error naming ``--env``."""
-    flag = "--env"
-    if not isinstance(text, str):
-        raise _error(flag, None, f"expected NAME=VALUE or NAME, got {_describe(text)}")
-    name, sep, value = text.partition("=")
-    if name == "":
-        raise _error(flag, None, f"empty variable name in {text!r}")
-    _check_env_name(name, source=flag, key=None)
-    if not sep:
-        return name, None
-    _check_env_value(value, source=flag, key=name)
-    return name, value
-
-
-#: ``-W`` option names: wasmtime's own, then ours (Limits keys with dashes).
-_W_OPTIONS: dict[str, str] = {
-    "max-memory-size": "memory",
-    "max-table-elements": "table_elements",
-    "timeout": "timeout",
-    "fuel": "fuel",
-    **{key.replace("_", "-"): key for key in LIMIT_KEYS},
-}
-
-
-def parse_wasmtime_w_flag(text: str) -> dict[str, int | float | None]:
-    """wasmtime's ``-W`` spelling of limits: ``"timeout=2s"``,
-    ``"max-memory-size=268435456"``, ``"fuel=1000"``, or several separated
-    by commas (a later one wins). Accepted options: wasmtime's
-    ``max-memory-size``, ``max-table-elements``, ``timeout``, ``fuel`` and
-    every Limits key spelled with dashes (``cpu-time``, ``open-files``, ...).
-    Returns parsed values keyed by Limits field, ready for
-    :meth:`Policy.with_limits`. Errors name ``-W`` and the option."""
-    flag = "-W"
-    if not isinstance(text, str):
-        raise _error(flag, None, f"expected OPTION=VALUE, got {_describe(text)}")
-    out: dict[str, int | float | None] = {}
-    for item in text.split(","):
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if name == "":
-            raise _error(flag, None, f"expected OPTION=VALUE, got {text!r}")
-        if name not in _W_OPTIONS:
-            raise _error(flag, None, f"unknown option {name!r}; supported: {', '.join(sorted(_W_OPTIONS))}")
-        if not sep:
-            raise _error(flag, name, f"expected {name}=VALUE")
-        key = _W_OPTIONS[name]
-        out[key] = _parse_limit(key, value.strip(), source=flag, key=name)
-    return out
+            text = "unlimited" if value is None else spec.format(value)
+            written = int(text) if text.isdigit() else text  # whole numbers as TOML integers
+            limits.add(name, _marked(tomlkit.item(written),
+                                     mark(f"limits.{name}", value == getattr(default.limits, name))))
+        doc.add("limits", limits)
+        sandbox = tomlkit.table()
+        sandbox.add("require", _marked(tomlkit.item(list(self.sandbox.require)),
+                                       mark("sandbox.require", self.sandbox.require == default.sandbox.require)))
+        doc.add("sandbox", sandbox)
+        return tomlkit.dumps(doc)
 
 
 @functools.cache
@@ -1166,4 +1022,8 @@ def _builtin_default() -> Policy:
     text = resources.files(__package__).joinpath(DEFAULT_POLICY_FILE).read_text("utf-8")
     # The default itself inherits from nothing: a key it leaves out is not limited.
     policy = Policy.from_toml_text(text, source=DEFAULT_POLICY_FILE, base_dir=Path.cwd(), defaults=Policy())
-    return dataclasses.replace(policy, source=None, origins=())
+    return attrs.evolve(policy, source=None, origins=())
+
+
+#: The built-in default policy, shipped in the package (policies/default.toml links to it).
+DEFAULT_POLICY_FILE = "default_policy.toml"
