@@ -100,3 +100,19 @@ def _stays_beneath(top: str, path: str) -> bool:
         if now != top and not now.startswith(top + "/"):
             return False
     return True
+
+
+def userns_allowed() -> bool:
+    """Whether this host lets this process create a user namespace, from the kernel's own knobs."""
+
+    def read(path: str) -> str | None:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return None
+
+    max_ns = read("/proc/sys/user/max_user_namespaces")
+    clone_knob = read("/proc/sys/kernel/unprivileged_userns_clone")
+    apparmor = read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+    return (max_ns is None or int(max_ns) > 0) and (
+        os.getuid() == 0 or (clone_knob in (None, "1") and apparmor in (None, "0")))

@@ -16,7 +16,7 @@ import trio
 from . import supervisor as _supervisor
 from .aio import AsyncioSupervisor, in_asyncio, open_asyncio_supervisor
 from .cache import ModuleCache
-from .cgroup import CgroupPool
+from .sandbox.cgroup import CgroupPool
 from .launcher import Launcher
 from .policy import Policy
 from .results import RunResult

@@ -24,7 +24,8 @@ import sys
 from .protocol import control, transport
 from .protocol.broker import ChildOutcome, Result, SandboxReport
 from .child import runner
-from .child.sandbox import LockdownConfig, LockdownError, lockdown, prebuild_seccomp
+from .sandbox.lockdown import LockdownConfig, LockdownError, lockdown
+from .sandbox.seccomp import prebuild_seccomp
 from .stdio import fill_closed_stdio
 
 _PR_SET_PDEATHSIG = 1

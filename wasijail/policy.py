@@ -62,6 +62,7 @@ import attrs
 import tomlkit
 
 from .results import WasijailError
+from .sandbox import LAYER_NAMES
 
 __all__ = [
     "PolicyError",
@@ -82,17 +83,9 @@ __all__ = [
 
 Mode = Literal["ro", "rw"]
 
-#: Sandbox layers a policy may require, in the order the child applies them
-#: (roughly). ``wasijail doctor`` reports which of them the host provides.
-SANDBOX_LAYERS: tuple[str, ...] = (
-    "seccomp",
-    "landlock",
-    "userns",
-    "mountns",
-    "netns",
-    "openat2",
-    "cgroup",
-)
+#: Sandbox layers a policy may require (the registry in wasijail.sandbox);
+#: ``wasijail doctor`` reports which of them the host provides.
+SANDBOX_LAYERS: tuple[str, ...] = LAYER_NAMES
 
 KiB = 1024
 MiB = 1024**2

@@ -30,13 +30,14 @@ from .broker.handlers import DEFAULT_MAX_HANDLES, Broker
 from .broker.resolve import Resolver
 from .broker.session import BrokerSession
 from .cache import ModuleCache, engine_fingerprint
-from .cgroup import CgroupPool, Leaf, child_threads, memory_cap, thread_cap_uid, thread_cgroups
 from .descriptors import RUN_DESCRIPTORS, DescriptorBudget
 from .engine import EngineOptions
 from .launcher import Launcher
 from .policy import Policy
 from .protocol.broker import ChildOutcome
 from .protocol.setup import ArtifactMode, ChildLimits, Setup, Start
+from .sandbox import PARENT_LAYERS
+from .sandbox.cgroup import CgroupPool, Leaf, child_threads, memory_cap, thread_cap_uid, thread_cgroups
 from .stdio import PrivateStdio, fill_closed_stdio
 from .results import (
     STATUS_ERROR,
@@ -166,8 +167,6 @@ def _setup_fd(spec: RunSpec, limits: ChildLimits) -> int:
     return _memfd("wasijail-setup", setup.encode())
 
 
-# Layers the supervisor provides, as opposed to the child's lockdown.
-PARENT_LAYERS = frozenset({"openat2", "cgroup"})
 PIPE = subprocess.PIPE  # as stdin/stdout/stderr: hand the other end to the caller as a trio stream
 
 
@@ -839,6 +838,6 @@ class _Ending:
             data = os.read(self.violations, 4096)
         except BlockingIOError:
             data = b""
-        from .child.sandbox import describe_violation  # needs pyseccomp: load it only now
+        from .sandbox.seccomp import describe_violation  # needs pyseccomp: load it only now
 
         return describe_violation(data)

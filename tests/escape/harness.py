@@ -2,7 +2,7 @@
 
 `run_locked(body, ...)` starts a fresh ``python -c`` (never a fork of the
 test process, which may have threads), which imports
-`wasijail.child.sandbox`, runs `setup` (imports, preparation: the last
+`wasijail.sandbox.lockdown`, runs `setup` (imports, preparation: the last
 moment files may be opened), calls `lockdown()` with a report pipe, a
 violation pipe and any donated fds kept, then runs `body` as if it were
 code a module had smuggled out of wasmtime.  Both snippets see:
@@ -51,10 +51,10 @@ def attempt(fn, *args, **kwargs):
     except BaseException as exc:
         return [type(exc).__name__, str(exc)]
 
-from wasijail.child import sandbox
+from wasijail.sandbox import lockdown, seccomp
 DONATED = SPEC["donated"]
 EXTRA_KEEP = []
-g = {"report": report, "attempt": attempt, "sandbox": sandbox, "DONATED": DONATED,
+g = {"report": report, "attempt": attempt, "seccomp": seccomp, "DONATED": DONATED,
      "EXTRA_KEEP": EXTRA_KEEP, "REPORT_FD": REPORT_FD, "VIOLATION_FD": VIOLATION_FD,
      "__name__": "__escape__", "errno": errno, "os": os}
 exec(compile(SPEC["setup"], "<setup>", "exec"), g)
@@ -63,9 +63,9 @@ cfg = dict(SPEC["config"])
 keep = [0, 1, 2, REPORT_FD] + list(DONATED.values()) + EXTRA_KEEP
 violation_fd = VIOLATION_FD if cfg.pop("name_violations") else None
 try:
-    rep = sandbox.lockdown(sandbox.LockdownConfig(
+    rep = lockdown.lockdown(lockdown.LockdownConfig(
         keep_fds=tuple(keep), violation_fd=violation_fd, **cfg))
-except sandbox.LockdownError as exc:
+except lockdown.LockdownError as exc:
     report("lockdown_error", str(exc))
     sys.exit(3)
 report("lockdown", rep.to_dict())
@@ -128,9 +128,8 @@ def run_locked(
     required: tuple[str, ...] = (),
     artifact: str | None = None,
 ) -> ChildResult:
-    """Run `body` in a fresh, fully locked-down Python child. `artifact`: a file lockdown
-    mounts as the cache's artifact (LockdownConfig.artifact_fd; donated as "artifact")."""
-    from wasijail.child.sandbox import parse_violations, syscall_name
+    """Run `body` in a fresh, fully locked-down Python child."""
+    from wasijail.sandbox.seccomp import parse_violations, syscall_name
 
     donate = dict(donate or {})
     artifact_fd = -1

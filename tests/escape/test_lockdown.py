@@ -785,7 +785,7 @@ def test_the_filter_compiled_in_the_fork_server_holds_the_same_line():
         report("unknown", [rc, errno.errorcode.get(ctypes.get_errno())])
         libc.syscall(59, 0, 0, 0)  # execve
     """
-    result = run_locked(body, setup="import ctypes, signal, threading\nsandbox.prebuild_seccomp()")
+    result = run_locked(body, setup="import ctypes, signal, threading\nseccomp.prebuild_seccomp()")
     assert_killed(result, "execve")
     assert result.value("signalled") is True
     assert result.value("unknown") == [-1, "EPERM"]

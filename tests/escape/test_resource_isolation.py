@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from wasijail import OutcomeKind, Policy
-from wasijail.cgroup import UNPRIVILEGED_UID, child_threads
+from wasijail.sandbox.cgroup import UNPRIVILEGED_UID, child_threads
 from wasijail.wasi import Errno, Oflags, Rights
 
 HEALTHY = "import time\ntime.sleep(0.2)\nRESULT = sum(range(1000))"
@@ -148,7 +148,7 @@ def test_rlimit_nproc_does_not_bind_root():
 @pytest.fixture
 def no_pids_cgroup(monkeypatch):
     """A host that delegates no pids cgroup: the supervisor falls back to RLIMIT_NPROC."""
-    from wasijail.cgroup import CgroupPool
+    from wasijail.sandbox.cgroup import CgroupPool
 
     monkeypatch.setattr(CgroupPool, "open", classmethod(lambda cls, base=None: None))
     monkeypatch.setattr(CgroupPool, "open_v1_pids", classmethod(lambda cls, base=None: None))

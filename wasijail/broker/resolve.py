@@ -30,15 +30,14 @@ from __future__ import annotations
 import collections
 import ctypes
 import errno
-import functools
 import os
 import stat
 
+from ..sandbox.kernel import libc as _libc
+from ..sandbox.openat2 import available as openat2_available, openat2 as _openat2
+
 __all__ = ["EscapeError", "Resolver", "openat2_available"]
 
-_SYS_OPENAT2 = 437  # x86_64, arm64 and every table numbered since 5.1 (not alpha/mips)
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_BENEATH = 0x08
 _MAXSYMLINKS = 40  # the kernel's limit on symlinks followed in one lookup
 _PATH_MAX = 4096
 _EAGAIN_RETRIES = 16
@@ -61,9 +60,6 @@ _OBJECT_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 # How often the walk opens a final name again that changed between two looks.
 _RACE_RETRIES = 16
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
 
 class EscapeError(OSError):
     """A guest path would resolve outside its preopen (WASI: ENOTCAPABLE).
@@ -78,45 +74,6 @@ class EscapeError(OSError):
 
     def __reduce__(self):  # OSError's own would pass (errno, strerror) to __init__
         return (type(self), (self.filename,))
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [
-        ("flags", ctypes.c_uint64),
-        ("mode", ctypes.c_uint64),
-        ("resolve", ctypes.c_uint64),
-    ]
-
-
-def _openat2(dirfd: int, path: bytes, flags: int, mode: int) -> int:
-    """One openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); raw kernel errno."""
-    how = _OpenHow(flags, mode, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-    while True:
-        fd = _libc.syscall(
-            ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), ctypes.c_char_p(path),
-            ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)),
-        )
-        if fd >= 0:
-            return fd
-        err = ctypes.get_errno()
-        if err != errno.EINTR:
-            raise OSError(err, os.strerror(err), path)
-
-
-@functools.cache
-def openat2_available() -> bool:
-    """Whether openat2 works here (missing before Linux 5.6, or seccomp-denied)."""
-    try:
-        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        os.close(_openat2(root, b".", os.O_PATH | os.O_CLOEXEC, 0))
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(root)
 
 
 class Resolver:

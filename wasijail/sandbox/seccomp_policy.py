@@ -1,7 +1,8 @@
 """The child's seccomp policy, as data.
 
-Pure data and no imports beyond the standard library: `sandbox.py` turns it
-into a filter with pyseccomp, the tests and `wasijail doctor` read it as is.
+Pure data, importing only the standard library and the Linux numbers of
+`kernel.py`: `seccomp.py` turns it into a filter with pyseccomp, the tests
+read it as is.
 
 Four outcomes, decided per syscall (and, where listed, per argument):
 
@@ -33,20 +34,16 @@ from __future__ import annotations
 
 import errno
 
+from .kernel import (
+    CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS,
+    CLONE_THREAD, PR_GET_DUMPABLE, PR_GET_NAME, PR_GET_NO_NEW_PRIVS, PR_GET_SECCOMP, PR_SET_NAME,
+)
+
 # A sentinel replaced by os.getpid() when the filter is built.
 SELF_PID = "SELF_PID"
 
 # -- constants used in conditions (x86_64 / generic Linux values) -----------
 
-CLONE_NEWTIME = 0x00000080  # clone3 only; overlaps CSIGNAL for clone(2)
-CLONE_THREAD = 0x00010000
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
 # A thread must not come with a namespace of its own.
 _CLONE_NS_FLAGS = (
     CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC
@@ -70,12 +67,6 @@ F_DUPFD_CLOEXEC = 1030
 AT_EMPTY_PATH = 0x1000
 
 RLIMIT_CPU = 0  # resource.RLIMIT_CPU on Linux
-
-PR_GET_DUMPABLE = 3
-PR_GET_SECCOMP = 21
-PR_SET_NAME = 15
-PR_GET_NAME = 16
-PR_GET_NO_NEW_PRIVS = 39
 
 # -- ALLOW: unconditional ----------------------------------------------------
 
@@ -161,7 +152,7 @@ O_CLOEXEC = 0o2000000
 # wasmtime's Module.deserialize_file opens its file with Rust's File::open:
 # openat(AT_FDCWD, path, O_RDONLY|O_CLOEXEC).  Allowed with exactly these flags,
 # and only when lockdown bind-mounted the supervisor's sealed artifact,
-# read-only, into the child's otherwise empty root (sandbox.ARTIFACT_PATH)
+# read-only, into the child's otherwise empty root (mounts.ARTIFACT_PATH)
 # and Landlock grants reading that file alone; any other openat still dies.
 ARTIFACT_OPEN: tuple[str, tuple[Cond, ...]] = ("openat", ((2, "eq", O_RDONLY | O_CLOEXEC),))
 

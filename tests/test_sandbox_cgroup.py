@@ -19,8 +19,11 @@ import pytest
 import trio
 
 from wasijail import OutcomeKind, Policy, open_supervisor
-from wasijail.cgroup import COMPILE_OVERHEAD_PER_BYTE, PROCESS_OVERHEAD, CgroupPool, child_threads, own_cgroup_dir
-from wasijail.doctor import probe_layers
+from wasijail.doctor import probe_limits
+from wasijail.sandbox import cgroup
+from wasijail.sandbox.cgroup import (
+    COMPILE_OVERHEAD_PER_BYTE, PROCESS_OVERHEAD, CgroupPool, child_threads, own_cgroup_dir, own_v1_dir,
+)
 from wasijail.results import STATUS_LIMIT
 
 from helpers import program
@@ -96,16 +99,16 @@ async def test_every_child_gets_a_thread_cap_without_a_memory_limit(tmp_path, no
     assert (leaf / "pids.max").read_text() == str(child_threads())
 
 
-def test_this_host_matches_doctor():
-    cgroup = next(layer for layer in probe_layers() if layer.name == "cgroup")
+def test_this_host_matches_the_probe():
+    layer = cgroup.probe()
     pool = CgroupPool.open()
     try:
-        assert (pool is not None and pool.has_memory) == cgroup.available, cgroup.detail
+        assert (pool is not None and pool.has_memory) == layer.available, layer.detail
     finally:
         if pool is not None:
             pool.close()
-    if not cgroup.available:
-        assert cgroup.detail  # doctor says why
+    if not layer.available:
+        assert layer.detail  # the probe says why
     assert own_cgroup_dir() is None or own_cgroup_dir().is_absolute()
 
 
@@ -148,15 +151,13 @@ async def test_out_of_memory_kill_is_a_memory_limit(base):
 
 def test_subtrees_of_dead_supervisors_are_swept():
     """A supervisor killed with children running leaves `wasijail-<pid>/child-N`: the next one removes it."""
-    from wasijail.cgroup import own_v1_dir
     import subprocess
     import sys
 
     base = own_v1_dir("pids")
     if base is None or not os.access(base, os.W_OK):
         # Only the v2 pool can be in use here; doctor says there is no v1 pids hierarchy to sweep.
-        assert "v1" not in next(limit for limit in __import__("wasijail.doctor").doctor.probe_limits()
-                                if limit.name == "threads").detail
+        assert "v1" not in next(limit for limit in probe_limits() if limit.name == "threads").detail
         return
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
@@ -196,8 +197,6 @@ def test_an_ended_childs_thread_leaf_is_used_again(tmp_path):
 
 
 async def test_runs_one_after_another_share_one_real_thread_leaf():
-    from wasijail.cgroup import own_v1_dir
-
     base = own_v1_dir("pids")
     if base is None or not os.access(base, os.W_OK):
         pytest.skip("no writable v1 pids hierarchy here (the v2 pool is tested with the stand-in)")
@@ -212,3 +211,35 @@ async def test_runs_one_after_another_share_one_real_thread_leaf():
         assert (pool.path / "child-1" / "pids.max").read_text().strip() == str(child_threads())
         assert (pool.path / "child-1" / "cgroup.procs").read_text() == ""
     assert not pool.path.exists()
+
+
+def _independent_cgroup_memory() -> bool:
+    mount = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.startswith("cgroup2 "):
+                mount = left.split()[4]
+    if mount is None:
+        return False
+    own = [l[3:] for l in open("/proc/self/cgroup").read().splitlines() if l.startswith("0::")]
+    if not own:
+        return False
+    path = os.path.normpath(f"{mount}/{own[0]}")
+    try:
+        controllers = Path(path, "cgroup.controllers").read_text().split()
+    except OSError:
+        controllers = []
+    return "memory" in controllers and os.access(path, os.W_OK)
+
+
+def test_probe_matches_the_kernel():
+    layer = cgroup.probe()
+    assert layer.name == "cgroup"
+    if _independent_cgroup_memory():
+        assert layer.available, layer
+        assert "memory" in layer.detail
+    else:
+        assert not layer.available, layer
+        # says which part is missing: no v2, no memory controller, or no write access
+        assert any(word in layer.detail for word in ("v1", "memory", "writable")), layer

@@ -14,9 +14,9 @@ it is handed) before lockdown:
   hierarchy: `pids.max` = CHILD_THREADS, so a child (even one whose native
   code escaped wasmtime) cannot start more threads than that.
 
-Where the host does not allow it, `wasijail doctor` says why; memory then
-rests on the Store's limits and threads on RLIMIT_NPROC inside the child's
-user namespace (`child/sandbox.py`).
+Where the host does not allow it, `probe()` (`wasijail doctor`) says why;
+memory then rests on the Store's limits and threads on RLIMIT_NPROC inside
+the child's user namespace (rlimits.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import itertools
 import os
 import re
 from pathlib import Path
+
+from . import Layer, userns
 
 # What a child needs beyond linear memory: the interpreter, wasmtime, compiled code.
 PROCESS_OVERHEAD = 256 << 20
@@ -53,15 +55,7 @@ def child_threads() -> int:
 
 def cgroup2_mount() -> str | None:
     """Where the cgroup v2 hierarchy is mounted, if it is."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                if right.split(" ", 1)[0] == "cgroup2":
-                    return left.split(" ")[4].replace("\\040", " ")
-    except OSError:
-        pass
-    return None
+    return _mountpoint(lambda fields: fields[:1] == ["cgroup2"])
 
 
 def own_cgroup_dir() -> Path | None:
@@ -69,7 +63,7 @@ def own_cgroup_dir() -> Path | None:
     mount = cgroup2_mount()
     if mount is None:
         return None
-    return _own_dir(mount, lambda controllers: controllers == "")
+    return _own_dir(mount, _is_v2)
 
 
 def own_v1_dir(controller: str) -> Path | None:
@@ -80,25 +74,36 @@ def own_v1_dir(controller: str) -> Path | None:
     return _own_dir(mount, lambda controllers: controller in controllers.split(","))
 
 
-def _own_dir(mount: str, matches) -> Path | None:
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
+def _is_v2(controllers: str) -> bool:
+    return controllers == ""  # the v2 line of /proc/self/cgroup is "0::/path"
+
+
+def _own_path(matches) -> str | None:
+    """This process's cgroup path in the hierarchy whose /proc/self/cgroup line `matches`."""
+    for line in _read(Path("/proc/self/cgroup")).splitlines():
         _, controllers, path = line.split(":", 2)
         if matches(controllers):
-            return Path(os.path.normpath(mount + "/" + path))
+            return path
     return None
 
 
+def _own_dir(mount: str, matches) -> Path | None:
+    path = _own_path(matches)
+    return None if path is None else Path(os.path.normpath(mount + "/" + path))
+
+
 def _v1_mount(controller: str) -> str | None:
+    return _mountpoint(lambda fields: len(fields) >= 3 and fields[0] == "cgroup"
+                       and controller in fields[2].split(","))
+
+
+def _mountpoint(matches) -> str | None:
+    """The mount point of the first mount whose fields after " - " (type, source, options) match."""
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 left, _, right = line.partition(" - ")
-                fields = right.split()
-                if len(fields) >= 3 and fields[0] == "cgroup" and controller in fields[2].split(","):
+                if matches(right.split()):
                     return left.split(" ")[4].replace("\\040", " ")
     except OSError:
         pass
@@ -300,9 +305,7 @@ def thread_cap_uid(pool: CgroupPool | None, v1_pids: CgroupPool | None) -> int:
     """
     if os.geteuid() != 0 or (pool is not None and pool.has_pids) or v1_pids is not None:
         return -1
-    from .doctor import unprivileged_userns
-
-    works, _ = unprivileged_userns(UNPRIVILEGED_UID)
+    works, _ = userns.can_create(UNPRIVILEGED_UID)
     return UNPRIVILEGED_UID if works else -1
 
 
@@ -311,3 +314,31 @@ def thread_cgroups(pool: CgroupPool | None) -> CgroupPool | None:
     if pool is not None and pool.has_pids:
         return None  # the v2 pool caps threads in the same leaf
     return CgroupPool.open_v1_pids()
+
+
+def probe() -> Layer:
+    """Whether this process may give each child a memory cap: cgroup v2 with a writable memory controller."""
+    mount = cgroup2_mount()
+    if mount is None:
+        return Layer("cgroup", False, "no cgroup v2 hierarchy mounted (cgroup v1 only); "
+                                      "memory is capped by the Store's limits alone")
+    own = _own_path(_is_v2)
+    if own is None:
+        return Layer("cgroup", False, f"cgroup2 mounted at {mount} but this process is in no v2 cgroup")
+    directory = Path(os.path.normpath(mount + "/" + own))
+    layout = "unified" if mount == "/sys/fs/cgroup" else f"hybrid, v2 at {mount}"
+    controllers = _read(directory / "cgroup.controllers").split()
+    where = f"cgroup {own} ({layout})"
+    if "memory" not in controllers:
+        v1 = " (memory is on the v1 hierarchy)" if os.path.isdir("/sys/fs/cgroup/memory") else ""
+        return Layer("cgroup", False,
+                     f"{where}: memory controller not available in v2{v1}; "
+                     f"controllers: {' '.join(controllers) or 'none'}")
+    if not os.access(directory, os.W_OK):
+        return Layer("cgroup", False, f"{where}: memory controller present but the cgroup "
+                                      "is not writable (no delegation)")
+    subtree = directory / "cgroup.subtree_control"
+    if "memory" not in _read(subtree).split() and not os.access(subtree, os.W_OK):
+        return Layer("cgroup", False, f"{where}: memory not enabled for child cgroups and "
+                                      "cgroup.subtree_control is not writable")
+    return Layer("cgroup", True, f"{where}: memory controller, writable for child cgroups")
