@@ -20,7 +20,7 @@ from helpers import program
 NOT_ON_THE_RUN_PATH = (
     "rich", "dask", "distributed", "wasijail.batch", "wasijail.cluster", "wasijail.report",
     "wasijail.resultsfile", "wasijail.doctor", "wasijail.aio", "wasmtime", "pyseccomp",
-    "wasijail.child",
+    "wasijail.child", "wasijail.sandbox.lockdown", "wasijail.sandbox.seccomp",
 )
 
 
