@@ -158,9 +158,15 @@ class Launcher:
         if self._server is not None:
             popen = self._server.popen
             with trio.CancelScope(shield=True):
-                with trio.move_on_after(5):
-                    while popen.poll() is None:
-                        await trio.sleep(0.005)
+                if popen.poll() is None:
+                    # Woken the moment it exits (a pidfd is readable then), not by polling.
+                    pidfd = os.pidfd_open(popen.pid)
+                    try:
+                        with trio.move_on_after(5):
+                            await trio.lowlevel.wait_readable(pidfd)
+                    finally:
+                        trio.lowlevel.notify_closing(pidfd)
+                        os.close(pidfd)
                 if popen.poll() is None:
                     popen.kill()
                     await trio.to_thread.run_sync(popen.wait)
