@@ -221,11 +221,8 @@ def _events(text: str, artifact_size: int | None, first_role: str) -> Trace:
                 add(t, pid, f"artifact mapped ({length / 2**20:.1f} MiB)")
             elif length >= _RESERVATION and once(pid, "memory"):
                 add(t, pid, "instantiating (linear memory reserved)")
-        elif event in ("syscalls:sys_enter_sendmsg", "syscalls:sys_enter_sendto") and role == "child" and (pid, "artifact") in marks \
-                and once(pid, "loaded"):
-            add(t, pid, "module loaded (Compiled sent)")
         elif event in ("syscalls:sys_enter_sendmsg", "syscalls:sys_enter_sendto") and role == "child" \
-                and artifact_size is None and (pid, "start") in marks and once(pid, "loaded"):
+                and (pid, "artifact" if artifact_size else "start") in marks and once(pid, "loaded"):
             add(t, pid, "module loaded (Compiled sent)")
         elif event == "syscalls:sys_enter_sendmsg" and role == first_role == "cli" and once(pid, "spawn"):
             add(t, pid, "Spawn sent (imports, policy, supervisor ready)")
