@@ -14,7 +14,6 @@ exits and its children die with it (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import selectors
 import signal
@@ -24,20 +23,18 @@ import sys
 from .protocol import control, transport
 from .protocol.broker import ChildOutcome, Result, SandboxReport
 from .child import runner
+from .sandbox.kernel import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, libc
 from .sandbox.lockdown import LockdownConfig, LockdownError, lockdown
 from .sandbox.seccomp import prebuild_seccomp
 from .stdio import fill_closed_stdio
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_DUMPABLE = 4
-_libc = ctypes.CDLL(None, use_errno=True)
 # A child that could not be set up at all exits with this (the supervisor
 # reports it as an error; a lockdown refusal is reported over the socket).
 EXIT_SETUP_FAILED = 125
 
 
 def _die_with_parent() -> None:
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _become_user(uid: int) -> None:
@@ -52,7 +49,7 @@ def _become_user(uid: int) -> None:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
-    _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     _die_with_parent()
     if os.getppid() != server:  # the server died before the signal was armed again
         os._exit(EXIT_SETUP_FAILED)

@@ -21,6 +21,7 @@ import ctypes
 import os
 import struct
 
+from ..sandbox.kernel import SYS_GETDENTS64, libc
 from ..wasi import DIRENT, Filetype, filetype_of_mode
 
 # Every CHECKPOINT_EVERY-th entry's position is kept, up to MAX_CHECKPOINTS of
@@ -29,12 +30,8 @@ from ..wasi import DIRENT, Filetype, filetype_of_mode
 CHECKPOINT_EVERY = 256
 MAX_CHECKPOINTS = 1024
 _GETDENTS_BUFFER = 32 * 1024
-_SYS_GETDENTS64 = 217  # x86_64
 _DIRENT64 = struct.Struct("<QqHB")  # d_ino, d_off, d_reclen, d_type; d_name follows
 _DOTS = (b".", b"..")
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 # One buffer for every broker: each reads it to the end before it returns.
@@ -44,7 +41,7 @@ _SMALLEST_READ = 512
 
 
 def _getdents(fd: int, size: int) -> memoryview:
-    n = _libc.syscall(ctypes.c_long(_SYS_GETDENTS64), ctypes.c_int(fd), _BUFFER, ctypes.c_size_t(size))
+    n = libc.syscall(ctypes.c_long(SYS_GETDENTS64), ctypes.c_int(fd), _BUFFER, ctypes.c_size_t(size))
     if n < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

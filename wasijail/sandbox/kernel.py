@@ -29,6 +29,7 @@ libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
 # syscall numbers
 SYS_CAPSET = 126  # x86_64
 SYS_PIVOT_ROOT = 155  # x86_64
+SYS_GETDENTS64 = 217  # x86_64
 SYS_SECCOMP = 317  # x86_64
 SYS_OPENAT2 = 437  # generic (not alpha/mips)
 SYS_LANDLOCK_CREATE_RULESET = 444  # generic
@@ -57,6 +58,7 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 # prctl(2)
+PR_SET_PDEATHSIG = 1
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
