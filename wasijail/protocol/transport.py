@@ -196,14 +196,10 @@ def rights(fds) -> list:
 
 
 def send(sock: socket.socket, message: Message, fds: tuple[int, ...] = ()) -> None:
-    send_bytes(sock, message.encode(), fds)
-
-
-def send_bytes(sock: socket.socket, data: bytes, fds=()) -> None:
     if fds:
-        sock.sendmsg([data], rights(fds))
+        sock.sendmsg([message.encode()], rights(fds))
     else:
-        sock.send(data)
+        sock.send(message.encode())
 
 
 def receive(sock: socket.socket) -> tuple[bytes, list[int]]:
