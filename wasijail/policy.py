@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
-import tomlkit
 
 from .results import WasijailError
 from .sandbox import LAYER_NAMES
@@ -954,6 +953,8 @@ class Policy:
         ``from_toml_text(p.to_toml(), ...)`` gives back ``p`` (apart from
         ``source``). Each value is marked with where it came from: the
         policy file, a flag, or the built-in default."""
+        import tomlkit  # here, not at the top: only `policy show` writes TOML (7 ms of every run)
+
         src = self.source
         origins = dict(self.origins)
         default = Policy.default()
