@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import pytest
@@ -50,8 +49,9 @@ def test_limits_are_derived_from_the_policy_once():
     child = ChildLimits.of(limits, threads=40)
     assert (child.memory, child.fuel, child.open_files, child.cpu_time, child.threads) == (1 << 20, 0, 8, 2, 40)
     assert child.lockdown_cpu_time == 2 + 3 * (os.cpu_count() or 1)  # compile_timeout on every core
-    assert ChildLimits.of(dataclasses.replace(limits, compile_timeout=None), 40).lockdown_cpu_time is None
-    unlimited = ChildLimits.of(dataclasses.replace(limits, cpu_time=None, fuel=None), None)
+    uncapped_compile = Policy().with_limits(cpu_time=2, compile_timeout=None).limits
+    assert ChildLimits.of(uncapped_compile, 40).lockdown_cpu_time is None
+    unlimited = ChildLimits.of(Policy().with_limits(cpu_time=None, fuel=None).limits, None)
     assert (unlimited.cpu_time, unlimited.lockdown_cpu_time, unlimited.fuel, unlimited.threads) == (None,) * 4
 
 
