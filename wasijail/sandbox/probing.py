@@ -8,7 +8,6 @@ process without threads (the CLI, the fork server, a fresh interpreter).
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -22,6 +21,8 @@ NO_ANSWER = "the probe child died or hung"
 
 def in_child(probe: Callable[[], tuple[bool, str]], timeout: float = 5.0) -> tuple[bool, str]:
     """probe()'s answer, computed in a forked child."""
+    import json  # here, before the fork: probes are rare, and json costs every run's CLI ~3 ms
+
     read_fd, write_fd = os.pipe()
     try:
         pid = os.fork()
