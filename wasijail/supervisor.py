@@ -36,7 +36,7 @@ from .launcher import Launcher
 from .policy import Policy
 from .protocol.broker import ChildOutcome
 from .protocol.setup import ArtifactMode, ChildLimits, Setup, Start
-from .sandbox import PARENT_LAYERS
+from .sandbox import PARENT_LAYERS, spec as layer_spec
 from .sandbox.cgroup import CgroupPool, Leaf, child_threads, memory_cap, thread_cap_uid, thread_cgroups
 from .stdio import PrivateStdio, fill_closed_stdio
 from .results import (
@@ -377,10 +377,9 @@ class Supervisor:
             if name not in PARENT_LAYERS:
                 continue  # the child checks its own layers during lockdown
             if name not in self._parent_layers:
-                from .doctor import probe_layers
+                from .doctor import probe_layer
 
-                self._parent_layers.update({layer.name: layer for layer in probe_layers()
-                                            if layer.name in PARENT_LAYERS})
+                self._parent_layers[name] = probe_layer(layer_spec(name))  # that layer's probe alone
             layer = self._parent_layers[name]
             memory_cgroup = self.cgroups is not None and self.cgroups.has_memory
             if name == "cgroup" and memory_cgroup:
