@@ -8,7 +8,8 @@ supervisor's `--require` check), and the code that applies it:
               sigsys.py, the handler that names a violation)
     landlock  landlock.py
     userns    userns.py    the uid/gid maps
-    mountns   mounts.py    the pivot into an empty read-only root
+    mountns   mounts.py    the pivot into an empty read-only root (holding the
+                           cached artifact, read-only, where there is one)
     netns     net.py       (nothing to set up: a new namespace has no interface)
     openat2   openat2.py   the broker's resolution beneath a preopen
     cgroup    cgroup.py    the supervisor's per-child memory and pids caps
@@ -17,7 +18,8 @@ The child's lockdown (`lockdown.py`) applies the child's layers in one
 linear list of steps, with the steps that are not policy layers:
 rlimits.py, runtime.py (what glibc and CPython would read from files
 later), privileges.py (capabilities, no_new_privs). `kernel.py` holds the
-Linux numbers they share.
+Linux numbers they share; `probing.py` runs a probe that changes the process
+(unshare, pivot_root, setresuid) in a throw-away child.
 
 This module is the one list of layer names. It imports nothing heavy: the
 policy model and the supervisor import it; a layer's module is imported
