@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 import wasijail
-from wasijail import GuestExit, OutcomeKind, Policy, Trap, open_supervisor
+from wasijail import GuestExit, GuestTrap, OutcomeKind, Policy, open_supervisor
 
 from helpers import alive, program
 
@@ -71,7 +71,7 @@ async def test_check_raises_typed_errors():
     with pytest.raises(GuestExit) as exit_info:
         await wasijail.run(program("exit7.wasm"), check=True)
     assert exit_info.value.result.returncode == 7
-    with pytest.raises(Trap, match="module trapped: wasm trap: wasm `unreachable` instruction executed"):
+    with pytest.raises(GuestTrap, match="module trapped: wasm trap: wasm `unreachable` instruction executed"):
         await wasijail.run(program("trap.wasm"), check=True, capture_stderr=True)
     ok = await wasijail.run(program("demo_p1.wasm"), check=True, capture_stdout=True)
     assert ok.returncode == 0
@@ -130,7 +130,7 @@ def test_run_sync():
 
 # --- argument checks, module problems, kill, args, check_returncode ---
 
-from wasijail import Killed, ModuleError, PIPE, RunFailed  # noqa: E402
+from wasijail import Killed, ModuleLoadError, PIPE, RunFailed  # noqa: E402
 
 
 @pytest.mark.parametrize("call,error,message", [
@@ -164,9 +164,9 @@ async def test_every_module_problem_is_an_error_outcome(tmp_path, make, detail):
     result = await wasijail.run(module)
     assert (result.outcome.kind, result.returncode) == (OutcomeKind.ERROR, 1)
     assert detail in result.outcome.detail and str(module) in result.outcome.detail
-    with pytest.raises(ModuleError):
+    with pytest.raises(ModuleLoadError):
         await wasijail.run(module, check=True)
-    with pytest.raises(ModuleError):
+    with pytest.raises(ModuleLoadError):
         result.check_returncode()
 
 

@@ -69,7 +69,7 @@ def test_wrong_arguments_raise_under_asyncio_too():
 
 def test_module_errors_under_asyncio(tmp_path):
     async def main() -> None:
-        with pytest.raises(wasijail.ModuleError):
+        with pytest.raises(wasijail.ModuleLoadError):
             await wasijail.run(tmp_path / "missing.wasm", check=True)
 
     asyncio.run(main())

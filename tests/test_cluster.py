@@ -8,6 +8,7 @@ wasijail.cluster` (nannies restart a killed worker). The CLI tests of
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -20,11 +21,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import trio
 
 pytest.importorskip("distributed", reason="the cluster extra is not installed: pip install -e '.[cluster]'"
                                           " (scripts/test installs it)")
 
-from wasijail.batch import BatchError, load_manifest  # noqa: E402
+from wasijail.batch import BatchError, load_manifest, run_batch  # noqa: E402
 from wasijail.cache import ModuleCache, engine_fingerprint  # noqa: E402
 from wasijail.cluster import (  # noqa: E402
     ClusterError, open_cluster, run_cluster_batch, worker_reports, worker_stats)
@@ -546,3 +548,45 @@ def test_verdicts_fingerprints_and_retry_through_the_cluster(cluster, tmp_path):
         (tmp_path / "out").mkdir()
         manifest.write_text(json.dumps({**jobs[0], "preopens": [".::/all"]}) + "\n")
         run(output_dir=tmp_path / "out")
+
+
+def test_each_job_failure_gives_the_local_batch_record_through_the_cluster(cluster, tmp_path):
+    """The one runner: a job that fails before, as or after it starts, on the client or on a worker,
+    writes the record the local batch writes for it, field for field but for usage and the worker."""
+    (tmp_path / "empty.wasm").write_bytes(b"")
+    (tmp_path / "text.wasm").write_text("not a module\n")
+    (tmp_path / "v2.wasm").write_bytes(b"\0asm\x02\0\0\0")
+    exit7 = str(PROGRAMS / "exit7.wasm")
+    jobs = [{"id": "missing-module", "module": "none.wasm"},  # client side: the module cannot be opened
+            {"id": "empty-module", "module": "empty.wasm"},
+            {"id": "module-too-large", "module": exit7, "limits": {"module_size": 16}},
+            {"id": "missing-stdin", "module": exit7, "stdin": "none.txt"},
+            {"id": "missing-preopen", "module": exit7, "preopens": ["none::/x"]},  # worker side, before the child
+            {"id": "not-wasm", "module": "text.wasm"},  # worker side, in the child
+            {"id": "bad-version", "module": "v2.wasm"},
+            {"id": "trap", "module": str(PROGRAMS / "trap.wasm")},
+            {"id": "exit7", "module": exit7},
+            {"id": "expected-0", "module": exit7, "expect": {"exit": 0}}]
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+
+    def records(path: Path) -> dict[str, dict]:
+        return {r["id"]: {k: v for k, v in r.items() if k not in ("usage", "worker")} for r in read_lines(path)}
+
+    local = tmp_path / "local.jsonl"
+    trio.run(functools.partial(run_batch, load_manifest(manifest), policy=Policy.default(), results=local,
+                               parallel=2))
+    remote = tmp_path / "cluster.jsonl"
+    summary = run_cluster_batch(load_manifest(manifest), policy=Policy.default(), results=remote, client=cluster)
+    assert records(remote) == records(local)
+    assert summary.failing == [job["id"] for job in jobs]
+    ended = {k: (r["outcome"], r["returncode"]) for k, r in records(remote).items()}
+    assert ended == {**{job["id"]: ("error", 1) for job in jobs[:7]}, "trap": ("trap", 134),
+                     "exit7": ("exit", 7), "expected-0": ("exit", 7)}
+    details = {k: r.get("detail") for k, r in records(remote).items()}
+    assert details["missing-module"] == f"{tmp_path / 'none.wasm'}: no such file"
+    assert details["empty-module"] == f"{tmp_path / 'empty.wasm'}: empty file, not a module"
+    assert details["missing-stdin"] == f"{tmp_path / 'none.txt'}: No such file or directory"
+    assert details["missing-preopen"] == f"preopen {tmp_path / 'none'}: no such directory"
+    assert details["not-wasm"].startswith(f"{tmp_path / 'text.wasm'}")
+    assert records(remote)["expected-0"]["verdict"] == "fail"

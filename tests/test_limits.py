@@ -94,12 +94,12 @@ async def test_file_size_limit(supervisor, tmp_path):
 
 
 async def test_module_size_limit(supervisor):
-    from wasijail import ModuleError
+    from wasijail import ModuleLoadError
 
     result = await supervisor.run(program("demo.wasm"), policy=limited(module_size=1000))
     assert result.outcome.kind is OutcomeKind.ERROR
     assert result.outcome.detail.endswith("exceeds the module size limit of 1000")
-    with pytest.raises(ModuleError, match="exceeds the module size limit of 1000"):
+    with pytest.raises(ModuleLoadError, match="exceeds the module size limit of 1000"):
         await supervisor.run(program("demo.wasm"), policy=limited(module_size=1000), check=True)
 
 

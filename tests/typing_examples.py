@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 import wasijail
-from wasijail import (AsyncioSupervisor, ModuleError, Outcome, OutcomeKind, Policy, RunHandle, RunResult,
+from wasijail import (AsyncioSupervisor, ModuleLoadError, Outcome, OutcomeKind, Policy, RunHandle, RunResult,
                       Supervisor, Usage)
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -35,7 +35,7 @@ async def with_trio() -> list[int]:
             codes.append((await handle.wait()).returncode)
     try:
         await wasijail.run(PROGRAMS / "missing.wasm", check=True)
-    except ModuleError as exc:
+    except ModuleLoadError as exc:
         codes.append(exc.result.returncode)
     return codes
 

@@ -37,9 +37,9 @@ _EXPORTS = {
     "RunHandle": "supervisor", "PIPE": "supervisor",
     "Policy": "policy", "Preopen": "policy", "Limits": "policy", "PolicyError": "policy",
     "RunResult": "results", "Outcome": "results", "OutcomeKind": "results", "Usage": "results",
-    "WasijailError": "results", "RunFailed": "results", "GuestExit": "results", "Trap": "results",
+    "WasijailError": "results", "RunFailed": "results", "GuestExit": "results", "GuestTrap": "results",
     "Timeout": "results", "ResourceLimit": "results", "SandboxViolation": "results",
-    "ChildCrash": "results", "ModuleError": "results",
+    "ChildCrash": "results", "ModuleLoadError": "results",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -68,8 +68,9 @@ if TYPE_CHECKING:  # `X as X`: an explicit re-export, for type checkers
     from .policy import Preopen as Preopen
     from .results import ChildCrash as ChildCrash
     from .results import GuestExit as GuestExit
+    from .results import GuestTrap as GuestTrap
     from .results import Killed as Killed
-    from .results import ModuleError as ModuleError
+    from .results import ModuleLoadError as ModuleLoadError
     from .results import Outcome as Outcome
     from .results import OutcomeKind as OutcomeKind
     from .results import ResourceLimit as ResourceLimit
@@ -77,7 +78,6 @@ if TYPE_CHECKING:  # `X as X`: an explicit re-export, for type checkers
     from .results import RunResult as RunResult
     from .results import SandboxViolation as SandboxViolation
     from .results import Timeout as Timeout
-    from .results import Trap as Trap
     from .results import Usage as Usage
     from .results import WasijailError as WasijailError
     from .supervisor import PIPE as PIPE

@@ -38,7 +38,7 @@ import trio
 from .flags import parse_dir_flag
 from .nofollow import open_dir, write_beneath
 from .policy import Policy, PolicyError, Preopen
-from .results import Outcome, OutcomeKind, RunResult, Usage, WasijailError
+from .results import OutcomeKind, RunResult, Usage, WasijailError
 from .resultsfile import ResultsFile
 from .supervisor import RunSpec, Supervisor, open_supervisor
 from .verdict import (DEFAULT_CHECK_TIMEOUT, PASS, VERDICTS, Check, Expect, ExpectationError, Judge, LiveCheckers,
@@ -241,18 +241,30 @@ def fingerprint(job: Job, policy: Policy, digests: dict[Path, str | None], versi
 # -- running --------------------------------------------------------------------------------------------
 
 
-async def run_job(supervisor: Supervisor, base: Policy, job: Job) -> RunResult:
-    """One job through the supervisor; a job that cannot start fails alone, as an error."""
+def job_error(exc: WasijailError | OSError) -> RunResult:
+    """The ``error`` result of a job that cannot run (bad policy, unreadable module or stdin),
+    saying why in one line: the same for the local batch, the cluster client and its workers."""
+    if isinstance(exc, OSError):
+        return RunResult.error(f"{exc.filename}: {exc.strerror}")
+    return RunResult.error(str(exc))
+
+
+async def run_job(supervisor: Supervisor, spec: RunSpec, stdin: bytes) -> RunResult:
+    """Run one job, its output captured: the one runner of the local batch and the cluster's
+    workers. A job that cannot start fails alone, as an ``error`` result."""
+    try:
+        return await supervisor.run_spec(spec, stdin=stdin, capture_stdout=True, capture_stderr=True)
+    except (WasijailError, OSError) as exc:
+        return job_error(exc)
+
+
+async def _run_local(supervisor: Supervisor, base: Policy, job: Job) -> RunResult:
     try:
         policy = job_policy(base, job)
         stdin = job.stdin.read_bytes() if job.stdin is not None else b""
-        return await supervisor.run_spec(
-            RunSpec(job.module, job.args, policy, argv0=job.module.name),
-            stdin=stdin, capture_stdout=True, capture_stderr=True)
-    except WasijailError as exc:  # a PolicyError too
-        return RunResult(1, Outcome(OutcomeKind.ERROR, str(exc)), b"", b"")
-    except OSError as exc:
-        return RunResult(1, Outcome(OutcomeKind.ERROR, f"{exc.filename}: {exc.strerror}"), b"", b"")
+    except (WasijailError, OSError) as exc:
+        return job_error(exc)
+    return await run_job(supervisor, RunSpec(job.module, job.args, policy), stdin)
 
 
 def parse_retry(text: str) -> frozenset[str]:
@@ -483,7 +495,7 @@ async def run_batch(jobs: list[Job], *, policy: Policy, results: Path, parallel:
 
             async def worker() -> None:
                 async for job in receive:
-                    result = await run_job(supervisor, policy, job)
+                    result = await _run_local(supervisor, policy, job)
                     if job.expect is None and job.check is None:
                         batch.finish(job, result)
                     else:  # reads files and may run a checker: off the event loop, killed on an interrupt
@@ -586,6 +598,12 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # before any closing line: an error, the interrupt notice or the summary
 
 
 def format_summary(summary: BatchSummary) -> str:

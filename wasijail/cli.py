@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -298,7 +299,10 @@ def _report(result: RunResult, module: str) -> None:
                          f"    wasm trap: interrupt ({outcome.detail})\n")
     elif outcome.kind is OutcomeKind.LIMIT:
         sys.stderr.write(f"{PROG}: resource limit: {outcome.detail}\n")
-    elif outcome.kind is OutcomeKind.VIOLATION:
+    elif outcome.kind is OutcomeKind.VIOLATION and outcome.signal == signal.SIGSYS:
+        # The filter's kill names itself ("sandbox violation: execve"): labelled once.
+        sys.stderr.write(f"{PROG}: {outcome.detail}\n")
+    elif outcome.kind is OutcomeKind.VIOLATION:  # a broken protocol: "malformed broker request: ..."
         sys.stderr.write(f"{PROG}: sandbox violation: {outcome.detail}\n")
     elif outcome.kind is OutcomeKind.CRASH:
         sys.stderr.write(f"{PROG}: crash: {outcome.detail}\n")
@@ -548,14 +552,14 @@ def batch_command(argv: list[str]) -> int:
     progress = Progress(len(jobs), 0)
     options = dict(policy=policy, results=results, output_dir=output_dir, retry=retry,
                    check_timeout=check_timeout, on_result=progress.update, on_start=progress.start)
+    run = _cluster_batch if ns.cluster is not None else _local_batch
     try:
-        summary = _cluster_batch(ns, jobs, options) if ns.cluster is not None else _local_batch(ns, jobs, options)
+        with progress:
+            summary = run(ns, jobs, options)
     except WasijailError as exc:  # a refused output folder, an unusable results file, a lost cluster
-        progress.close()
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return STATUS_ERROR
     except OSError as exc:  # the results or output files, or dask's connections (errors without an errno)
-        progress.close()
         what = (f"{exc.filename or results}: {exc.strerror}" if exc.strerror
                 else f"the Dask cluster failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         sys.stderr.write(f"{PROG}: error: {what}\n")
@@ -563,10 +567,8 @@ def batch_command(argv: list[str]) -> int:
     except BaseException as exc:
         if not _is_interrupt(exc):
             raise
-        progress.close()
         sys.stderr.write(f"{PROG}: interrupted: finished jobs are in {results}; rerun to resume\n")
         return 130
-    progress.close()
     sys.stderr.write(format_summary(summary))
     return 0 if ns.allow_failures or summary.ok else STATUS_ERROR
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import final
 
 __all__ = ["OutcomeKind", "Outcome", "Usage", "RunResult", "WasijailError", "RunFailed",
-           "GuestExit", "Trap", "Timeout", "ResourceLimit", "SandboxViolation", "ChildCrash", "Killed",
-           "ModuleError", "error_for", "describe"]
+           "GuestExit", "GuestTrap", "Timeout", "ResourceLimit", "SandboxViolation", "ChildCrash", "Killed",
+           "ModuleLoadError", "error_for", "describe"]
 
 
 class OutcomeKind(str, enum.Enum):
@@ -78,6 +78,12 @@ class RunResult:
     sandbox_missing: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
 
+    @classmethod
+    def error(cls, detail: str, args: tuple[str, ...] = ()) -> RunResult:
+        """A run that never started (its module, policy or files unusable): outcome ``error``,
+        status 1, `detail` saying why in one line. Every such result is made here."""
+        return cls(STATUS_ERROR, Outcome(OutcomeKind.ERROR, detail), args=args)
+
     def check_returncode(self) -> None:
         """Raise the typed RunFailed for this result if returncode is not 0 (as CompletedProcess does)."""
         if self.returncode != 0:
@@ -100,7 +106,7 @@ class GuestExit(RunFailed):
     """The module exited with a non-zero status."""
 
 
-class Trap(RunFailed):
+class GuestTrap(RunFailed):
     """The module trapped."""
 
 
@@ -124,19 +130,19 @@ class Killed(RunFailed):
     """The run was stopped with RunHandle.kill()."""
 
 
-class ModuleError(RunFailed):
+class ModuleLoadError(RunFailed):
     """The module could not be loaded, linked or started."""
 
 
 _ERRORS = {
     OutcomeKind.EXIT: GuestExit,
-    OutcomeKind.TRAP: Trap,
+    OutcomeKind.TRAP: GuestTrap,
     OutcomeKind.TIMEOUT: Timeout,
     OutcomeKind.LIMIT: ResourceLimit,
     OutcomeKind.VIOLATION: SandboxViolation,
     OutcomeKind.CRASH: ChildCrash,
     OutcomeKind.KILLED: Killed,
-    OutcomeKind.ERROR: ModuleError,
+    OutcomeKind.ERROR: ModuleLoadError,
 }
 
 

@@ -63,8 +63,10 @@ class RunSpec:
     name in messages when ``source`` holds its bytes (``wasijail run -``:
     text unless the bytes start with the wasm magic). ``invoke`` calls that
     export with ``invoke_args`` instead of ``_start``; ``argv0`` defaults to
-    the module's file name; ``engine`` changes engine, store and linker
-    settings (wasmtime's ``-W`` options that are not limits).
+    the file name of the module as messages name it (``name``); ``engine`` changes engine, store and linker
+    settings (wasmtime's ``-W`` options that are not limits). ``name`` is
+    the module as messages and the result's ``args`` name it, when that is
+    not ``module`` (a cluster worker runs its own copy of the client's file).
     """
 
     module: Path
@@ -76,6 +78,12 @@ class RunSpec:
     engine: EngineOptions = EngineOptions()
     source: bytes | None = None
     compile_only: bool = False  # stop once the module is compiled into the cache (`wasijail compile`)
+    name: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The module as messages name it."""
+        return self.name if self.name is not None else str(self.module)
 
     @property
     def is_wat(self) -> bool:
@@ -111,24 +119,24 @@ def _open_named(path: str | os.PathLike, flags: int, name: str, messages: dict[t
 
 def open_module(spec: RunSpec) -> int:
     """Open the module file for reading, or raise WasijailError saying in one line why not."""
-    path = spec.module
+    name = spec.shown
     with ExitStack() as on_fail:
         if spec.source is not None:
             fd = _memfd("wasijail-module", spec.source)
         else:
-            fd = _open_named(path, os.O_RDONLY, str(path), {FileNotFoundError: "no such file",
+            fd = _open_named(spec.module, os.O_RDONLY, name, {FileNotFoundError: "no such file",
                              IsADirectoryError: "is a directory, not a module"}, "cannot open: ")
         on_fail.callback(os.close, fd)
         st = os.fstat(fd)  # a memfd when the bytes came with the spec: checked the same way
         if stat.S_ISDIR(st.st_mode):
-            raise WasijailError(f"{path}: is a directory, not a module")
+            raise WasijailError(f"{name}: is a directory, not a module")
         if not stat.S_ISREG(st.st_mode):
-            raise WasijailError(f"{path}: not a regular file")
+            raise WasijailError(f"{name}: not a regular file")
         if st.st_size == 0:
-            raise WasijailError(f"{path}: empty file, not a module")
+            raise WasijailError(f"{name}: empty file, not a module")
         limit = spec.policy.limits.module_size
         if limit is not None and st.st_size > limit:
-            raise WasijailError(f"{path}: {st.st_size} bytes exceeds the module size limit of {limit}")
+            raise WasijailError(f"{name}: {st.st_size} bytes exceeds the module size limit of {limit}")
         on_fail.pop_all()
     return fd
 
@@ -151,7 +159,7 @@ def _open_broker(policy: Policy, resolver: Resolver, handles: int) -> Broker:
 def _setup_fd(spec: RunSpec, limits: ChildLimits) -> int:
     policy = spec.policy
     env = policy.resolved_env(os.environ)
-    argv0 = spec.argv0 if spec.argv0 is not None else spec.module.name
+    argv0 = spec.argv0 if spec.argv0 is not None else Path(spec.shown).name
     setup = Setup(
         module_name=os.fsencode(argv0),
         is_wat=spec.is_wat,
@@ -302,7 +310,7 @@ class Supervisor:
 
         Wrong arguments raise TypeError or ValueError at once; every problem
         with the module itself (missing, unreadable, not wasm, a component,
-        bad imports) is a result with outcome ``error`` (ModuleError under
+        bad imports) is a result with outcome ``error`` (ModuleLoadError under
         check=True).
         """
         started = task_status is not trio.TASK_STATUS_IGNORED
@@ -392,11 +400,10 @@ class Supervisor:
                    task_status, handles: int) -> RunResult:
         limits = spec.policy.limits
         self._check_parent_layers(spec.policy.sandbox.require)
-        command = (str(spec.module), *spec.args)
         try:
             module_fd = open_module(spec)
         except WasijailError as exc:  # a module problem ends like every other one: an `error` result
-            result = RunResult(STATUS_ERROR, Outcome(OutcomeKind.ERROR, str(exc)), args=command)
+            result = RunResult.error(str(exc), args=(spec.shown, *spec.args))
             handle = RunHandle(None, None, None, None)
             handle._finish(result)
             task_status.started(handle)
@@ -786,7 +793,7 @@ class _Ending:
         out = bytes(captured["stdout"]) if "stdout" in captured else None
         err = bytes(captured["stderr"]) if "stderr" in captured else None
         missing = (self.session.sandbox_missing or ()) + self.parent_missing
-        return RunResult(status, outcome, out, err, usage, missing, args=(str(self.spec.module), *self.spec.args))
+        return RunResult(status, outcome, out, err, usage, missing, args=(self.spec.shown, *self.spec.args))
 
     def _outcome(self, reported) -> tuple[Outcome, int]:
         status = self.child.returncode
@@ -828,7 +835,7 @@ class _Ending:
             return Outcome(OutcomeKind.LIMIT, message), STATUS_LIMIT
         if self.session.reported_while_loading:  # the module itself: name its file, as wasmtime does
             glue = "" if message[:1].isdigit() else " "  # "bad.wat:2:1: ..." for text errors
-            message = f"{self.spec.module}:{glue}{message}"
+            message = f"{self.spec.shown}:{glue}{message}"
         return Outcome(OutcomeKind.ERROR, message), STATUS_ERROR
 
     def _violation(self) -> str:

@@ -121,6 +121,17 @@ async def test_malformed_broker_request_is_a_violation(attempt):
     assert result.outcome.detail == "malformed broker request: unknown op 65535"
 
 
+async def test_the_cli_labels_each_violation_once(attempt, capsys):
+    """The CLI's line for a filter kill and for a broken protocol: "sandbox violation:" once."""
+    from wasijail.cli import _report
+
+    for source, line in (("import os\nos.execv('/bin/sh', ['sh'])", "wasijail: sandbox violation: execve\n"),
+                         ("sock.send(b'\\xff\\xff garbage')\nimport time\ntime.sleep(5)",
+                          "wasijail: sandbox violation: malformed broker request: unknown op 65535\n")):
+        _report(await attempt(source), "attempt.py")
+        assert capsys.readouterr().err == line
+
+
 # -- re-timing: a read-only grant keeps its times ---------------------------------
 
 _OPEN_FOR_READING = """

@@ -317,12 +317,10 @@ class CpuWatchdog(threading.Thread):
     def __init__(self, limit: float) -> None:
         super().__init__(name="wasijail-cpu-watchdog", daemon=True)
         self.limit = limit  # in process_time(): the compile's CPU before the guest started is not the guest's
-        self.fired = False
 
     def run(self) -> None:
         while time.process_time() < self.limit:
             time.sleep(self.POLL)
-        self.fired = True
         # tgkill to our own main thread: the one way to signal that the filter allows.
         signal.pthread_kill(threading.main_thread().ident, signal.SIGXCPU)
 

@@ -1,23 +1,14 @@
-"""`wasijail batch --cluster`: the same manifest on a Dask distributed cluster.
+"""The client side of `wasijail batch --cluster`: one manifest's jobs on Dask workers.
 
-Two halves, one module:
-
-* The worker side is a Dask preload (`dask worker tcp://HOST:PORT --preload
-  wasijail.cluster`). `dask_setup(worker)` gives each worker process one
-  `WorkerRuntime` for its lifetime: a thread running `trio.run` that holds one
-  supervisor (and so one fork server) and one compiled-module cache in the
-  worker's local folder, and the worker's `wasijail doctor` report, probed
-  once. Each task hands its jobs to that thread with `trio.from_thread`, so
-  every job still runs in its own locked-down child.
-
-* The client side (`open_cluster`, `run_cluster_batch`) reads the manifest
-  as the local batch does, sends every distinct module once (scattered under
-  its SHA-256), submits tasks of one or a few jobs (`_ClusterBatch`) and
-  hands each job's result to the local batch's `batch.Batch`, which judges
-  it (expectations, checkers: on the client) and writes its record, so the
-  results file has the same format, fingerprints and resume rules. Only the
-  client writes it: a job a dead worker was running is run again elsewhere,
-  and its line is still written once.
+`open_cluster` connects to a scheduler (or starts `local:N`);
+`run_cluster_batch` reads the manifest as the local batch does, sends every
+distinct module once (scattered under its SHA-256), submits tasks of one or
+a few jobs (`_ClusterBatch`, run by `worker.run_jobs`) and hands each job's
+result to the local batch's `batch.Batch`, which judges it (expectations,
+checkers: on the client) and writes its record, so the results file has the
+same format, fingerprints and resume rules. Only the client writes it: a job
+a dead worker was running is run again elsewhere, and its line is still
+written once.
 
 Dask is an optional extra (`pip install 'wasijail[cluster]'`): it is imported
 only by the functions here that need it, never by the local batch.
@@ -25,19 +16,15 @@ only by the functions here that need it, never by the local batch.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import itertools
-import json
 import logging
 import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import uuid
-from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +32,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
-from .batch import Batch, BatchSummary, Job, job_policy
-from .doctor import Layer, format_report
-from .nofollow import open_dir, write_beneath
-from .policy import Policy
-from .results import Outcome, OutcomeKind, RunResult, WasijailError
-from .verdict import DEFAULT_CHECK_TIMEOUT
+from ..batch import Batch, BatchSummary, Job, job_error, job_policy
+from ..policy import Policy
+from ..results import RunResult, WasijailError
+from ..verdict import DEFAULT_CHECK_TIMEOUT
+from .worker import Task, WorkerUnavailable, run_jobs, worker_report
 
 INSTALL_HINT = "pip install 'wasijail[cluster]'"
 PRELOAD = "wasijail.cluster"
@@ -68,10 +54,6 @@ class ClusterError(WasijailError):
     """The cluster cannot be used: dask missing, bad address, scheduler unreachable."""
 
 
-class WorkerUnavailable(Exception):
-    """Raised in a task when its worker cannot run jobs right now; dask retries the task."""
-
-
 def import_distributed():
     """The `distributed` package, or a ClusterError that says how to install it."""
     try:
@@ -80,284 +62,6 @@ def import_distributed():
         raise ClusterError(f"--cluster needs Dask distributed, which is not installed: {INSTALL_HINT}") from None
     return distributed
 
-
-# -- worker side -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a worker needs to run one job; the module bytes and stdin travel beside it."""
-
-    job_id: str
-    sha: str  # SHA-256 of the module's bytes, hex
-    suffix: str  # ".wat" or ".wasm": the child parses text only for .wat
-    args: tuple[str, ...]
-    policy: Policy  # the job's policy, its environment already resolved on the client
-    argv0: str
-    cached: bool = True  # use the worker's compiled-module cache
-    stdin_sha: str | None = None  # a large stdin travels as scattered bytes under this hash
-
-
-def _probe_layers() -> list[Layer]:
-    """`wasijail doctor`'s probe, run in a fresh process as the fork server is.
-
-    A dask worker process has threads; the namespace probe forks, which is
-    only safe from a process that has none.
-    """
-    code = ("import json\nfrom wasijail.doctor import probe_layers\n"
-            "print(json.dumps([list(layer) for layer in probe_layers()]))")
-    try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
-        return [Layer(str(n), bool(a), str(d)) for n, a, d in json.loads(proc.stdout)]
-    except (OSError, subprocess.SubprocessError, ValueError, TypeError) as exc:
-        why = f"the doctor probe failed: {exc}"
-        from .doctor import LAYER_NAMES
-
-        return [Layer(name, False, why) for name in LAYER_NAMES]
-
-
-def _worker_cache(folder: Path):
-    """The worker's ModuleCache, counting the artifacts it stores (one per module compiled)."""
-    from .cache import ModuleCache
-
-    class WorkerCache(ModuleCache):
-        def __init__(self, path: Path) -> None:
-            super().__init__(path)
-            self.stored: Counter = Counter()
-            # The secret key is made now, before jobs run side by side: two first runs that made it
-            # at once could read it half written.
-            self._ensure()
-
-        def store(self, key: str, artifact: bytes) -> None:
-            self.stored[key] += 1
-            super().store(key, artifact)
-
-    return WorkerCache(folder)
-
-
-class WorkerRuntime:
-    """One worker process's supervisor, fork server and module cache, kept for its lifetime."""
-
-    def __init__(self, address: str, folder: Path, nthreads: int) -> None:
-        self.address = address
-        self.folder = folder
-        self.modules = folder / "modules"
-        self.modules.mkdir(parents=True, exist_ok=True)
-        self.cache = _worker_cache(folder / "cache")
-        self.nthreads = max(1, nthreads)
-        self.layers = {layer.name: layer for layer in _probe_layers()}
-        self.report = format_report(list(self.layers.values()))
-        self.jobs = 0
-        self._written: set[str] = set()
-        self._first_runs: dict[tuple, Any] = {}  # key -> trio.Lock while a module's first run compiles it
-        self._tried: set[tuple] = set()
-        self._supervisors: dict[bool, tuple] = {}  # cached? -> (Supervisor, CancelScope)
-        self._token = None
-        self._failed: BaseException | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="wasijail-supervisor", daemon=True)
-        self._thread.start()
-        self._ready.wait(120)
-        if self._failed is not None or self._token is None:
-            raise WasijailError(f"worker {address}: could not start the wasijail supervisor: {self._failed}")
-
-    # The trio thread.
-
-    def _serve(self) -> None:
-        import trio
-
-        try:
-            trio.run(self._main)
-        except BaseException as exc:  # reported to whoever waits for the start
-            self._failed = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        import trio
-
-        self._stop = trio.Event()
-        self._start_lock = trio.Lock()
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await self._supervisor(True)  # the fork server is up before the first task arrives
-            self._token = trio.lowlevel.current_trio_token()
-            self._ready.set()
-            await self._stop.wait()
-            nursery.cancel_scope.cancel()
-
-    async def _hold(self, cached: bool, task_status) -> None:
-        import trio
-
-        from .supervisor import open_supervisor
-
-        with trio.CancelScope() as scope:
-            async with open_supervisor(max_parallel=self.nthreads,
-                                       cache=self.cache if cached else None) as supervisor:
-                # The parent's own layers were probed already (in a process without threads).
-                supervisor.assume_layers(self.layers.values())
-                task_status.started((supervisor, scope))
-                await trio.sleep_forever()
-
-    async def _supervisor(self, cached: bool):
-        async with self._start_lock:
-            held = self._supervisors.get(cached)
-            if held is None or _fork_server_gone(held[0]):
-                if held is not None:
-                    held[1].cancel()  # a dead fork server: start a new one
-                held = await self._nursery.start(self._hold, cached)
-                self._supervisors[cached] = held
-        return held[0]
-
-    def _refusal(self, policy: Policy) -> str | None:
-        for name in policy.sandbox.require:
-            layer = self.layers.get(name)
-            if layer is not None and not layer.available:
-                return (f"worker {self.address} refuses the job: the policy requires sandbox layer {name},"
-                        f" which this worker lacks: {layer.detail}")
-        return None
-
-    def _module_file(self, task: Task, module: bytes) -> Path | str:
-        """The module's file in the worker's folder, written once (or why it cannot be run)."""
-        path = self.modules / f"{task.sha}{task.suffix}"
-        if path.name not in self._written:
-            if hashlib.sha256(module).hexdigest() != task.sha:
-                return f"{task.argv0}: the module's bytes do not match their hash"
-            if not path.exists():
-                folder = open_dir(self.modules)
-                try:
-                    write_beneath(folder, path.name, module)  # other threads see the whole module or none
-                finally:
-                    os.close(folder)
-            self._written.add(path.name)
-        return path
-
-    async def _run(self, task: Task, path: Path | str, stdin: bytes) -> RunResult:
-        from .launcher import ForkServerGone
-        from .supervisor import RunSpec
-
-        refusal = self._refusal(task.policy)
-        if refusal is not None:
-            return RunResult(1, Outcome(OutcomeKind.ERROR, refusal), b"", b"")
-        if isinstance(path, str):
-            return RunResult(1, Outcome(OutcomeKind.ERROR, path), b"", b"")
-        supervisor = await self._supervisor(task.cached)
-        spec = RunSpec(path, task.args, task.policy, argv0=task.argv0)
-        try:
-            limits = task.policy.limits
-            first = (task.sha, task.suffix, limits.fuel is not None, bool(limits.cpu_time))
-            if task.cached and first not in self._tried:
-                # The first run of a module on this worker compiles it alone; the others wait
-                # and load its artifact, so a module compiles once per worker.
-                import trio
-
-                lock = self._first_runs.setdefault(first, trio.Lock())
-                async with lock:
-                    result = await self._run_spec(supervisor, spec, stdin)
-                    self._tried.add(first)
-                    self._first_runs.pop(first, None)
-            else:
-                result = await self._run_spec(supervisor, spec, stdin)
-        except ForkServerGone as exc:
-            raise WorkerUnavailable(f"worker {self.address}: {exc}") from None
-        if _fork_server_gone(supervisor):  # the child died with the fork server: not the job's doing
-            raise WorkerUnavailable(f"worker {self.address}: the fork server died during the job")
-        self.jobs += 1
-        return result
-
-    @staticmethod
-    async def _run_spec(supervisor, spec, stdin: bytes) -> RunResult:
-        from .launcher import ForkServerGone
-
-        try:
-            return await supervisor.run_spec(spec, stdin=stdin, capture_stdout=True, capture_stderr=True)
-        except ForkServerGone:
-            raise
-        except WasijailError as exc:  # a PolicyError too, as batch.run_job: the job fails alone
-            return RunResult(1, Outcome(OutcomeKind.ERROR, str(exc)), b"", b"")
-        except OSError as exc:
-            return RunResult(1, Outcome(OutcomeKind.ERROR, f"{exc.filename}: {exc.strerror}"), b"", b"")
-
-    # Any thread.
-
-    def run_many(self, jobs: list[tuple[Task, bytes, bytes]]) -> list[tuple[str, RunResult]]:
-        """Run the jobs one after the other (a dask thread is one job slot)."""
-        import trio
-
-        # The file work happens here, in the dask thread, so the trio thread never blocks on it.
-        files = [(task, self._module_file(task, module), stdin) for task, module, stdin in jobs]
-
-        async def run_all() -> list[tuple[str, RunResult]]:
-            return [(task.job_id, await self._run(task, path, stdin)) for task, path, stdin in files]
-
-        try:
-            return trio.from_thread.run(run_all, trio_token=self._token)
-        except (trio.RunFinishedError, trio.Cancelled):  # the worker is closing: its jobs run elsewhere
-            raise WorkerUnavailable(f"worker {self.address} is shutting down") from None
-
-    def stats(self) -> dict:
-        return {"jobs": self.jobs, "compiled": dict(self.cache.stored), "report": self.report}
-
-    def close(self) -> None:
-        import trio
-
-        if self._token is not None and self._thread.is_alive():
-            try:
-                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-            except trio.RunFinishedError:
-                pass
-        self._thread.join(30)
-
-
-def _fork_server_gone(supervisor) -> bool:
-    return not supervisor.launcher.alive
-
-
-_runtimes: dict[str, WorkerRuntime] = {}
-_runtimes_lock = threading.Lock()
-
-
-def _runtime(worker) -> WorkerRuntime:
-    """This worker's runtime; started here when the worker was not given the preload."""
-    runtime = _runtimes.get(worker.id)
-    if runtime is None:
-        with _runtimes_lock:
-            runtime = _runtimes.get(worker.id)
-            if runtime is None:
-                folder = Path(worker.local_directory) / "wasijail"
-                runtime = WorkerRuntime(worker.address, folder, worker.state.nthreads)
-                _runtimes[worker.id] = runtime
-    return runtime
-
-
-def dask_setup(worker) -> None:
-    """Dask preload hook: start this worker's supervisor, fork server and cache."""
-    if getattr(worker, "nanny", None) and threading.current_thread() is threading.main_thread():
-        # A terminal's Ctrl-C reaches the whole process group: the nanny (or the wasijail batch that
-        # started a local cluster) stops this worker in order, so the worker, and the fork server
-        # and children that inherit this, ignore it rather than die mid-job with a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _runtime(worker)
-
-
-def dask_teardown(worker) -> None:
-    runtime = _runtimes.pop(worker.id, None)
-    if runtime is not None:
-        runtime.close()
-
-
-def worker_report(dask_worker) -> str:
-    """`wasijail doctor` as this worker sees it (for client.run)."""
-    return _runtime(dask_worker).report
-
-
-def worker_stats(dask_worker) -> dict:
-    """Jobs run and artifacts compiled by this worker (for client.run)."""
-    return _runtime(dask_worker).stats()
-
-
-# -- client side ---------------------------------------------------------------------------------
 
 _LOCAL = re.compile(r"local:(\d+)")
 _REMOTE = re.compile(r"(tcp|tls)://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
@@ -476,7 +180,7 @@ class _Pending:
 
 def _module_digest(job: Job, policy: Policy, seen: dict[Path, str | None]) -> str:
     """The SHA-256 of the job's module, checked as the supervisor checks it (same messages)."""
-    from .supervisor import RunSpec, open_module
+    from ..supervisor import RunSpec, open_module
 
     fd = open_module(RunSpec(job.module, policy=policy))  # raises WasijailError, as a local run would
     try:
@@ -491,10 +195,6 @@ def _module_digest(job: Job, policy: Policy, seen: dict[Path, str | None]) -> st
         os.close(fd)
 
 
-def _error(detail: str) -> RunResult:
-    return RunResult(1, Outcome(OutcomeKind.ERROR, detail), b"", b"")
-
-
 def _resolved(policy: Policy) -> Policy:
     """The policy with the client's environment copied in, so `--env NAME` means this host's NAME."""
     if not policy.inherit_env:
@@ -502,21 +202,25 @@ def _resolved(policy: Policy) -> Policy:
     return attrs.evolve(policy, env=tuple(policy.resolved_env(os.environ)), inherit_env=())
 
 
-def _failure(exc: BaseException) -> tuple[str, str]:
-    """What to do with the jobs of a task that ended without a result: ("fail" | "again" | "lost", why).
+class Failure(enum.Enum):
+    """What the client does with the jobs of a task that ended without results."""
 
-    "lost": the task's module or stdin bytes died with their workers; send them again, then the jobs.
-    """
+    FAIL = enum.auto()  # record each as an `error` result: running it again would end the same way
+    AGAIN = enum.auto()  # submit them again: their worker could not run jobs then (WorkerUnavailable)
+    LOST = enum.auto()  # their module or stdin bytes died with their workers: send those again, then the jobs
+
+
+def _failure(exc: BaseException) -> tuple[Failure, str]:
+    """How a task that raised `exc` failed, and why in one line, by the exception's type."""
     from distributed import KilledWorker
 
-    name = type(exc).__name__
     if isinstance(exc, KilledWorker):
-        return "fail", f"cluster: the workers running this job died repeatedly ({_one_line(exc)})"
+        return Failure.FAIL, f"cluster: the workers running this job died repeatedly ({_one_line(exc)})"
     if isinstance(exc, WorkerUnavailable):
-        return "again", f"cluster: {_one_line(exc)}"
-    if "Cancelled" in name or "lost" in str(exc).lower():
-        return "lost", f"cluster: the job's data was lost with its workers ({_one_line(exc) or name})"
-    return "fail", f"cluster: {name}: {_one_line(exc)}"
+        return Failure.AGAIN, f"cluster: {_one_line(exc)}"
+    if isinstance(exc, CancelledError):  # dask cancels a task whose scattered inputs were lost
+        return Failure.LOST, f"cluster: the job's data was lost with its workers ({_one_line(exc)})"
+    return Failure.FAIL, f"cluster: {type(exc).__name__}: {_one_line(exc)}"
 
 
 class _ClusterBatch:
@@ -557,11 +261,8 @@ class _ClusterBatch:
             if job.stdin is not None:
                 job.stdin.open("rb").close()  # a missing stdin fails as a local run reports it
             sha = _module_digest(job, job_pol, digests)
-        except WasijailError as exc:  # a PolicyError too
-            self.record(job, _error(str(exc)), None)
-            return
-        except OSError as exc:
-            self.record(job, _error(f"{exc.filename}: {exc.strerror}"), None)
+        except (WasijailError, OSError) as exc:  # a PolicyError too
+            self.record(job, job_error(exc), None)
             return
         self.queue.append((job, job_pol, sha))
         self._blob(f"module-{sha}").users += 1
@@ -574,7 +275,7 @@ class _ClusterBatch:
             data = job.stdin.read_bytes() if job.stdin is not None else b""
         except OSError as exc:
             self._release(f"module-{sha}")
-            self.record(job, _error(f"{exc.filename}: {exc.strerror}"), None)
+            self.record(job, job_error(exc), None)
             return None
         stdin_sha = None
         if len(data) > INLINE_STDIN:  # sent apart, once per distinct content, by top_up
@@ -582,7 +283,7 @@ class _ClusterBatch:
             self._blob(f"stdin-{stdin_sha}").users += 1
             data = None
         suffix = ".wat" if job.module.suffix == ".wat" else ".wasm"
-        task = Task(job.id, sha, suffix, job.args, job_pol, job.module.name, self.cache, stdin_sha)
+        task = Task(job.id, sha, suffix, job.args, job_pol, str(job.module), self.cache, stdin_sha)
         return _Pending(job, task, job.module, data)
 
     # Module bytes and large stdin: scattered once under their hash, dropped when no job needs them.
@@ -657,7 +358,7 @@ class _ClusterBatch:
                         stdins[task.stdin_sha] = self._sent(pending, "stdin", task.stdin_sha, pending.job.stdin)
                 except WasijailError as exc:  # a file removed or changed since the first pass
                     chunk.remove(pending)
-                    self._finish(pending, _error(str(exc)), None)
+                    self._finish(pending, job_error(exc), None)
             if not chunk:
                 continue
             items = [(p.task, p.stdin) for p in chunk]
@@ -687,10 +388,10 @@ class _ClusterBatch:
         exc = value[1] if isinstance(value, tuple) else value
         what, why = _failure(exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
         for pending in chunk:
-            if what == "fail" or pending.attempts > RESUBMITS:
-                self._finish(pending, _error(why), None)
+            if what is Failure.FAIL or pending.attempts > RESUBMITS:
+                self._finish(pending, RunResult.error(why), None)
                 continue
-            if what == "lost":
+            if what is Failure.LOST:
                 for name, sending in pending.sent.items():
                     blob = self.blobs[name]
                     if blob.sent == sending:  # not sent again since: send it again before the job
@@ -712,19 +413,6 @@ class _ClusterBatch:
             except Exception:  # the scheduler may be gone already
                 pass
 
-
-def run_jobs(items: list[tuple[Task, bytes | None]], modules: dict[str, bytes],
-             stdins: dict[str, bytes]) -> tuple[list[tuple[str, RunResult]], str]:
-    """A dask task: some jobs, one after the other, on whichever worker dask chose.
-
-    Returns each job's result and the address of the worker that ran them.
-    """
-    from distributed import get_worker
-
-    runtime = _runtime(get_worker())
-    jobs = [(task, modules[task.sha], stdin if stdin is not None else stdins[task.stdin_sha])
-            for task, stdin in items]
-    return runtime.run_many(jobs), runtime.address
 
 
 def run_cluster_batch(jobs: list[Job], *, policy: Policy, results: Path, client,
