@@ -23,8 +23,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar
-
 from ..wasi import ALL_FSTFLAGS, ALL_FDFLAGS, ALL_LOOKUPFLAGS, ALL_OFLAGS, Errno, WasiErrno
 from .transport import Channel, Message, ProtocolError, Reply
 
@@ -302,7 +300,7 @@ decode_request = REQUESTS.decode
 
 # --- replies (parent -> child) ---------------------------------------------------------
 
-REPLY_HEAD = struct.Struct("<HH")  # the op answered, a WASI errno (0: the body follows)
+REPLY_HEAD = struct.Struct("<" + Reply.HEAD)  # the op answered, a WASI errno (0: the body follows)
 _ERRNOS = frozenset(int(e) for e in Errno if e)
 
 

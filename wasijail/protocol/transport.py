@@ -7,21 +7,20 @@ boundaries. A record is
 
 all little-endian. Its layout is compiled once per class into one
 `struct.Struct` for the head, the fixed fields and the blob lengths, so
-encoding is one `pack` and one join, and decoding one `unpack_from`, one sum
-of the lengths against the size and a slice per blob: no per-field work on
-the hot path. Decoding checks the exact length and then the record's checks,
+encoding is one `pack` and the blobs after it, and decoding one
+`unpack_from`, one sum of the lengths against the size and a slice per blob:
+no per-field work on the hot path. Decoding checks the exact length and then the record's checks,
 declared as data (`Record`); anything malformed is a `ProtocolError`.
 """
 
 from __future__ import annotations
 
 import array
-import operator
 import os
 import socket
 import struct
 from dataclasses import dataclass, fields
-from typing import Callable, ClassVar, Mapping
+from typing import ClassVar
 
 from ..wasi import path_errno
 
