@@ -718,7 +718,7 @@ def test_policy_constructor_normalizes_env():
     assert p.env == (("A", "3"), ("B", "2"))
     with pytest.raises(PolicyError) as info:
         Policy(inherit_env="HOME")  # type: ignore[arg-type]
-    assert str(info.value) == "Policy: inherit_env: expected a sequence of names, got 'HOME'"
+    assert str(info.value) == "Policy: inherit_env: expected a sequence of variable names, got 'HOME'"
 
 
 # ---------------------------------------------------------------- with_* methods
@@ -1124,3 +1124,21 @@ def test_readme_limit_table_lists_the_spec():
     for row, (name, spec) in zip(rows, LIMITS.items()):
         assert row.startswith(f"| `{name}` / `{limit_flag(name)}` |")
         assert row.rstrip().endswith(f"| `{spec.wasmtime}=` |" if spec.wasmtime else "| |")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"A=B": "x"}, "env: variable name must not contain '=' or NUL, got 'A=B'"),
+    ({"": "x"}, "env: variable name must not be empty"),
+    ({"A": "x\0"}, "env: A: value must not contain NUL, got 'x\\x00'"),
+])
+def test_manifest_env_is_checked_by_the_policy(env, message, tmp_path):
+    """A manifest's env goes through the same checks as [env] vars and --env, named as the manifest's."""
+    import json
+
+    from wasijail.batch import ManifestError, load_manifest
+
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "j", "module": "m.wasm", "env": env}) + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert str(info.value) == f"{manifest}:1: {message}"

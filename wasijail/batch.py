@@ -131,6 +131,10 @@ def _job(entry: Any, where: str, base: Path, number: int, shared: tuple[Preopen,
     env = entry.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise ManifestError(f"{where}: env: expected an object of strings")
+    try:  # names and values checked by the policy's own door, named as the manifest names them
+        Policy(env=env)
+    except PolicyError as exc:
+        raise ManifestError(str(exc.at(f"{where}: env", exc.item))) from None
     stdin = entry.get("stdin")
     if stdin is not None and not isinstance(stdin, str):
         raise ManifestError(f"{where}: stdin: expected a file path")

@@ -515,21 +515,29 @@ class Preopen:
         return self.mode == "ro"
 
 
-def _layers(value: object) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise _error("SandboxPolicy", "require", f"expected a sequence of layer names, got {_describe(value)}",
-                     field="require")
+def _names(value: object, *, owner: str, field: str, noun: str, check: Callable[[str], object]) -> tuple[str, ...]:
+    """A sequence (not one string) of names, each a string that ``check`` accepts; duplicates
+    dropped, order kept. Errors say ``noun`` (``layer name``...)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise _error(owner, field, f"expected a sequence of {noun}s, got {_describe(value)}", field=field)
     out: list[str] = []
-    for i, layer in enumerate(value, 1):
-        if not isinstance(layer, str):
-            raise _error("SandboxPolicy", "require", f"item {i}: expected a layer name, got {_describe(layer)}",
-                         field="require")
-        if layer not in SANDBOX_LAYERS:
-            raise _error("SandboxPolicy", "require",
-                         f"unknown layer {layer!r}; valid layers: {', '.join(SANDBOX_LAYERS)}", field="require")
-        if layer not in out:
-            out.append(layer)
+    for i, name in enumerate(value, 1):
+        if not isinstance(name, str):
+            raise _error(owner, field, f"item {i}: expected a {noun}, got {_describe(name)}", field=field)
+        check(name)
+        if name not in out:
+            out.append(name)
     return tuple(out)
+
+
+def _known_layer(layer: str) -> None:
+    if layer not in SANDBOX_LAYERS:
+        raise _error("SandboxPolicy", "require", f"unknown layer {layer!r}; valid layers: {', '.join(SANDBOX_LAYERS)}",
+                     field="require")
+
+
+def _layers(value: object) -> tuple[str, ...]:
+    return _names(value, owner="SandboxPolicy", field="require", noun="layer name", check=_known_layer)
 
 
 @attrs.frozen
@@ -581,17 +589,8 @@ def _env(value: object) -> tuple[tuple[str, str], ...]:
 
 
 def _inherit(value: object) -> tuple[str, ...]:
-    if not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
-        raise _error("Policy", "inherit_env", f"expected a sequence of names, got {_describe(value)}",
-                     field="inherit_env")
-    names: list[str] = []
-    for i, name in enumerate(value, 1):
-        if not isinstance(name, str):
-            raise _error("Policy", "inherit_env", f"item {i}: expected a variable name, got {_describe(name)}",
-                         field="inherit_env")
-        if _env_name(name, field="inherit_env") not in names:
-            names.append(name)
-    return tuple(names)
+    return _names(value, owner="Policy", field="inherit_env", noun="variable name",
+                  check=functools.partial(_env_name, field="inherit_env"))
 
 
 def _preopens(value: object) -> tuple[Preopen, ...]:
@@ -743,11 +742,8 @@ class Policy:
         """The built-in safe default for untrusted code: the package's
         ``default_policy.toml`` (``policies/default.toml`` links to it, so
         the two are one definition; its comments give the reasoning for each
-        value): no preopens, no environment; memory 256MiB, table_elements
-        100000, timeout 60s and cpu_time 60s (both counted from the guest's
-        start), no fuel limit, output 64MiB per stream, open_files 256,
-        file_size 1GiB, disk 4GiB, files 100000, module_size 256MiB,
-        compile_timeout 600s; requires seccomp.
+        value, ``wasijail policy show`` prints the values): no preopens, no
+        environment, every limit set but fuel; requires seccomp.
         """
         return _builtin_default()
 
