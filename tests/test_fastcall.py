@@ -353,3 +353,25 @@ def test_wasi_proc_exit_on_the_fast_path(code, expected):
     with pytest.raises(ProcExit) as raised:
         exports["exit"](store, code)
     assert raised.value.code == expected
+
+
+def test_only_the_modules_own_imports_are_defined():
+    # A child defines just what its module imports (the rest resolves nothing and cost
+    # ~1.5 ms a run): the module still links and answers as with everything defined.
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    linker = wasmtime.Linker(engine)
+    module = wasmtime.Module(engine, WASI_WAT)
+    wanted = frozenset((imp.module, imp.name) for imp in module.imports)
+    state = WasiState(args=(b"prog", b"one"), env=(), broker=None, preopens=[], open_files=16)
+    bindings.define_wasi(linker, state, only=wanted)
+    exports = linker.instantiate(store, module).exports(store)
+    state.memory = GuestMemory(store, exports["memory"])
+    assert exports["fd_write"](store, 99, 0, 1, 16) == Errno.BADF
+    assert exports["sizes"](store, 0, 4) == Errno.SUCCESS
+    for module_name, name in wanted:
+        assert isinstance(linker.get(store, module_name, name), wasmtime.Func)
+    with pytest.raises(wasmtime.WasmtimeError):
+        linker.get(store, "wasi_snapshot_preview1", "fd_read")  # not imported: not defined
+    with pytest.raises(wasmtime.WasmtimeError):
+        linker.get(store, "wasi_unstable", "fd_write")

@@ -55,8 +55,10 @@ def _unsigned_exit(method):
 
 
 def define_wasi(linker: wasmtime.Linker, state: WasiState, *, fast: bool | None = None,
-                preview0: bool = True) -> None:
-    """Define every function of every snapshot (preview1, and preview0 unless told not to)."""
+                preview0: bool = True, only: frozenset[tuple[str, str]] | None = None) -> None:
+    """Define every function of every snapshot (preview1, and preview0 unless told not to);
+    with `only`, just those of its (module, name) pairs (a module's imports: defining the
+    rest costs a fresh child ~1.5 ms and resolves nothing)."""
     fast = FAST if fast is None else fast
     types: dict[tuple, wasmtime.FuncType] = {}  # per linker: a FuncType must not meet two engines
     for snapshot, imports in _IMPORTS:
@@ -64,6 +66,8 @@ def define_wasi(linker: wasmtime.Linker, state: WasiState, *, fast: bool | None 
             continue
         host = WasiHost(state, snapshot)
         for imp in imports:
+            if only is not None and (snapshot.module, imp.name) not in only:
+                continue
             ty = types.get((imp.params, imp.results))
             if ty is None:
                 ty = types[(imp.params, imp.results)] = wasmtime.FuncType(

@@ -239,7 +239,9 @@ def run(setup: Setup, module_fd: int, broker: BrokerClient, counters: list[int] 
     if counters is not None:
         state.io = counters  # bytes read, bytes written: shared so they survive a trap
     linker = wasmtime.Linker(engine)
-    define_wasi(linker, state, preview0=options.preview0)
+    # The module's own WASI imports only: the rest would resolve nothing.
+    define_wasi(linker, state, preview0=options.preview0,
+                only=frozenset((imp.module, imp.name) for imp in module.imports))
     if options.unknown_imports == "trap":
         linker.define_unknown_imports_as_traps(module)
     elif options.unknown_imports == "default":
