@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .engine import EngineOptions
-from .results import STATUS_ERROR, STATUS_USAGE, OutcomeKind, RunResult, WasijailError
+from .results import STATUS_ERROR, STATUS_INTERRUPTED, STATUS_USAGE, OutcomeKind, RunResult, WasijailError
 from .wasmtime_options import SUBCOMMANDS, W_KEYS
 
 PROG = "wasijail"
@@ -481,6 +481,14 @@ def _is_interrupt(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt)
 
 
+def _interrupted(exc: BaseException, message: str) -> int:
+    """Ctrl-C (alone or in trio's exception groups): one line and STATUS_INTERRUPTED; anything else is raised."""
+    if not _is_interrupt(exc):
+        raise exc
+    sys.stderr.write(f"{PROG}: {message}\n")
+    return STATUS_INTERRUPTED
+
+
 def _batch_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=f"{PROG} batch", description="Run every job of a JSON Lines manifest, resumably, and judge"
                 " the runs; `wasijail batch report RESULTS` shows the results.")
@@ -565,10 +573,7 @@ def batch_command(argv: list[str]) -> int:
         sys.stderr.write(f"{PROG}: error: {what}\n")
         return STATUS_ERROR
     except BaseException as exc:
-        if not _is_interrupt(exc):
-            raise
-        sys.stderr.write(f"{PROG}: interrupted: finished jobs are in {results}; rerun to resume\n")
-        return 130
+        return _interrupted(exc, f"interrupted: finished jobs are in {results}; rerun to resume")
     sys.stderr.write(format_summary(summary))
     return 0 if ns.allow_failures or summary.ok else STATUS_ERROR
 
@@ -726,12 +731,8 @@ def _dispatch(argv: list[str]) -> int:
     except BrokenPipeError:
         return STATUS_ERROR
     except BaseException as exc:
-        # Ctrl-C, alone or inside trio's exception groups: the run's own cleanup
-        # has killed and reaped its child by the time it gets here.
-        if not _is_interrupt(exc):
-            raise
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
+        # The run's own cleanup has killed and reaped its child by the time Ctrl-C gets here.
+        return _interrupted(exc, "interrupted")
 
 
 def _end_process(status: int) -> NoReturn:

@@ -31,6 +31,7 @@ STATUS_VIOLATION = 159  # 128 + SIGSYS
 STATUS_ERROR = 1
 STATUS_USAGE = 2
 STATUS_KILLED = 128 + 9  # SIGKILL, as a shell reports it
+STATUS_INTERRUPTED = 128 + 2  # the CLI stopped by Ctrl-C (SIGINT), as a shell reports it
 
 
 @final
