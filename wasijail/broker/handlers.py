@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from typing import NamedTuple
 
+from ..fds import close_quietly
 from ..protocol import broker as wire
 from ..protocol.transport import ProtocolError
 from ..wasi import (
@@ -166,7 +167,7 @@ class Broker:
 
     def close(self) -> None:
         for handle in self.handles.values():
-            _close(handle.fd)
+            close_quietly(handle.fd)
         self.handles.clear()
 
     # -- helpers -------------------------------------------------------------------
@@ -181,7 +182,7 @@ class Broker:
 
     def _add(self, fd: int, parent: Handle) -> int:
         if len(self.handles) >= self.max_handles:
-            _close(fd)
+            close_quietly(fd)
             raise WasiErrno(Errno.MFILE)
         # Numbers travel as u32 (OpenReply.handle): past the last one, wrap to a free one.
         number = self._next
@@ -219,7 +220,7 @@ class Broker:
         except OSError:
             return False
         finally:
-            _close(dirfd)
+            close_quietly(dirfd)
 
     def _resolve_fd(self, handle: Handle, path: bytes, follow: bool) -> int:
         """An O_PATH fd for the object `path` names (following a final symlink or not)."""
@@ -271,7 +272,7 @@ class Broker:
             if not req.fdflags & _NONBLOCK:
                 os.set_blocking(fd, True)
         except OSError:
-            _close(fd)
+            close_quietly(fd)
             raise
         if stat.S_ISDIR(st.st_mode):
             number = self._add(fd, handle)
@@ -288,10 +289,10 @@ class Broker:
             try:
                 fd = opened(handle.fd, path, without_create, follow=follow)
             except FileNotFoundError:
-                _close(self._parent(handle, path)[0])  # a missing parent stays ENOENT
+                close_quietly(self._parent(handle, path)[0])  # a missing parent stays ENOENT
                 raise WasiErrno(Errno.DQUOT) from None  # a new entry: as a full quota says
             if flags & os.O_EXCL:
-                _close(fd)
+                close_quietly(fd)
                 raise WasiErrno(Errno.EXIST)
             return fd
         try:
@@ -312,7 +313,7 @@ class Broker:
         try:
             return _stat_reply(os.fstat(fd)), ()
         finally:
-            _close(fd)
+            close_quietly(fd)
 
     def path_filestat_set_times(self, req: wire.PathFilestatSetTimes):
         handle = self._handle(req.dir, mutating=True)
@@ -323,7 +324,7 @@ class Broker:
                 _set_times(fd, req.atim, req.mtim, req.fstflags)
                 return _DONE
         finally:
-            _close(fd)
+            close_quietly(fd)
         # The symlink itself: an O_PATH fd of a link cannot be re-timed, so
         # act on its name in its (resolved, confined) parent, never following it.
         with _InDir(self._parent(handle, req.path)) as (dirfd, name):
@@ -374,7 +375,7 @@ class Broker:
                 with _InDir(self._parent_or_dir(new, req.new_path)) as (new_dirfd, new_name):
                     os.link(f"/proc/self/fd/{source}", new_name, dst_dir_fd=new_dirfd)
             finally:
-                _close(source)
+                close_quietly(source)
             return _DONE
         with (_InDir(self._parent_or_dir(old, req.old_path)) as (old_dirfd, old_name),
               _InDir(self._parent_or_dir(new, req.new_path)) as (new_dirfd, new_name)):
@@ -484,7 +485,7 @@ class Broker:
         handle = self.handles.pop(req.dir, None)
         if handle is None:
             raise WasiErrno(Errno.BADF)
-        _close(handle.fd)
+        close_quietly(handle.fd)
         return _DONE
 
     def dir_sync(self, req: wire.DirSync):
@@ -505,7 +506,7 @@ class _InDir:
         return self.located
 
     def __exit__(self, *exc) -> None:
-        _close(self.located[0])
+        close_quietly(self.located[0])
 
 
 class _BoundedSet:
@@ -552,10 +553,3 @@ def _set_times(fd: int, atim: int, mtim: int, fstflags: int) -> None:
     times = _new_times(os.fstat(fd), atim, mtim, fstflags)
     # An O_PATH fd cannot be futimens'd; its /proc magic link names exactly it.
     os.utime(f"/proc/self/fd/{fd}", ns=times)
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass

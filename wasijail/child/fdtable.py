@@ -7,7 +7,6 @@ its handle and asks the broker for every path operation under it).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from ..wasi import Errno, Filetype, WasiErrno
@@ -86,10 +85,3 @@ class FdTable:
             return None
         self.entries[to] = self.pop(fd)
         return target
-
-
-def close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass

@@ -20,6 +20,7 @@ import struct
 import termios
 import time
 
+from ..fds import close_quietly
 from ..protocol import broker as wire
 from ..wasi import (
     ALL_FDFLAGS,
@@ -64,7 +65,7 @@ from ..wasi import (
     path_errno,
 )
 from .broker_client import BrokerClient
-from .fdtable import Descriptor, FdTable, close_quietly
+from .fdtable import Descriptor, FdTable
 from .memory import GuestMemory
 
 _CLOCKS = {

@@ -16,12 +16,12 @@ declared as data (`Record`); anything malformed is a `ProtocolError`.
 from __future__ import annotations
 
 import array
-import os
 import socket
 import struct
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+from ..fds import close_quietly
 from ..wasi import path_errno
 
 # Large enough for two maximal paths or one readdir chunk; bigger is a violation.
@@ -224,7 +224,4 @@ def unpack_fds(ancdata) -> list[int]:
 def close_all(fds) -> None:
     """Close descriptors that came with a message nobody will take (errors ignored: each is ours)."""
     for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+        close_quietly(fd)
