@@ -41,6 +41,8 @@ class ProtocolError(Exception):
 class Layout:
     body: struct.Struct  # the fixed fields and each blob's length, after the head: one unpack
     ints: int  # how many fixed fields
+    blobs: int  # how many blobs
+    checked: bool  # whether decoding has checks to run (validate)
 
 
 class Record:
@@ -79,20 +81,26 @@ class Record:
         except struct.error as exc:
             raise ProtocolError(f"{cls.__name__}: truncated") from exc
         offset += layout.body.size
-        ints = layout.ints
-        if len(values) > ints:
+        if layout.blobs:
+            ints = layout.ints
             lengths = values[ints:]
-            if offset + sum(lengths) > len(data):
+            end = offset + sum(lengths)
+            if end > len(data):
                 raise ProtocolError(f"{cls.__name__}: blob lengths {lengths} past the end")
-            blobs = []
-            for length in lengths:
-                blobs.append(bytes(data[offset:offset + length]))
-                offset += length
-            values = (*values[:ints], *blobs)
+            if layout.blobs == 1:  # the usual case (a path): no loop
+                values = (*values[:ints], bytes(data[offset:end]))
+            else:
+                blobs = []
+                for length in lengths:
+                    blobs.append(bytes(data[offset:offset + length]))
+                    offset += length
+                values = (*values[:ints], *blobs)
+            offset = end
         if offset != len(data):
             raise ProtocolError(f"{cls.__name__}: {len(data) - offset} trailing bytes")
         record = cls(*values)  # fields are declared ints first, then blobs (checked by layout_of)
-        record.validate()
+        if layout.checked:
+            record.validate()
         return record
 
     def validate(self) -> None:
@@ -133,7 +141,8 @@ def layout_of(cls: type[Record]) -> Layout:
     namespace: dict = {"pack": struct.Struct("<" + cls.HEAD + body).pack}
     exec(compile(source, f"<{cls.__name__}.{name}>", "exec"), namespace)
     setattr(cls, name, namespace[name])
-    layout = LAYOUTS[cls] = Layout(struct.Struct("<" + body), len(ints))
+    checked = bool(cls.PATHS or cls.FLAGS or cls.RANGES) or cls.validate is not Record.validate
+    layout = LAYOUTS[cls] = Layout(struct.Struct("<" + body), len(ints), len(cls.BLOBS), checked)
     return layout
 
 

@@ -22,10 +22,11 @@ def path_errno(path: bytes | memoryview) -> Errno | None:
     """Why `path` is no valid WASI path (EILSEQ, EINVAL, ENAMETOOLONG), or None."""
     if len(path) <= PATH_MAX:
         raw = bytes(path)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return Errno.ILSEQ
+        if not raw.isascii():  # ASCII is UTF-8 (and checking it makes no str)
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return Errno.ILSEQ
         return Errno.INVAL if b"\0" in raw else None
     decoder = codecs.getincrementaldecoder("utf-8")()
     nul = False
