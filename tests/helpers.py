@@ -58,6 +58,15 @@ def summary_rows(err: str) -> dict[str, str]:
     return rows
 
 
+def broker_tree(tmp_path: Path) -> Path:
+    """A preopen for broker tests: root/ with sub/ and file.txt, and outside.txt beside it."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "file.txt").write_text("inside\n")
+    (tmp_path / "outside.txt").write_text("secret\n")
+    return root
+
+
 def links_leading_out(root: os.PathLike | str) -> list[str]:
     """Every symlink under `root` that a host tool following it would walk
     out of `root` through (at any step, not only at its end), each as

@@ -18,7 +18,7 @@ from wasijail.policy import Policy
 from wasijail.supervisor import RunSpec, open_supervisor
 from wasijail.wasi import DIRENT, Errno, Fdflags, Filetype, Oflags, Rights
 
-from helpers import links_leading_out, program
+from helpers import broker_tree, links_leading_out, program
 
 READ = int(Rights.FD_READ | Rights.FD_SEEK)
 WRITE = int(Rights.FD_WRITE)
@@ -26,11 +26,7 @@ WRITE = int(Rights.FD_WRITE)
 
 @pytest.fixture
 def tree(tmp_path):
-    root = tmp_path / "root"
-    (root / "sub").mkdir(parents=True)
-    (root / "file.txt").write_text("inside\n")
-    (tmp_path / "outside.txt").write_text("secret\n")
-    return root
+    return broker_tree(tmp_path)
 
 
 def make_broker(root: Path, resolver, readonly=False, **kw) -> Broker:

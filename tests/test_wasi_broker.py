@@ -17,6 +17,8 @@ from wasijail.protocol import broker as wire
 from wasijail.broker.handlers import Broker
 from wasijail.wasi import Errno, Fstflags, Lookupflags, Oflags, Rights
 
+from helpers import broker_tree
+
 READ = int(Rights.FD_READ)
 FOLLOW = int(Lookupflags.SYMLINK_FOLLOW)
 BOTH = int(Fstflags.ATIM | Fstflags.MTIM)
@@ -25,13 +27,10 @@ T1, T2 = 1_234_567_890_123_456_789, 1_111_111_111_222_222_222
 
 @pytest.fixture
 def tree(tmp_path):
-    root = tmp_path / "root"
-    (root / "sub").mkdir(parents=True)
-    (root / "file.txt").write_text("inside\n")
+    root = broker_tree(tmp_path)
     (root / "dirlink").symlink_to("sub")
     (root / "up").symlink_to("..")
     (root / "link_out").symlink_to("../outside.txt")
-    (tmp_path / "outside.txt").write_text("secret\n")
     os.utime(tmp_path / "outside.txt", ns=(T2, T2))
     return root
 
