@@ -28,16 +28,16 @@ class ForkServerGone(WasijailError):
 class Child:
     """A running child: its pid, a pidfd to kill it, and its exit status when known."""
 
-    def __init__(self, launcher: "Launcher", pid: int, pidfd: int) -> None:
+    def __init__(self, launcher: "Launcher", pid: int, pidfd: int | None) -> None:
         self._launcher = launcher
         self.pid = pid
-        self._pidfd = pidfd
+        self._pidfd = pidfd  # None once closed (or when the fork server sent none)
         self.returncode: int | None = None  # as subprocess: -N when killed by signal N
         self.cpu_time = 0.0  # user + system seconds, once it has ended
         self.max_rss = 0  # peak resident set in bytes, once it has ended
 
     def kill(self) -> None:
-        if self.returncode is None and self._pidfd >= 0:
+        if self.returncode is None and self._pidfd is not None:
             try:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
             except ProcessLookupError:
@@ -56,9 +56,9 @@ class Child:
         return self.returncode
 
     def close(self) -> None:
-        if self._pidfd >= 0:
+        if self._pidfd is not None:
             os.close(self._pidfd)
-            self._pidfd = -1
+            self._pidfd = None
 
 
 class Launcher:
@@ -110,6 +110,8 @@ class Launcher:
             raise ForkServerGone("the fork server died while starting a child")
         reply, pidfd = slot
         if reply.pid < 0:
+            if pidfd is not None:
+                os.close(pidfd)
             raise WasijailError(f"cannot start a child: {reply.error.decode(errors='replace')}")
         return Child(self, reply.pid, pidfd)
 
@@ -132,11 +134,11 @@ class Launcher:
                 message = control.decode_from_server(data)
                 if isinstance(message, control.Spawned):
                     waiter = self._spawned.get(message.run_id)
-                    if waiter is None:
-                        for fd in fds:
-                            os.close(fd)
+                    if waiter is None:  # its spawn was cancelled (the fork server reaps that child)
+                        transport.close_all(fds)
                         continue
-                    waiter[1].extend((message, fds[0] if fds else -1))
+                    transport.close_all(fds[1:])  # one pidfd is all a reply carries
+                    waiter[1].extend((message, fds[0] if fds else None))
                     waiter[0].set()
                 else:
                     self._statuses[message.pid] = message

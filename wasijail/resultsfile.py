@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 from .nofollow import open_regular
@@ -71,18 +72,24 @@ class ResultsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._fd = open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            fd = open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         except OSError as exc:
             raise ResultsError(f"{path}: cannot open the results file: {exc.strerror}") from None
-        data = b""
-        while chunk := os.pread(self._fd, 1 << 20, len(data)):
-            data += chunk
-        self.records, self.problems, whole = parse_results(data, str(path))
-        if whole < len(data):
-            os.ftruncate(self._fd, whole)  # so the next record starts a line of its own
+        with ExitStack() as on_fail:
+            on_fail.callback(os.close, fd)
+            data = b""
+            while chunk := os.pread(fd, 1 << 20, len(data)):
+                data += chunk
+            self.records, self.problems, whole = parse_results(data, str(path))
+            if whole < len(data):
+                os.ftruncate(fd, whole)  # so the next record starts a line of its own
+            on_fail.pop_all()
+        self._fd: int | None = fd  # None once closed
 
     def append(self, record: dict) -> None:
         """Write one record as one whole line: an interrupt never leaves half of it."""
+        if self._fd is None:
+            raise ResultsError(f"{self.path}: the results file is closed")
         line = (json.dumps(record) + "\n").encode()
         view = memoryview(line)
         while view:
@@ -90,9 +97,9 @@ class ResultsFile:
         self.records[record["id"]] = record
 
     def close(self) -> None:
-        if self._fd >= 0:
+        if self._fd is not None:
             os.close(self._fd)
-            self._fd = -1
+            self._fd = None
 
     def __enter__(self) -> ResultsFile:
         return self
