@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -570,3 +572,33 @@ def test_user_paths_never_give_a_traceback(tmp_path):
     err = assert_one_line_error(wasijail("batch", jobs, "--results", tmp_path / "r.jsonl", "--output-dir",
                                          tmp_path / "file"))
     assert err.startswith(f"wasijail: error: {tmp_path / 'file'}: ")
+
+
+_WRITE_STATUS_WAT = """(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hi\\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 3))
+    (call $exit (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"""
+
+
+def test_stdin_and_stdout_on_one_file_keep_their_own_modes(tmp_path):
+    # `wasijail run m.wasm </dev/null >/dev/null`: one file, read-only as stdin and write-only
+    # as stdout. The child gets a description per mode, so its write succeeds (status 0, the
+    # errno fd_write returned; 8 = EBADF when stdout got stdin's read-only one).
+    module = tmp_path / "write_status.wat"
+    module.write_text(_WRITE_STATUS_WAT)
+    with open(os.devnull, "rb") as stdin, open(os.devnull, "wb") as stdout:
+        proc = subprocess.run([sys.executable, "-m", "wasijail", str(module)], stdin=stdin, stdout=stdout,
+                              stderr=subprocess.PIPE, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    target = tmp_path / "same.txt"
+    target.write_bytes(b"")
+    with open(target, "rb") as stdin, open(target, "ab") as stdout:
+        proc = subprocess.run([sys.executable, "-m", "wasijail", str(module)], stdin=stdin, stdout=stdout,
+                              stderr=subprocess.PIPE, timeout=60)
+    assert (proc.returncode, proc.stderr, target.read_bytes()) == (0, b"", b"hi\n")

@@ -83,7 +83,9 @@ class PrivateStdio:
         self._reopened: list[_Reopened] = []
         self._pumps: list[_Pump] = []
         self._restore: list[tuple[int, int]] = []  # shared sockets and their status flags
-        by_file: dict[tuple[int, int], int] = {}  # one private description per file: 2>&1 keeps one offset
+        # One private description per file and access mode: 2>&1 keeps one offset, and
+        # `<file >file` (</dev/null >/dev/null) still gives stdout a description it may write.
+        by_file: dict[tuple[int, int, int], int] = {}
         child = []
         try:
             for index, fd in enumerate(fds):
@@ -95,7 +97,7 @@ class PrivateStdio:
                     self._restore.append((fd, fcntl.fcntl(fd, fcntl.F_GETFL)))
                     child.append(fd)
                     continue
-                key = (st.st_dev, st.st_ino)
+                key = (st.st_dev, st.st_ino, fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE)
                 if key in by_file:
                     child.append(by_file[key])
                     continue
