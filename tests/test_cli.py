@@ -602,3 +602,14 @@ def test_stdin_and_stdout_on_one_file_keep_their_own_modes(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "wasijail", str(module)], stdin=stdin, stdout=stdout,
                               stderr=subprocess.PIPE, timeout=60)
     assert (proc.returncode, proc.stderr, target.read_bytes()) == (0, b"", b"hi\n")
+
+
+def test_policy_show_prints_the_policy_files_comments(tmp_path):
+    """`policy show` writes the file back out with its comments (the built-in default's without --policy)."""
+    policy = tmp_path / "p.toml"
+    policy.write_text('# why this policy\n[limits]\n# a minute is enough\ntimeout = "60s"\n')
+    out = text(wasijail("policy", "show", "--policy", policy, "--fuel", "7").stdout)
+    assert "# why this policy\n" in out and '# a minute is enough\ntimeout = "1m"  # from' in out
+    assert "fuel = 7  # from --fuel" in out
+    default = text(wasijail("policy", "show").stdout)
+    assert "# wasijail default policy: safe for untrusted code." in default

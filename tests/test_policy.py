@@ -1142,3 +1142,42 @@ def test_manifest_env_is_checked_by_the_policy(env, message, tmp_path):
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest)
     assert str(info.value) == f"{manifest}:1: {message}"
+
+
+# ---------------------------------------------------------------- policy show keeps the file's comments
+
+
+def test_policy_show_keeps_the_default_policys_comments():
+    """Shown onto the default policy's own text, every comment line of default_policy.toml is kept, in
+    order, and the result loads back to the same settings."""
+    from wasijail.policy import default_policy_text
+
+    text = default_policy_text()
+    shown = Policy.default().with_limits(timeout="5s").to_toml(text)
+    comments = [line for line in text.splitlines() if line.lstrip().startswith("#")]
+    shown_lines = iter(shown.splitlines())
+    assert all(any(line == comment for line in shown_lines) for comment in comments)  # a subsequence
+    assert shown.startswith("# wasijail policy (effective)\n# from: built-in\n\n# wasijail default policy")
+    assert 'timeout = "5s"  # from --timeout' in shown.splitlines()
+    again = Policy.from_toml_text(shown, source="s", base_dir=Path("/"))
+    assert again == attrs.evolve(Policy.default().with_limits(timeout="5s"), source="s")
+
+
+@pytest.mark.parametrize("name", ["default", "strict", "dev"])
+def test_shipped_policies_shown_with_their_comments_round_trip(name, tmp_path):
+    text = (POLICIES / f"{name}.toml").read_text()
+    p = Policy.from_toml(POLICIES / f"{name}.toml").with_preopen(str(tmp_path), "/t").with_limits(memory="1GiB")
+    shown = p.to_toml(text)
+    assert Policy.from_toml_text(shown, source="s", base_dir=Path("/")) == attrs.evolve(p, source="s")
+    # shown again onto itself: one header, the same settings
+    again = Policy.from_toml_text(shown, source="s", base_dir=Path("/")).to_toml(shown)
+    assert again.count("# wasijail policy (effective)") == 1
+    assert Policy.from_toml_text(again, source="s", base_dir=Path("/")) == attrs.evolve(p, source="s")
+
+
+@settings(max_examples=150)
+@given(p=policies(), q=policies())
+def test_to_toml_onto_any_template_round_trips(p, q):
+    """Whatever policy file the template is, what is shown is the effective policy."""
+    shown = q.to_toml(p.to_toml())
+    assert Policy.from_toml_text(shown, source="s", base_dir=Path("/")) == attrs.evolve(q, source="s")

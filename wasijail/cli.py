@@ -460,14 +460,20 @@ def compile_command(argv: list[str]) -> int:
 def policy_command(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} policy", description="Show the effective policy after flags are applied.")
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    show = sub.add_parser("show", help="print the effective policy as TOML")
+    show = sub.add_parser("show", help="print the effective policy as TOML: the policy file (or the built-in"
+                                       " default) with its comments, each value the effective one, marked")
     add_policy_flags(show)
     show.error = p.error  # type: ignore[method-assign]
     ns = p.parse_args(argv)
-    from .policy import PolicyError
+    from .policy import PolicyError, default_policy_text
 
     try:
-        sys.stdout.write(build_policy(ns).to_toml())
+        policy = build_policy(ns)
+        try:  # the file again, for its comments (build_policy has read it)
+            template: str | None = Path(ns.policy).read_text("utf-8") if ns.policy else default_policy_text()
+        except (OSError, UnicodeDecodeError):  # gone or changed since: the values alone
+            template = None
+        sys.stdout.write(policy.to_toml(template))
     except PolicyError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return STATUS_ERROR

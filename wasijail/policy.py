@@ -944,11 +944,16 @@ class Policy:
                 merged[name] = host_env[name]
         return list(merged.items())
 
-    def to_toml(self) -> str:
+    def to_toml(self, template: str | None = None) -> str:
         """The effective policy as TOML (for ``wasijail policy show``).
         ``from_toml_text(p.to_toml(), ...)`` gives back ``p`` (apart from
         ``source``). Each value is marked with where it came from: the
-        policy file, a flag, or the built-in default."""
+        policy file, a flag, or the built-in default.
+
+        ``template``: the text of the policy file the policy was loaded from
+        (:func:`default_policy_text` for the built-in default); the result is
+        then that file with its comments and layout kept, each value set to
+        the effective one and marked, and what the file lacks added."""
         import tomlkit  # here, not at the top: only `policy show` writes TOML (7 ms of every run)
 
         src = self.source
@@ -1002,14 +1007,58 @@ class Policy:
         sandbox.add("require", _marked(tomlkit.item(list(self.sandbox.require)),
                                        mark("sandbox.require", self.sandbox.require == default.sandbox.require)))
         doc.add("sandbox", sandbox)
-        return tomlkit.dumps(doc)
+        if template is None:
+            return tomlkit.dumps(doc)
+        return _onto_template(doc, template)
+
+
+_SHOWN_HEADER = "# wasijail policy (effective)\n"
+
+
+def _onto_template(effective: Any, template: str) -> str:
+    """The effective document's values written into ``template`` (a policy file's text, already
+    loaded): its comments and layout stay; keys are replaced where they stand (the comments above them
+    stay), preopens and [env] as a whole; tables it lacks are added at the end."""
+    import tomlkit
+
+    if template.startswith(_SHOWN_HEADER):  # a shown policy shown again: one header, not two
+        template = template.split("\n", 3)[3] if template.count("\n") >= 3 else ""
+    doc = tomlkit.parse(template)
+    for name in _TOP_TABLES:
+        fresh, table = effective.get(name), doc.get(name)
+        if fresh is None:
+            doc.pop(name, None)
+        elif table is None:
+            doc.add(name, fresh)
+        elif name == "env" or not isinstance(table, tomlkit.items.Table):
+            doc[name] = fresh  # in its place
+        else:
+            if "preopen" not in fresh:
+                table.pop("preopen", None)
+            for key, item in fresh.items():
+                table[key] = item
+    header = tomlkit.dumps(effective).split("\n", 2)
+    # One blank line before each table, none doubled, as a table added or replaced at the end may leave them
+    # (every value is written anew, so no multi-line string is left for a line to be part of).
+    lines: list[str] = []
+    for line in f"{header[0]}\n{header[1]}\n\n{tomlkit.dumps(doc)}".splitlines():
+        if line.startswith("[") and lines and lines[-1] != "":
+            lines.append("")
+        if line or (lines and lines[-1] != ""):
+            lines.append(line)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def default_policy_text() -> str:
+    """The text of the built-in default policy (``default_policy.toml``, with its comments)."""
+    from importlib import resources
+
+    return resources.files(__package__).joinpath(DEFAULT_POLICY_FILE).read_text("utf-8")
 
 
 @functools.cache
 def _builtin_default() -> Policy:
-    from importlib import resources
-
-    text = resources.files(__package__).joinpath(DEFAULT_POLICY_FILE).read_text("utf-8")
+    text = default_policy_text()
     # The default itself inherits from nothing: a key it leaves out is not limited.
     policy = Policy.from_toml_text(text, source=DEFAULT_POLICY_FILE, base_dir=Path.cwd(), defaults=Policy())
     return attrs.evolve(policy, source=None, origins=())
