@@ -1181,3 +1181,10 @@ def test_to_toml_onto_any_template_round_trips(p, q):
     """Whatever policy file the template is, what is shown is the effective policy."""
     shown = q.to_toml(p.to_toml())
     assert Policy.from_toml_text(shown, source="s", base_dir=Path("/")) == attrs.evolve(q, source="s")
+
+
+def test_to_toml_onto_a_template_keeps_values_with_unicode_line_separators():
+    """U+0085 and U+2028 are line breaks to str.splitlines, not to TOML: a value holding one stays whole."""
+    p = Policy(env=(("A", "x\x85y"), ("B", "\u2028")))
+    shown = p.to_toml(Policy().to_toml())
+    assert Policy.from_toml_text(shown, source="s", base_dir=Path("/")).env == p.env

@@ -1041,7 +1041,7 @@ def _onto_template(effective: Any, template: str) -> str:
     # One blank line before each table, none doubled, as a table added or replaced at the end may leave them
     # (every value is written anew, so no multi-line string is left for a line to be part of).
     lines: list[str] = []
-    for line in f"{header[0]}\n{header[1]}\n\n{tomlkit.dumps(doc)}".splitlines():
+    for line in f"{header[0]}\n{header[1]}\n\n{tomlkit.dumps(doc)}".split("\n"):  # not splitlines: a value may hold U+0085
         if line.startswith("[") and lines and lines[-1] != "":
             lines.append("")
         if line or (lines and lines[-1] != ""):
