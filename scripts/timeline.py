@@ -62,6 +62,7 @@ class Process:
 class Trace:
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (seconds from start, role, what)
     processes: dict[int, Process] = field(default_factory=dict)
+    by_pid: dict[int, list[tuple[float, str]]] = field(default_factory=dict)  # each process's own events
     wall: float = 0.0
     status: int = 0
 
@@ -160,6 +161,7 @@ def _events(text: str, artifact_size: int | None, first_role: str) -> Trace:
 
     def add(t: float, pid: int, what: str) -> None:
         out.events.append((t - (start or t), roles.get(pid, str(pid)), what))
+        out.by_pid.setdefault(pid, []).append((t - (start or t), what))
 
     for line in text.splitlines():
         m = _LINE.match(line)
@@ -188,6 +190,7 @@ def _events(text: str, artifact_size: int | None, first_role: str) -> Trace:
             if roles.get(pid) == "forkserver":
                 roles[child] = "child"
                 add(t, pid, f"fork child {child}")
+                add(t, child, "forked")
             continue
         if pid not in roles:
             continue  # a thread or a process outside the run
@@ -234,6 +237,38 @@ def _events(text: str, artifact_size: int | None, first_role: str) -> Trace:
             out.processes[pid] = Process(pid, role)
     out.events.sort()
     return out
+
+
+# A child's steps, in order: the event that ends each (the first of its name in the child).
+CHILD_STEPS = (
+    ("fork to namespaces (cgroup joined, fds, rlimits)", "lockdown: unshare (namespaces)"),
+    ("namespaces to seccomp (rest of lockdown)", "lockdown: seccomp"),
+    ("seccomp to Start received", "Start received"),
+    ("module loaded (Compiled sent)", "module loaded (Compiled sent)"),
+    ("instantiated, ran, reported (exit_group)", "exit_group (interpreter done)"),
+    ("process gone (teardown)", "exited"),
+)
+
+
+def child_steps(result: Trace) -> dict[str, list[float]]:
+    """Milliseconds of each CHILD_STEPS step in every child of the run (a batch has many)."""
+    steps: dict[str, list[float]] = {name: [] for name, _ in CHILD_STEPS}
+    steps["fork to gone, in all"] = []
+    for pid, proc in result.processes.items():
+        if proc.role != "child":
+            continue
+        seen: dict[str, float] = {}
+        for t, what in result.by_pid.get(pid, []):
+            seen.setdefault(what, t)
+        if "forked" not in seen or "exited" not in seen:
+            continue
+        before = seen["forked"]
+        for name, what in CHILD_STEPS:
+            if what in seen:
+                steps[name].append((seen[what] - before) * 1000)
+                before = seen[what]
+        steps["fork to gone, in all"].append((seen["exited"] - seen["forked"]) * 1000)
+    return steps
 
 
 def render(title: str, result: Trace) -> list[str]:
