@@ -407,8 +407,10 @@ class Limits:
     Sizes and durations are stored as int bytes and float seconds; the
     constructor also accepts the string forms of :func:`parse_size` and
     :func:`parse_duration` and ``"unlimited"``, and normalizes them. A value
-    outside a limit's bounds (inclusive) is a :class:`PolicyError`. Each
-    limit, with its unit and bounds (:data:`LIMITS` holds the specs):
+    outside a limit's bounds (inclusive) is a :class:`PolicyError`.
+    :data:`LIMITS` holds each limit's spec (kind, bounds, what it caps);
+    ``help(Limits)``, ``wasijail run --help`` and README's table of limits
+    list them all.
     """
 
     memory: int | None = _limit("size", 64 * KiB, 2**48, "linear memory per store; memory.grow returns -1 past it",
@@ -441,7 +443,7 @@ LIMITS: dict[str, LimitSpec] = {field.name: field.metadata["limit"] for field in
 #: The limit names, in the order of :class:`Limits`' fields.
 LIMIT_KEYS: tuple[str, ...] = tuple(LIMITS)
 
-Limits.__doc__ = (Limits.__doc__ or "") + "\n" + "".join(
+Limits.__doc__ = (Limits.__doc__ or "") + "\n    Each limit, its unit, what it caps and its bounds:\n\n" + "".join(
     f"    - ``{name}`` ({_UNITS[spec.kind]}): {spec.doc}; {spec.bounds()}.\n" for name, spec in LIMITS.items())
 
 
