@@ -28,10 +28,19 @@ def _session_processes(sid: int) -> list[int]:
     return found
 
 
+def _locked_down(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nSeccomp:\t2\n" in f.read()
+    except OSError:
+        return False
+
+
 def _wait_for_child(sid: int, timeout: float = 30) -> None:
-    """Until the CLI, its fork server and the guest's child all exist (3 processes)."""
+    """Until the guest's child runs under its seccomp filter: the CLI and the fork server
+    are past their start-up, when a Ctrl-C is the supervisor's to handle."""
     deadline = time.monotonic() + timeout
-    while len(_session_processes(sid)) < 3:
+    while not any(_locked_down(pid) for pid in _session_processes(sid)):
         assert time.monotonic() < deadline, "the guest never started"
         time.sleep(0.05)
 
