@@ -97,9 +97,6 @@ def _mount_artifact(found: int, target: str) -> None:
     check(libc.mount(None, target.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
                      None),
           "remount the artifact read-only")
-    check(libc.mount(None, target.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
-                     None),
-          "remount the artifact read-only")
 
 
 def _try() -> tuple[bool, str]:
