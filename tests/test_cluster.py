@@ -225,7 +225,8 @@ def _kill_after(client, count: int, which: str):
         if len(seen) == count:
             pids = _pids(client)
             busy = client.processing()
-            victims = sorted(pids)[:1] if which == "one" else sorted(pids)
+            # "one": a worker holding tasks (a snapshot may show the other one idle between tasks).
+            victims = sorted(pids, key=lambda a: not busy.get(a))[:1] if which == "one" else sorted(pids)
             for address in victims:
                 os.kill(pids[address], signal.SIGKILL)
                 killed[address] = len(busy.get(address, ()))
