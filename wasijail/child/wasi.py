@@ -85,6 +85,7 @@ _ADVICE = {
 # What fd_fdstat_set_flags can change on an open file (Linux cannot change the sync flags).
 _SETTABLE_FDFLAGS = int(Fdflags.APPEND | Fdflags.NONBLOCK)
 _I64_SIGN = 1 << 63
+_FD_READ, _FD_WRITE = RightBits.FD_READ, RightBits.FD_WRITE  # module globals: the hot path's lookups
 MAX_IOVS = 1024  # IOV_MAX: more is EINVAL, as the kernel would say
 
 
@@ -202,13 +203,7 @@ class WasiHost:
     def _buffers(self, iovs: int, iovs_len: int) -> list[memoryview]:
         if iovs_len > MAX_IOVS:
             raise WasiErrno(Errno.INVAL)
-        mem = self.mem
-        buffers = []
-        for i in range(iovs_len):
-            buf, length = mem.unpack(IOVEC, iovs + 8 * i)
-            if length:
-                buffers.append(mem.slice(buf, length))
-        return buffers
+        return self.mem.iovecs(iovs, iovs_len)
 
     def _on_disk(self, entry: Descriptor) -> bool:
         """Whether writes to `entry` count against the `disk` limit (files, not streams)."""
@@ -442,26 +437,36 @@ class WasiHost:
         self.mem.set_u32(nwritten, count)
         return Errno.SUCCESS
 
+    def _stream(self, fd: int, right: int) -> Descriptor:
+        """`_file(fd, right)` for fd_read/fd_write: the common case (a local entry holding
+        the right) answered inline, anything else by `_file`, which gives the errno."""
+        entry = self.s.fds.entries.get(fd)
+        if entry is None or entry.handle >= 0 or not entry.rights_base & right:
+            return self._file(fd, right)
+        return entry
+
     def fd_read(self, fd: int, iovs: int, iovs_len: int, nread: int) -> int:
-        entry = self._file(fd, RightBits.FD_READ)
+        entry = self._stream(fd, _FD_READ)
         buffers = self._buffers(iovs, iovs_len)
         count = os.readv(entry.host_fd, buffers) if buffers else 0
-        self.s.io[0] += count
-        self.mem.set_u32(nread, count)
+        state = self.s
+        state.io[0] += count
+        state.memory.set_u32(nread, count)  # not None: _buffers went through self.mem
         return Errno.SUCCESS
 
     def fd_write(self, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
-        entry = self._file(fd, RightBits.FD_WRITE)
+        entry = self._stream(fd, _FD_WRITE)
         buffers = self._buffers(iovs, iovs_len)
+        state = self.s
         quota = self._on_disk(entry)
         if quota:
             buffers = self._within_quota(buffers)
         # The file-size limit is RLIMIT_FSIZE (set in lockdown): the kernel answers EFBIG.
         count = os.writev(entry.host_fd, buffers) if buffers else 0
         if quota:
-            self.s.disk_left -= count
-        self.s.io[1] += count
-        self.mem.set_u32(nwritten, count)
+            state.disk_left -= count
+        state.io[1] += count
+        state.memory.set_u32(nwritten, count)  # not None: _buffers went through self.mem
         return Errno.SUCCESS
 
     def _check_file_size(self, end: int) -> None:
