@@ -39,7 +39,6 @@ from ..wasi import (
     FDSTAT,
     FILE_READONLY_RIGHTS,
     FILE_RIGHTS,
-    IOVEC,
     PATH_MAX,
     WasiErrno,
     PRESTAT,

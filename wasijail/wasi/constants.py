@@ -196,8 +196,10 @@ STDIN_RIGHTS = Rights.FD_READ | Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRIT
 STDOUT_RIGHTS = Rights.FD_WRITE | Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRITE
 # A guest asking for any of these on path_open wants the file open for reading
 # or for writing; the broker opens the host file accordingly (as wasmtime does).
-READ_INTENT = Rights.FD_READ | Rights.FD_READDIR
-WRITE_INTENT = (
+# Plain ints: every path_open tests them (in the child and the broker), and an
+# IntFlag operand sends `&` through enum's Python-level __rand__.
+READ_INTENT = int(Rights.FD_READ | Rights.FD_READDIR)
+WRITE_INTENT = int(
     Rights.FD_DATASYNC | Rights.FD_WRITE | Rights.FD_ALLOCATE | Rights.FD_FILESTAT_SET_SIZE
 )
 # The rights an open mode grants or withholds (wasi-libc asks for all others
