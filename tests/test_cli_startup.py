@@ -89,3 +89,56 @@ def test_a_usage_error_stops_the_fork_server_at_once():
     assert proc.returncode == 0, proc.stderr.decode()
     status, servers, server_status = proc.stdout.decode().split()
     assert (status, servers, server_status) == ("2", "1", "-9")
+
+
+def _entry(argv: list[str]) -> subprocess.CompletedProcess:
+    # The console script's path (entry.main), with start_server recording what was imported when
+    # it was called and keeping the server it started.
+    code = ("import sys, json\n"
+            "from wasijail import serverproc\n"
+            "started = []\n"
+            "real = serverproc.start_server\n"
+            "def start_server(*args):\n"
+            "    started.append((real(*args), 'wasijail.cli' in sys.modules, 'argparse' in sys.modules))\n"
+            "    return started[-1][0]\n"
+            "serverproc.start_server = start_server\n"
+            f"sys.argv[1:] = {argv!r}\n"
+            "from wasijail.entry import main\n"
+            "try:\n"
+            "    status = main()\n"
+            "except SystemExit as exc:\n"
+            "    status = exc.code\n"
+            "sys.stderr.write(repr((status, [(s.popen.returncode, cli, ap) for s, cli, ap in started])))\n")
+    return _run_cli(code)
+
+
+def test_the_console_entry_starts_the_fork_server_before_the_cli_imports():
+    code = ("import sys\n"
+            "from wasijail import serverproc\n"
+            "calls = []\n"
+            "real = serverproc.start_server\n"
+            "def start_server(*args):\n"
+            "    calls.append(('wasijail.cli' in sys.modules, 'argparse' in sys.modules))\n"
+            "    sys.stderr.write(f'started {calls[-1]}\\n')\n"
+            "    return real(*args)\n"
+            "serverproc.start_server = start_server\n"
+            f"sys.argv[1:] = ['run', {str(program('demo.wat'))!r}]\n"
+            "from wasijail.entry import main\n"
+            "main()\n")
+    proc = _run_cli(code)
+    assert (proc.returncode, proc.stdout) == (0, b"hello world\n"), proc.stderr.decode()[-2000:]
+    # One server, started before the CLI module or argparse was imported.
+    assert proc.stderr == b"started (False, False)\n"
+
+
+def test_a_usage_error_kills_the_server_the_console_entry_started():
+    proc = _entry(["run", "--no-such-flag", "x.wasm"])
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"--no-such-flag" in proc.stderr
+    assert proc.stderr.decode().splitlines()[-1] == "(2, [(-9, False, False)])"
+
+
+def test_the_console_entry_starts_no_server_for_other_commands():
+    proc = _entry(["policy", "show"])
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stderr.decode().splitlines()[-1] == "(0, [])"

@@ -310,13 +310,15 @@ def _report(result: RunResult, module: str) -> None:
         sys.stderr.write(f"{PROG}: error: {outcome.detail}\n")
 
 
-def run_command(argv: list[str]) -> int:
+def run_command(argv: list[str], server=None) -> int:
+    """`server`: one the entry point started before the CLI's imports (entry.py), else started here."""
     from .serverproc import start_server
 
     # The fork server first, before anything else here: its imports (wasmtime, pyseccomp)
     # overlap with ours (argparse's parser, the policy, trio, the supervisor). A command
     # line that ends before the run begins (usage error, help) stops it again.
-    server = start_server()
+    if server is None:
+        server = start_server()
     try:
         return _parse_and_run(argv, server)
     finally:
@@ -691,7 +693,7 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, server=None) -> int:
     """The `wasijail` command; `argv` defaults to sys.argv[1:].
 
     Called without `argv` (the console script, `python -m wasijail`) it is the
@@ -699,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     flushed, skipping the interpreter's teardown of trio, the supervisor and
     every module (~50 ms after each run, with nothing left to clean: the run
     has reaped its child and the fork server and removed its cgroups).
+    `server`: a fork server already started for a run (entry.py); killed if the
+    command line is not one.
     """
     from .stdio import fill_closed_stdio
 
@@ -707,7 +711,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     is_run = bool(argv) and (argv[0] == "run" or (argv[0] not in COMMANDS and argv[0] not in _NOT_RUNS
                                                      and argv[0] not in SUBCOMMANDS))
-    status = _dispatch(argv)
+    if server is not None and not is_run:
+        server.abandon()
+        server = None
+    status = _dispatch(argv, server)
     if program and is_run:
         _end_process(status)
     return status
@@ -717,8 +724,10 @@ def main(argv: list[str] | None = None) -> int:
 _NOT_RUNS = frozenset({"-h", "--help", "-V", "--version", "help"})
 
 
-def _dispatch(argv: list[str]) -> int:
+def _dispatch(argv: list[str], server=None) -> int:
     try:
+        if argv and argv[0] == "run":
+            return run_command(argv[1:], server)
         if argv and argv[0] in COMMANDS:
             return COMMANDS[argv[0]][0](argv[1:])
         if argv and argv[0] in ("-h", "--help"):
@@ -731,7 +740,7 @@ def _dispatch(argv: list[str]) -> int:
         if argv and argv[0] in SUBCOMMANDS:  # wasmtime's other commands: refused by name, not run as modules
             usage_error(f"{argv[0]}: not supported: {SUBCOMMANDS[argv[0]]}")
         if argv:
-            return run_command(argv)  # `wasijail demo.wasm`, like `wasmtime demo.wasm`
+            return run_command(argv, server)  # `wasijail demo.wasm`, like `wasmtime demo.wasm`
         _main_parser().print_help(sys.stderr)
         return STATUS_USAGE
     except BrokenPipeError:
