@@ -22,10 +22,6 @@ from ..protocol import transport
 from ..protocol.transport import ProtocolError
 from .handlers import Broker
 
-# A plain int: socket's MsgFlag is an IntFlag, whose `|` and `&` run enum's Python code
-# (~2 us a request).
-_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
-
 
 class BrokerSession:
     """One child's broker socket, served by a thread of its own.
@@ -138,7 +134,7 @@ class BrokerSession:
     def _answer(self, data: bytes, fds: list[int], flags: int):
         """The encoded reply to one message and the descriptors to send with it
         (None for one-way notices); ProtocolError ends the child."""
-        if flags & _TRUNCATED:
+        if flags & transport.TRUNCATED:
             raise ProtocolError("a truncated message")
         request = wire.decode_request(data)
         if len(fds) != request.FDS:

@@ -81,6 +81,7 @@ _ADVICE = {
     Advice.RANDOM: os.POSIX_FADV_RANDOM, Advice.WILLNEED: os.POSIX_FADV_WILLNEED,
     Advice.DONTNEED: os.POSIX_FADV_DONTNEED, Advice.NOREUSE: os.POSIX_FADV_NOREUSE,
 }
+_CREAT, _TRUNC = int(Oflags.CREAT), int(Oflags.TRUNC)  # ints: IntFlag `&` runs Python code
 # What fd_fdstat_set_flags can change on an open file (Linux cannot change the sync flags).
 _SETTABLE_FDFLAGS = int(Fdflags.APPEND | Fdflags.NONBLOCK)
 _I64_SIGN = 1 << 63
@@ -542,9 +543,9 @@ class WasiHost:
     def path_open(self, fd: int, dirflags: int, path: int, path_len: int, oflags: int,
                   rights_base: int, rights_inheriting: int, fdflags: int, opened: int) -> int:
         needed = RightBits.PATH_OPEN
-        if oflags & Oflags.CREAT:
+        if oflags & _CREAT:
             needed |= RightBits.PATH_CREATE_FILE
-        if oflags & Oflags.TRUNC:
+        if oflags & _TRUNC:
             needed |= RightBits.PATH_FILESTAT_SET_SIZE
         entry = self.s.fds.get(fd)
         if not entry.is_remote:  # as wasmtime: under a file ENOTDIR, under stdio EBADF
