@@ -16,12 +16,14 @@ from helpers import program
 
 # Modules a run does not need, each costing milliseconds of every cold start: the other
 # commands' (batch, cluster, report, doctor; tomlkit writes `policy show`, json only the layer
-# probes), the terminal table library, and the engine and seccomp bindings, which only the fork
-# server and its children import.
+# probes), importlib.resources (the default policy is a file beside policy.py), the terminal
+# table library, and the engine and seccomp bindings, which only the fork server and its
+# children import.
 NOT_ON_THE_RUN_PATH = (
     "rich", "dask", "distributed", "wasijail.batch", "wasijail.cluster", "wasijail.report",
     "wasijail.resultsfile", "wasijail.doctor", "wasijail.aio", "wasmtime", "pyseccomp",
     "wasijail.child", "wasijail.sandbox.lockdown", "wasijail.sandbox.seccomp", "tomlkit", "json",
+    "importlib.resources",
 )
 
 

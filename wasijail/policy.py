@@ -1052,10 +1052,14 @@ def _onto_template(effective: Any, template: str) -> str:
 
 
 def default_policy_text() -> str:
-    """The text of the built-in default policy (``default_policy.toml``, with its comments)."""
-    from importlib import resources
+    """The text of the built-in default policy (``default_policy.toml``, with its comments).
 
-    return resources.files(__package__).joinpath(DEFAULT_POLICY_FILE).read_text("utf-8")
+    Read beside this module (package data, always installed as a file) rather than through
+    importlib.resources, whose import (tempfile, random, ...) costs ~5-8 ms of every run's start.
+    """
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), DEFAULT_POLICY_FILE),
+              encoding="utf-8") as file:
+        return file.read()
 
 
 @functools.cache
