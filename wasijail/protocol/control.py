@@ -25,7 +25,7 @@ class ControlOp(IntEnum):
 SPAWN_FDS = range(5, 8)  # without an artifact
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Spawn(Message):
     """Fork a child; sent with SPAWN_FDS descriptors (one more with an artifact)."""
 
@@ -62,7 +62,7 @@ class Spawn(Message):
         return frozenset(filter(None, self.require.decode().split(",")))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Spawned(Message):
     """The child exists. Sent with its pidfd (or no fd when the fork failed)."""
 
@@ -74,7 +74,7 @@ class Spawned(Message):
     error: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Exited(Message):
     """A child ended; status is the raw wait status."""
 

@@ -31,7 +31,7 @@ class ArtifactMode(IntEnum):
     PRODUCE = 2  # a third fd is a sink: write the serialized module there after compiling
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Start(Message):
     """Sent with the encoded `Setup` and the module file as fds, plus an artifact fd per `artifact`."""
 
@@ -45,7 +45,7 @@ class Start(Message):
 decode_start = Channel("setup", (Start,)).decode
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildLimits:
     """What one child may use; None: not limited. Every value is >= 0."""
 
