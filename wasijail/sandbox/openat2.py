@@ -44,24 +44,18 @@ def openat2(dirfd: int, path: bytes, flags: int, mode: int) -> int:
 
 @functools.cache
 def available() -> bool:
-    """Whether openat2 works here (missing before Linux 5.6, or seccomp-denied)."""
-    try:
-        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        os.close(openat2(root, b".", os.O_PATH | os.O_CLOEXEC, 0))
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(root)
+    """Whether the broker may resolve with openat2: the probe's answer, so it is used only
+    where the kernel has shown it refuses '..' (missing before Linux 5.6, or seccomp-denied)."""
+    return probe().available
 
 
 def probe() -> Layer:
     """openat2 opens '.' beneath a directory and refuses '..' with EXDEV."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-    base = os.open(os.path.dirname(os.path.abspath(__file__)), flags)
+    try:
+        base = os.open(os.path.dirname(os.path.abspath(__file__)), flags)
+    except OSError as exc:
+        return Layer("openat2", False, f"cannot open a directory to probe beneath: {errname(exc.errno)}")
     try:
         try:
             os.close(openat2(base, b".", flags, 0))
