@@ -145,6 +145,17 @@ def trace(argv: list[str], cwd: Path, artifact_size: int | None, role: str = "cl
     return result
 
 
+# Steps marked by the first event of a kind in a process of a role: (event, role) -> (mark, text).
+_FIRST_OF = {
+    ("syscalls:sys_enter_epoll_wait", "forkserver"): ("ready", "ready (waits for a Spawn)"),
+    ("syscalls:sys_exit_recvmsg", "forkserver"): ("spawn", "Spawn received"),
+    ("syscalls:sys_enter_unshare", "child"): ("unshare", "lockdown: unshare (namespaces)"),
+    ("syscalls:sys_enter_pivot_root", "child"): ("pivot", "lockdown: pivot_root (empty root)"),
+    ("syscalls:sys_enter_landlock_restrict_self", "child"): ("landlock", "lockdown: Landlock"),
+    ("syscalls:sys_enter_seccomp", "child"): ("seccomp", "lockdown: seccomp"),
+}
+
+
 def _events(text: str, artifact_size: int | None, first_role: str) -> Trace:
     out = Trace()
     roles: dict[int, str] = {}
@@ -200,18 +211,10 @@ def _events(text: str, artifact_size: int | None, first_role: str) -> Trace:
                 add(t, pid, "exited")
         elif event == "syscalls:sys_enter_exit_group":
             add(t, pid, "exit_group (interpreter done)")
-        elif event == "syscalls:sys_enter_epoll_wait" and role == "forkserver" and once(pid, "ready"):
-            add(t, pid, "ready (waits for a Spawn)")
-        elif event == "syscalls:sys_exit_recvmsg" and role == "forkserver" and once(pid, "spawn"):
-            add(t, pid, "Spawn received")
-        elif event == "syscalls:sys_enter_unshare" and role == "child" and once(pid, "unshare"):
-            add(t, pid, "lockdown: unshare (namespaces)")
-        elif event == "syscalls:sys_enter_pivot_root" and role == "child" and once(pid, "pivot"):
-            add(t, pid, "lockdown: pivot_root (empty root)")
-        elif event == "syscalls:sys_enter_landlock_restrict_self" and role == "child" and once(pid, "landlock"):
-            add(t, pid, "lockdown: Landlock")
-        elif event == "syscalls:sys_enter_seccomp" and role == "child" and once(pid, "seccomp"):
-            add(t, pid, "lockdown: seccomp")
+        elif (event, role) in _FIRST_OF:
+            mark, what = _FIRST_OF[event, role]
+            if once(pid, mark):
+                add(t, pid, what)
         elif event == "syscalls:sys_exit_recvmsg" and role == "child" and (pid, "seccomp") in marks \
                 and once(pid, "start"):
             add(t, pid, "Start received")
