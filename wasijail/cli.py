@@ -709,13 +709,12 @@ def main(argv: list[str] | None = None, server=None) -> int:
     fill_closed_stdio()  # before anything opens a descriptor: nothing internal may become 0, 1 or 2
     program = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    is_run = bool(argv) and (argv[0] == "run" or (argv[0] not in COMMANDS and argv[0] not in _NOT_RUNS
-                                                     and argv[0] not in SUBCOMMANDS))
-    if server is not None and not is_run:
+    run_args = _run_args(argv)
+    if server is not None and run_args is None:
         server.abandon()
         server = None
-    status = _dispatch(argv, server)
-    if program and is_run:
+    status = _dispatch(argv, run_args, server)
+    if program and run_args is not None:
         _end_process(status)
     return status
 
@@ -724,10 +723,22 @@ def main(argv: list[str] | None = None, server=None) -> int:
 _NOT_RUNS = frozenset({"-h", "--help", "-V", "--version", "help"})
 
 
-def _dispatch(argv: list[str], server=None) -> int:
+def _run_args(argv: list[str]) -> list[str] | None:
+    """The arguments of a run when the command line asks for one (`run ...`, or a module named
+    first, like `wasmtime demo.wasm`), else None: the one rule of what is a run."""
+    if not argv:
+        return None
+    if argv[0] == "run":
+        return argv[1:]
+    if argv[0] in COMMANDS or argv[0] in _NOT_RUNS or argv[0] in SUBCOMMANDS:
+        return None
+    return argv
+
+
+def _dispatch(argv: list[str], run_args: list[str] | None, server=None) -> int:
     try:
-        if argv and argv[0] == "run":
-            return run_command(argv[1:], server)
+        if run_args is not None:
+            return run_command(run_args, server)
         if argv and argv[0] in COMMANDS:
             return COMMANDS[argv[0]][0](argv[1:])
         if argv and argv[0] in ("-h", "--help"):
@@ -739,8 +750,6 @@ def _dispatch(argv: list[str], server=None) -> int:
             return help_command(argv[1:])
         if argv and argv[0] in SUBCOMMANDS:  # wasmtime's other commands: refused by name, not run as modules
             usage_error(f"{argv[0]}: not supported: {SUBCOMMANDS[argv[0]]}")
-        if argv:
-            return run_command(argv, server)  # `wasijail demo.wasm`, like `wasmtime demo.wasm`
         _main_parser().print_help(sys.stderr)
         return STATUS_USAGE
     except BrokenPipeError:
