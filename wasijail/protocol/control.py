@@ -20,7 +20,7 @@ class ControlOp(IntEnum):
     EXITED = 3  # fork server -> supervisor
 
 # Spawn's descriptors: broker socket, stdin, stdout, stderr, violation pipe,
-# then the cache's artifact when Spawn.artifact is 1, then the `cgroup.procs`
+# then the cache's artifact when Spawn.artifact is 1, then the cgroup join (`cgroup.procs` or v1 `tasks`)
 # of each cgroup the child joins (none, one or two).
 SPAWN_FDS = range(5, 8)  # without an artifact
 

@@ -3,8 +3,8 @@
 The Store's limits cap a module's linear memory and tables; the child's
 process also holds Python, wasmtime and the module's machine code. Where the
 host allows, the supervisor creates `wasijail-<pid>/` under its own cgroup and
-one leaf per child, and the child joins its leaf (through `cgroup.procs` fds
-it is handed) before lockdown:
+one leaf per child, and the child joins its leaf (through the fds it is
+handed: `cgroup.procs`, or `tasks` on v1, see Leaf) before lockdown:
 
 * cgroup v2 with the memory controller: `memory.max` = the policy's `memory`
   plus PROCESS_OVERHEAD plus the compiler's share (COMPILE_OVERHEAD_PER_BYTE
@@ -118,12 +118,22 @@ def _read(path: Path) -> str:
 
 
 class Leaf:
-    """One child's cgroup in one hierarchy: hand `procs_fd` to the child, ask afterwards whether it ran out."""
+    """One child's cgroup in one hierarchy: hand `procs_fd` to the child, ask afterwards whether it ran out.
+
+    On v1 the child joins through `tasks`, not `cgroup.procs`: the kernel moves a
+    whole thread group under a global lock whose write side waits for an RCU grace
+    period (7-25 ms measured here, on the path to every child's first instruction),
+    while a thread that moves itself ("0" to `tasks`) takes no such lock (0.04 ms).
+    The writer is a fresh fork, so that one thread is the whole process, and every
+    thread it starts later (wasmtime's) is born in the leaf. v2 refuses thread moves
+    between domain cgroups, so there `cgroup.procs` it is.
+    """
 
     def __init__(self, path: Path, memory_max: int | None, pool: "CgroupPool | None" = None) -> None:
         self.path = path
         self.memory_max = memory_max  # None: this leaf caps no memory
-        self.procs_fd = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        join = "tasks" if pool is not None and pool.v1 else "cgroup.procs"
+        self.procs_fd = os.open(path / join, os.O_WRONLY | os.O_CLOEXEC)
         self._pool = pool  # where remove() returns a leaf the next child may use
 
     def oom_killed(self) -> bool:
