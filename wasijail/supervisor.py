@@ -28,6 +28,7 @@ import trio
 from .protocol import transport
 from .broker.handlers import DEFAULT_MAX_HANDLES, Broker
 from .broker.resolve import Resolver
+from .broker.placement import Placement
 from .broker.session import BrokerSession
 from .cache import ModuleCache, engine_fingerprint
 from .descriptors import RUN_DESCRIPTORS, DescriptorBudget
@@ -289,6 +290,7 @@ class Supervisor:
         # Raises the soft RLIMIT_NOFILE and shares the descriptors out between runs.
         self.descriptors = descriptors or DescriptorBudget.for_this_process()
         self.live_children = 0  # children running right now (for tests and progress)
+        self.placement = Placement()  # which CPU each brokering child shares with its broker thread
         self._parent_layers: dict = {}  # doctor's probe of PARENT_LAYERS, made once on demand
         # Called with (module path, whether the result will be cached) when a compile is still
         # running after LONG_COMPILE seconds: the CLI says so on a terminal.
@@ -450,7 +452,7 @@ class Supervisor:
                 plumbing.spawned()
                 start_fds = (setup_fd, module_fd) if cached.fd is None else (setup_fd, module_fd, cached.fd)
                 transport.send(parent_sock, Start(cached.mode), start_fds)
-            session = BrokerSession(broker, parent_sock, child.kill)
+            session = BrokerSession(broker, parent_sock, child.kill, pid=child.pid, placement=self.placement)
             if cached.mode == ArtifactMode.PRODUCE:
                 session.artifact_sink = cached.fd
             memory_leaf = next((leaf for leaf in leaves if leaf.memory_max is not None), None)

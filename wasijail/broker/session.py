@@ -11,7 +11,9 @@ closed once its request is answered.
 from __future__ import annotations
 
 import os
+import select
 import socket
+import struct
 import threading
 from typing import Callable
 
@@ -21,6 +23,12 @@ from ..protocol import broker as wire
 from ..protocol import transport
 from ..protocol.transport import ProtocolError
 from .handlers import Broker
+from .placement import IDLE, Placement
+
+# SO_RCVTIMEO's struct timeval: the kernel ends a blocking receive (EAGAIN) after this
+# long, at no cost per message (a Python-level timeout would poll before every receive).
+_IDLE_TIMEVAL = struct.pack("ll", 0, int(IDLE * 1e6))
+_NO_TIMEVAL = struct.pack("ll", 0, 0)
 
 
 class BrokerSession:
@@ -32,10 +40,14 @@ class BrokerSession:
     the threads share only the GIL, which the host calls release.
     """
 
-    def __init__(self, broker: Broker, sock: socket.socket, kill: Callable[[], None]) -> None:
+    def __init__(self, broker: Broker, sock: socket.socket, kill: Callable[[], None], *,
+                 pid: int | None = None, placement: Placement | None = None) -> None:
         self.broker = broker
         self.sock = sock  # a blocking stdlib socket: the thread's alone while it serves
         self.kill = kill
+        self.pid = pid  # the child's, for placement
+        self.placement = placement if placement is not None and placement.useful and pid is not None else None
+        self.cpu: int | None = None  # where the child and this thread are pinned now
         self.reported: wire.Result | None = None
         self.reported_while_loading = False  # the result came before the module compiled: a module problem
         self.violation: str | None = None  # what the child did that ended it
@@ -99,17 +111,44 @@ class BrokerSession:
             self.failure = f"internal error while serving the child: {type(exc).__name__}: {exc}"
             self.kill()
         finally:
+            if self.cpu is not None:  # the thread goes back to trio's cache: every CPU again
+                self.placement.release(None, self.cpu)  # the child is ending: its pid is not touched
+                self.cpu = None
             # Closing, not just shutting, drops every message still queued and the
             # descriptors they carry. Only this thread uses the socket, so it closes it.
             self.sock.close()
+
+    def _place(self) -> None:
+        """Pin the child and this thread together (see placement.py), with an idle timeout."""
+        self.cpu = self.placement.pin(self.pid)
+        if self.cpu is None:
+            self.placement = None  # refused (a cpuset, say): not asked again for every request
+        else:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _IDLE_TIMEVAL)
+
+    def _unplace(self) -> None:
+        """The child has not asked for anything for IDLE seconds: give it every CPU back."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _NO_TIMEVAL)
+        # Only while the child still holds its end of the socket (no hang-up): then it
+        # has not exited, so it has not been reaped and its pid is still its own.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        alive = not any(events & select.POLLHUP for _, events in poller.poll(0))
+        self.placement.release(self.pid if alive else None, self.cpu)
+        self.cpu = None
 
     def _serve(self) -> None:
         sock = self.sock
         while True:
             try:
                 data, ancdata, flags, _ = sock.recvmsg(transport.MAX_MESSAGE + 1, transport.RECV_CMSG_SPACE)
+            except BlockingIOError:  # the idle timeout, set only while pinned
+                self._unplace()
+                continue
             except OSError:
                 return  # the child died with a request unanswered, or the run shut the socket
+            if self.cpu is None and self.placement is not None and self._compile_seen and data:
+                self._place()  # asking again after an idle spell (or its first call)
             fds = transport.unpack_fds(ancdata) if ancdata else ()
             try:
                 if not data:
@@ -159,6 +198,8 @@ class BrokerSession:
                 self.artifact = _read_artifact(self.artifact_sink, request.artifact_size)
             if self.on_compiled is not None:
                 self.on_compiled()  # on this thread, before the reply lets guest code run
+            if self.placement is not None:
+                self._place()  # compiling is done (it uses every core): the guest and we share one
             self._notify(self.compiled.set)
             return wire.encode_reply(request.OP, 0), ()
         errno, body, reply_fds = self.broker.dispatch(request, tuple(fds))
