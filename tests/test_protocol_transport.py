@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from dataclasses import dataclass
-
 import pytest
 
 from wasijail.protocol import transport
-from wasijail.protocol.transport import Channel, Message, ProtocolError, layout_of
+from wasijail.protocol.transport import Channel, Message, ProtocolError, layout_of, record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Sample(Message):
     OP = 77
     FIXED = struct.Struct("<IQ")
@@ -33,7 +31,7 @@ def test_layout_is_one_struct_for_head_fields_and_blob_lengths():
 
 
 def test_a_subclass_compiles_its_own_encoder():
-    @dataclass(frozen=True, slots=True)
+    @record
     class Longer(_Sample):
         OP = 78
         BLOBS = ("name", "data", "extra")
@@ -45,8 +43,26 @@ def test_a_subclass_compiles_its_own_encoder():
     assert Channel("test", (Longer,)).decode(longer.encode()) == longer
 
 
+def test_a_record_is_immutable_by_position_or_name_with_defaults_after_its_parents_fields():
+    @record
+    class Longer(_Sample):
+        OP = 79
+        BLOBS = ("name", "data", "extra")
+        extra: bytes = b"x"
+
+    sample = Longer(1, b=2, name=b"n", data=b"d")
+    assert (sample.a, sample.b, sample.name, sample.data, sample.extra) == (1, 2, b"n", b"d", b"x")
+    assert Longer._fields == ("a", "b", "name", "data", "extra") and Longer.OP == 79
+    with pytest.raises(AttributeError):
+        sample.a = 5
+    with pytest.raises(AttributeError):
+        sample.other = 5  # no instance dict: nothing can be added after validation either
+    assert sample._replace(a=3) == Longer(3, 2, b"n", b"d", b"x")
+    assert isinstance(sample, Message) and isinstance(sample, _Sample)
+
+
 def test_blobs_must_come_last():
-    @dataclass(frozen=True)
+    @record
     class Bad(Message):
         OP = 1
         FIXED = struct.Struct("<I")

@@ -8,7 +8,6 @@ broker socket and stdio.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import math
 import mmap
 import os
@@ -369,6 +368,6 @@ def child_main(sock_fd: int, artifact_path: str = "") -> None:
         result = run(setup, module_fd, broker, counters, artifact)
     except Exception as exc:  # a bug in wasijail, not in the guest: say so
         result = Result(ChildOutcome.ERROR, 1, 0, 0, f"internal error in the child: {type(exc).__name__}: {exc}".encode())
-    broker.report(dataclasses.replace(result, bytes_read=counters[0], bytes_written=counters[1]))
+    broker.report(result._replace(bytes_read=counters[0], bytes_written=counters[1]))
     sys.stdout.flush()
     os._exit(0)

@@ -21,10 +21,9 @@ reply) and `Result` (its last word).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
 from ..wasi import ALL_FSTFLAGS, ALL_FDFLAGS, ALL_LOOKUPFLAGS, ALL_OFLAGS, Errno, WasiErrno
-from .transport import Channel, Message, ProtocolError, Reply
+from .transport import Channel, Message, ProtocolError, Reply, record
 
 # The most a single readdir reply carries; the child asks again for more.
 READDIR_CHUNK = 32 * 1024
@@ -61,7 +60,7 @@ class BrokerOp(IntEnum):
 # --- requests (child -> parent) ---------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _DirPathRequest(Message):
     """A request that names only a path under a directory handle."""
 
@@ -72,7 +71,7 @@ class _DirPathRequest(Message):
     path: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _DirRequest(Message):
     """A request about a directory handle itself."""
 
@@ -80,7 +79,7 @@ class _DirRequest(Message):
     dir: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathOpen(Message):
     OP = BrokerOp.PATH_OPEN
     FIXED = struct.Struct("<IIHHQQ")
@@ -96,7 +95,7 @@ class PathOpen(Message):
     path: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathFilestatGet(Message):
     OP = BrokerOp.PATH_FILESTAT_GET
     FIXED = struct.Struct("<II")
@@ -108,7 +107,7 @@ class PathFilestatGet(Message):
     path: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathFilestatSetTimes(Message):
     OP = BrokerOp.PATH_FILESTAT_SET_TIMES
     FIXED = struct.Struct("<IIQQH")
@@ -123,27 +122,27 @@ class PathFilestatSetTimes(Message):
     path: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathCreateDirectory(_DirPathRequest):
     OP = BrokerOp.PATH_CREATE_DIRECTORY
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathRemoveDirectory(_DirPathRequest):
     OP = BrokerOp.PATH_REMOVE_DIRECTORY
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathUnlinkFile(_DirPathRequest):
     OP = BrokerOp.PATH_UNLINK_FILE
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathReadlink(_DirPathRequest):
     OP = BrokerOp.PATH_READLINK
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathRename(Message):
     OP = BrokerOp.PATH_RENAME
     FIXED = struct.Struct("<II")
@@ -155,7 +154,7 @@ class PathRename(Message):
     new_path: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathLink(Message):
     OP = BrokerOp.PATH_LINK
     FIXED = struct.Struct("<III")
@@ -169,7 +168,7 @@ class PathLink(Message):
     new_path: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathSymlink(Message):
     OP = BrokerOp.PATH_SYMLINK
     FIXED = struct.Struct("<I")
@@ -180,7 +179,7 @@ class PathSymlink(Message):
     path: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FdReaddir(Message):
     OP = BrokerOp.FD_READDIR
     FIXED = struct.Struct("<IQI")
@@ -190,22 +189,22 @@ class FdReaddir(Message):
     max_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DirFilestatGet(_DirRequest):
     OP = BrokerOp.DIR_FILESTAT_GET
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DirClose(_DirRequest):
     OP = BrokerOp.DIR_CLOSE
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DirSync(_DirRequest):
     OP = BrokerOp.DIR_SYNC
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DirFilestatSetTimes(Message):
     OP = BrokerOp.DIR_FILESTAT_SET_TIMES
     FIXED = struct.Struct("<IQQH")
@@ -216,7 +215,7 @@ class DirFilestatSetTimes(Message):
     fstflags: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FdFilestatSetTimes(Message):
     """Re-time a donated file; the file itself travels with the request.
 
@@ -247,7 +246,7 @@ class ChildOutcome(IntEnum):
     LIMIT = 4  # a limit the child enforces was hit; message names it (fuel, cpu_time)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Compiled(Message):
     """The module compiled: the compile deadline no longer applies.
 
@@ -261,7 +260,7 @@ class Compiled(Message):
     artifact_size: int  # bytes of serialized module written to the artifact fd (0: none)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Result(Message):
     """The child's last word: how the module ended (no reply)."""
 
@@ -276,7 +275,7 @@ class Result(Message):
     message: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SandboxReport(Message):
     """Sent by the child once, after lockdown and before any untrusted byte is read:
     the layers it could not apply, one "name: reason" line each (empty: all applied). No reply."""
@@ -309,7 +308,7 @@ class FileKind(IntEnum):
     DIRECTORY = 1  # the parent keeps the directory; the child gets a handle
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OpenReply(Reply):
     """Answers PathOpen."""
 
@@ -319,7 +318,7 @@ class OpenReply(Reply):
     filetype: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatReply(Reply):
     """Answers PathFilestatGet and DirFilestatGet: a filestat, each field within WASI's u64."""
 
@@ -334,7 +333,7 @@ class StatReply(Reply):
     ctim: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BytesReply(Reply):
     """Answers PathReadlink (the target) and FdReaddir (dirents, already in WASI layout)."""
 

@@ -7,11 +7,10 @@ before any module is read); the messages are still decoded strictly.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
 
 from .setup import ChildLimits
-from .transport import Channel, Message
+from .transport import Channel, Message, record
 
 
 class ControlOp(IntEnum):
@@ -25,7 +24,7 @@ class ControlOp(IntEnum):
 SPAWN_FDS = range(5, 8)  # without an artifact
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Spawn(Message):
     """Fork a child; sent with SPAWN_FDS descriptors (one more with an artifact)."""
 
@@ -62,7 +61,7 @@ class Spawn(Message):
         return frozenset(filter(None, self.require.decode().split(",")))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Spawned(Message):
     """The child exists. Sent with its pidfd (or no fd when the fork failed)."""
 
@@ -74,7 +73,7 @@ class Spawned(Message):
     error: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Exited(Message):
     """A child ended; status is the raw wait status."""
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .transport import Channel, Message, ProtocolError
+from .transport import Channel, Message, ProtocolError, record
 
 
 class SetupOp(IntEnum):
@@ -31,7 +31,7 @@ class ArtifactMode(IntEnum):
     PRODUCE = 2  # a third fd is a sink: write the serialized module there after compiling
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Start(Message):
     """Sent with the encoded `Setup` and the module file as fds, plus an artifact fd per `artifact`."""
 
@@ -45,7 +45,7 @@ class Start(Message):
 decode_start = Channel("setup", (Start,)).decode
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChildLimits:
     """What one child may use; None: not limited. Every value is >= 0."""
 
@@ -73,7 +73,7 @@ class ChildLimits:
                    cpu_time=limits.cpu_time, lockdown_cpu_time=lockdown_cpu, threads=threads)
 
     def encode(self) -> bytes:
-        return _LIMITS.pack(*(_UNSET if value is None else value for value in astuple(self)))
+        return _LIMITS.pack(*(_UNSET if value is None else value for value in self))
 
     @classmethod
     def decode(cls, data: bytes) -> "ChildLimits":
@@ -88,7 +88,7 @@ class ChildLimits:
 # On the wire, in field order: counts and bytes as i64, seconds as doubles; _UNSET is None.
 _LIMITS = struct.Struct("<qqqqqqddq")
 _UNSET = -1
-assert len(_LIMITS.unpack(bytes(_LIMITS.size))) == len(fields(ChildLimits))
+assert len(_LIMITS.unpack(bytes(_LIMITS.size))) == len(ChildLimits._fields)
 
 
 @dataclass(frozen=True)
