@@ -230,3 +230,83 @@ def test_cli_says_on_a_terminal_that_a_long_first_compile_is_cached(tmp_path):
     assert run_on_terminal() == (f"wasijail: compiling slow.wasm ({size}) before its first run; the result is"
                                  f" cached, so later runs start at once\r\n").encode()
     assert run_on_terminal() == b""  # warm: nothing to say
+
+
+def _stored(tmp_path):
+    """A cache holding demo_p1's artifact (as a run would store it), its key and a module copy."""
+    cache = ModuleCache(tmp_path / "cache")
+    module = tmp_path / "m.wasm"
+    module.write_bytes(program("demo_p1.wasm").read_bytes())
+    fingerprint = engine_fingerprint(fuel=False)
+    key = ModuleCache.key(module.read_bytes(), fingerprint)
+    cache.store(key, wasmtime.Module(wasmtime.Engine(), module.read_bytes()).serialize())
+    return cache, module, fingerprint, key
+
+
+def _open_known(cache, module, fingerprint):
+    fd = os.open(module, os.O_RDONLY)
+    try:
+        return cache.open_known(fd, fingerprint)
+    finally:
+        os.close(fd)
+
+
+def _full_lookup(cache, module, fingerprint):
+    fd = os.open(module, os.O_RDONLY)
+    try:
+        artifact = cache.open(cache.module_key(fd, fingerprint))
+    finally:
+        os.close(fd)
+    if artifact is not None:
+        artifact.close()
+    return artifact
+
+
+def test_open_known_answers_only_what_this_process_verified(tmp_path):
+    cache, module, fingerprint, key = _stored(tmp_path)
+    assert _open_known(cache, module, fingerprint) is None  # nothing verified yet
+    assert _full_lookup(cache, module, fingerprint) is not None
+    known = _open_known(cache, module, fingerprint)
+    assert known is not None
+    found, artifact = known
+    try:
+        assert found == key
+        assert os.fstat(artifact.fd).st_ino == (tmp_path / "cache" / f"{key}.cwasm").stat().st_ino
+    finally:
+        artifact.close()
+    assert _open_known(cache, module, engine_fingerprint(fuel=True)) is None  # another engine's key
+
+
+def test_open_known_refuses_a_changed_artifact_and_the_full_lookup_deletes_it(tmp_path):
+    cache, module, fingerprint, key = _stored(tmp_path)
+    _full_lookup(cache, module, fingerprint)
+    entry = tmp_path / "cache" / f"{key}.cwasm"
+    before = entry.stat()
+    data = bytearray(entry.read_bytes())
+    data[100] ^= 0x01
+    entry.chmod(0o600)
+    entry.write_bytes(bytes(data))
+    os.utime(entry, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size and mtime: ctime differs
+    assert _open_known(cache, module, fingerprint) is None
+    assert _full_lookup(cache, module, fingerprint) is None
+    assert cache.refused == 1 and not entry.exists()
+
+
+def test_open_known_does_not_answer_for_a_changed_module(tmp_path):
+    cache, module, fingerprint, key = _stored(tmp_path)
+    _full_lookup(cache, module, fingerprint)
+    module.write_bytes(module.read_bytes() + b"\0")  # a new identity: its digest is not known
+    assert _open_known(cache, module, fingerprint) is None
+
+
+async def test_runs_of_a_verified_module_skip_the_full_lookup(tmp_path, monkeypatch):
+    """The third run of a module finds it by what the second verified: no record read, no thread."""
+    cache = ModuleCache(tmp_path / "cache")
+    lookups = []
+    real_key = ModuleCache.module_key
+    monkeypatch.setattr(ModuleCache, "module_key", lambda self, fd, fp: lookups.append(fd) or real_key(self, fd, fp))
+    async with open_supervisor(cache=cache) as sup:
+        runs = [await sup.run(program("demo_p1.wasm"), capture_stdout=True) for _ in range(3)]
+    assert [r.stdout for r in runs] == [b"hello world\n"] * 3
+    assert len(lookups) == 2  # the compile, the first load; the third run's load was known
+    assert cache.refused == 0

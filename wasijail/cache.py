@@ -44,6 +44,7 @@ _SUFFIX = ".cwasm"
 _SEAL = ".seal"  # beside each artifact: its sealed identity; its mtime orders eviction
 _MODULES = "modules"  # sealed records: module file identity -> digest of its bytes
 _MAX_MODULE_RECORDS = 4096
+_MAX_KNOWN = 4096  # verified digests and seals this process remembers (oldest forgotten first)
 _MAC_SIZE = 32
 
 
@@ -109,6 +110,10 @@ class ModuleCache:
         self.max_size = max_size
         self.refused = 0  # entries that failed verification (tampered or foreign)
         self._secret: bytes | None = None
+        # What this process has verified already (`open_known`): module identity -> digest,
+        # cache key -> the artifact's sealed identity.
+        self._digests: dict[bytes, bytes] = {}
+        self._seals: dict[str, bytes] = {}
 
     def _ensure(self) -> bytes:
         if self._secret is None:
@@ -186,6 +191,7 @@ class ModuleCache:
                     self._trim_module_records()
                 except OSError:
                     pass  # the next run hashes again
+        _remember(self._digests, ident, digest)
         return self.key_of_digest(digest, fingerprint)
 
     def _trim_module_records(self) -> None:
@@ -220,12 +226,42 @@ class ModuleCache:
                     os.utime(seal, follow_symlinks=False)
                 except OSError:
                     pass
+                _remember(self._seals, key, expected)
                 return CachedArtifact(fd, st.st_size)
             os.close(fd)
         self.refused += 1
         _unlink(entry)
         _unlink(seal)
         return None
+
+    def open_known(self, fd: int, fingerprint: str) -> tuple[str, CachedArtifact] | None:
+        """`module_key` then `open`, answered from what this process verified before: the
+        module open at `fd` has the identity whose digest it computed or read from a sealed
+        record, and the artifact file still has the identity its seal held when `open`
+        checked it. Both identities change with any change to the file (ctime cannot be set
+        back), so this trusts exactly what the sealed records would: no record or seal is
+        read, nothing hashed. None when anything is unknown or differs: then the full
+        lookup decides (and refuses what it must)."""
+        digest = self._digests.get(file_identity(os.fstat(fd)))
+        if digest is None:
+            return None
+        key = self.key_of_digest(digest, fingerprint)
+        sealed = self._seals.get(key)
+        if sealed is None:
+            return None
+        try:
+            artifact = os.open(self.path / (key + _SUFFIX), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        st = os.fstat(artifact)
+        if not stat.S_ISREG(st.st_mode) or file_identity(st) != sealed:
+            os.close(artifact)
+            return None
+        try:
+            os.utime(self.path / (key + _SEAL), follow_symlinks=False)  # recently used, as `open` does
+        except OSError:
+            pass
+        return key, CachedArtifact(artifact, st.st_size)
 
     def store(self, key: str, artifact: bytes) -> None:
         self._ensure()
@@ -271,6 +307,13 @@ class ModuleCache:
             _unlink(entry.path[:-len(_SUFFIX)] + _SEAL)
         shutil.rmtree(self.path / _MODULES, ignore_errors=True)
         return len(entries)
+
+
+def _remember(known: dict, key, value) -> None:
+    known.pop(key, None)
+    known[key] = value  # newest last
+    if len(known) > _MAX_KNOWN:
+        del known[next(iter(known))]
 
 
 def _hash_fd(fd: int) -> bytes:

@@ -504,6 +504,11 @@ class Supervisor:
             return _CachedArtifact(ArtifactMode.NONE, None, "")
         limits = spec.policy.limits
         fingerprint = engine_fingerprint(fuel=limits.fuel is not None, options=spec.engine)
+        known = self.cache.open_known(module_fd, fingerprint)  # no read, no hash: no thread needed
+        if known is not None:
+            key, artifact = known
+            run.callback(artifact.close)
+            return _CachedArtifact(ArtifactMode.LOAD, artifact.fd, key)
         # A module not seen before is read and hashed: a thread does it, so a large one
         # does not stall every other run's broker.
         key = await trio.to_thread.run_sync(self.cache.module_key, module_fd, fingerprint)
