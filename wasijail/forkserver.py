@@ -25,6 +25,7 @@ from .protocol.broker import ChildOutcome, Result, SandboxReport
 from .child import runner
 from .sandbox.kernel import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, libc
 from .sandbox.lockdown import LockdownConfig, LockdownError, lockdown
+from .sandbox import runtime
 from .sandbox.seccomp import prebuild_seccomp
 from .stdio import fill_closed_stdio
 
@@ -102,6 +103,10 @@ def serve(control_fd: int) -> None:
     fill_closed_stdio()
     _die_with_parent()
     prebuild_seccomp()  # once here, not in every child
+    # The children's runtime settings (runtime.py), once here: each child's lockdown applies
+    # them again and finds them in place. The server's own tracebacks then show no source
+    # lines either, as a child's do.
+    runtime.apply()
     # Ctrl-C is for the supervisor, which stops the children; the fork server ends with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = socket.socket(fileno=control_fd)

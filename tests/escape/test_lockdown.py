@@ -499,6 +499,30 @@ def test_ordinary_runtime_calls_survive():
     assert result.value("tb").startswith("json.decoder.JSONDecodeError")
 
 
+def test_runtime_step_applied_before_lockdown_reports_the_same():
+    """The fork server applies the runtime step once before it forks; each child's lockdown
+    applies it again, finds it in place and reports what is in force, as a fresh one does."""
+    fresh = run_locked("pass")
+    assert_survived(fresh)
+    setup = """
+        from wasijail.sandbox import runtime
+        report("before", runtime.apply().detail)
+        import json, threading
+    """
+    body = """
+        json.loads("{")   # the swapped-in hook prints it without opening a .py file
+    """
+    result = run_locked(body, setup=setup)
+    assert result.returncode == 1 and result.violations == [], result.explain()
+    assert result.stderr.rstrip().splitlines()[-1].startswith("json.decoder.JSONDecodeError")
+    runtime_detail = {l["name"]: l["detail"] for l in result.lockdown["layers"]}["runtime"]
+    assert runtime_detail == result.value("before")
+    assert runtime_detail == {l["name"]: l["detail"] for l in fresh.lockdown["layers"]}["runtime"]
+    for note in ("RAYON_NUM_THREADS=", "TZ=UTC", "linecache without file reads", "sys.excepthook",
+                 "threading.excepthook", "sys.unraisablehook"):
+        assert note in runtime_detail
+
+
 def test_uncaught_exception_prints_a_traceback_not_a_violation():
     # CPython's C traceback printer opens .py files for source lines; the
     # lockdown swaps in hooks that do not.

@@ -51,15 +51,16 @@ def apply() -> LayerStatus:
       what it already cached, and the default hooks are replaced by
       equivalents built on the traceback module.
     """
-    notes = []
+    # Each note says what is in place, whether set now or inherited set: the fork server
+    # applies all this once before it serves (each child then makes none of the
+    # copy-on-write faults of setting it, ~0.2 ms of its CPU) and the report reads the same.
     cpus = max(1, len(os.sched_getaffinity(0)))
     if not os.environ.get("RAYON_NUM_THREADS"):
         os.environ["RAYON_NUM_THREADS"] = str(cpus)
-        notes.append(f"RAYON_NUM_THREADS={os.environ['RAYON_NUM_THREADS']}")
     if not os.environ.get("TZ"):
         os.environ["TZ"] = "UTC"
-        notes.append("TZ=UTC")
-    time.tzset()
+    notes = [f"RAYON_NUM_THREADS={os.environ['RAYON_NUM_THREADS']}", f"TZ={os.environ['TZ']}"]
+    time.tzset()  # with TZ as the last tzset() saw it, glibc reads no file again
     os.cpu_count = lambda: cpus  # glibc's sysconf reads /sys/devices/system/cpu/online
     notes.append(f"os.cpu_count()={cpus}")
     arenas = 8 * cpus
@@ -75,13 +76,13 @@ def apply() -> LayerStatus:
     notes.append("linecache without file reads")
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _excepthook
-        notes.append("sys.excepthook")
     if threading.excepthook is threading.__excepthook__:
         threading.excepthook = _thread_excepthook
-        notes.append("threading.excepthook")
     if sys.unraisablehook is sys.__unraisablehook__:
         sys.unraisablehook = _unraisablehook
-        notes.append("sys.unraisablehook")
+    notes.extend(name for name, ours in (("sys.excepthook", sys.excepthook is _excepthook),
+                                         ("threading.excepthook", threading.excepthook is _thread_excepthook),
+                                         ("sys.unraisablehook", sys.unraisablehook is _unraisablehook)) if ours)
     return LayerStatus("runtime", True, ", ".join(notes))
 
 
