@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -65,6 +66,22 @@ async def test_streaming_output_and_send_stdin():
         result = await handle.wait()
     assert got == b"first\nsecond\n"
     assert result.returncode == 0
+
+
+async def test_output_left_in_a_pipe_when_the_run_ends_is_still_read():
+    # The caller's PIPE ends are its own once handed over: a run that ends before they
+    # are read (here: waited for first) must not close them under the reader.
+    async with open_supervisor() as sup, trio.open_nursery() as nursery:
+        handle = await nursery.start(functools.partial(sup.run, program("cat.wasm"), stdin=PIPE,
+                                                       stdout=PIPE, stderr=PIPE))
+        await handle.send_stdin(b"kept\n")
+        await handle.stdin.aclose()
+        result = await handle.wait()
+        got = b"".join([chunk async for chunk in handle.stdout])
+        assert b"".join([chunk async for chunk in handle.stderr]) == b""
+        for stream in (handle.stdout, handle.stderr):
+            await stream.aclose()
+    assert (got, result.returncode) == (b"kept\n", 0)
 
 
 async def test_check_raises_typed_errors():

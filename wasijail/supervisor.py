@@ -227,7 +227,9 @@ class RunHandle:
     """A live run, handed back by ``await nursery.start(supervisor.run, ...)``.
 
     ``stdin``, ``stdout`` and ``stderr`` are trio streams for the ends given
-    as PIPE (None otherwise); ``kill()`` stops the child (the run ends as
+    as PIPE (None otherwise), the caller's to close (they stay open when the
+    run ends, so no output is lost; dropping the handle closes them too,
+    as trio's own streams do); ``kill()`` stops the child (the run ends as
     outcome ``killed``); ``wait()`` returns the RunResult. ``pid`` is the
     child's process id, or None when the run ended before a child started
     (a module that could not be opened: ``wait()`` returns its ``error``).
@@ -463,6 +465,7 @@ class Supervisor:
                 ending.parent_missing = ("openat2: not available here; paths resolve by the"
                                          " component-by-component O_NOFOLLOW walk",)
             task_status.started(handle)
+            plumbing.handed_over()
             try:
                 await self._supervise(spec, child, session, plumbing, ending)
             finally:  # before the result is read: the child is gone and its output copied
@@ -664,8 +667,16 @@ class _Plumbing:
         else:
             self.private.finish()  # no thread to wait for: offsets only
 
+    def handed_over(self) -> None:
+        """The caller holds its PIPE ends now (RunHandle): from here on they are the caller's
+        to close, as trio.Process's are, so output still in a pipe as the run ends is read to
+        its end rather than cut off under a reader."""
+        user = (self.user_stdin, self.user_stdout, self.user_stderr)
+        self.streams = [stream for stream in self.streams if stream not in user]
+
     async def aclose(self) -> None:
-        """Close everything, the caller's PIPE ends too (shielded: it runs as a run ends)."""
+        """Close what the run holds (shielded: it runs as a run ends): our streams, and the
+        caller's PIPE ends if the run ended before they were handed over."""
         self.private.close()
         with trio.CancelScope(shield=True):
             for stream in self.streams:
