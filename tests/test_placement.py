@@ -63,6 +63,23 @@ def test_parallel_pairs_spread_over_the_cpus(sleeper):
     assert set(placement.pairs().values()) == {1}
 
 
+@needs_two_cpus
+def test_a_pair_moves_when_its_cpu_holds_two_more_than_another(sleeper):
+    # Three jobs on two CPUs, then the lone one ends: one of the two sharing a CPU moves.
+    a, b = sorted(CPUS)[:2]
+    placement = Placement({a, b})
+
+    def scenario():
+        first, second, third = (placement.pin(sleeper) for _ in range(3))
+        assert (first, second, third) == (a, b, a)
+        assert placement.rebalance(sleeper, third) == a  # 2 against 1: stays
+        placement.release(None, second)
+        moved = placement.rebalance(sleeper, third)
+        return moved, placement.pairs(), os.sched_getaffinity(sleeper), os.sched_getaffinity(0)
+
+    assert _on_a_thread(scenario) == (b, {a: 1, b: 1}, {b}, {b})
+
+
 def test_a_gone_child_is_not_pinned_and_nothing_is_counted():
     placement = Placement()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,

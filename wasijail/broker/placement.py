@@ -10,7 +10,9 @@ its guest thread and its broker thread are pinned to the same CPU, chosen as
 the one with the fewest pinned pairs, so parallel jobs still spread over every
 CPU the supervisor may use. A child that stops brokering (a compute phase: no
 request for `IDLE` seconds) gets every CPU back, and is placed again when it
-next asks for something, so a CPU-bound guest is never held to a busy CPU.
+next asks for something, so a CPU-bound guest is never held to a busy CPU; and
+a pair whose CPU holds two pairs more than another CPU (more jobs than CPUs,
+then one ended) moves there at its next `REBALANCE`th request.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import final
 
 # No request for this long: the child is computing, not brokering; let it go anywhere.
 IDLE = 0.05
+# A pinned pair checks every this many requests whether another CPU holds fewer pairs.
+REBALANCE = 256
 
 
 @final
@@ -53,6 +57,22 @@ class Placement:
             self.release(pid, cpu)
             return None
         return cpu
+
+    def rebalance(self, pid: int, cpu: int) -> int:
+        """Move the pinned pair on `cpu` (the child `pid` and the calling thread) to the
+        least-used CPU when that holds two pairs fewer; the CPU the pair is on after."""
+        with self._lock:
+            best = min(self._pairs, key=self._pairs.__getitem__)
+            if self._pairs[cpu] - self._pairs[best] < 2:
+                return cpu
+            self._pairs[cpu] -= 1
+            self._pairs[best] += 1
+        try:
+            os.sched_setaffinity(pid, {best})
+            os.sched_setaffinity(0, {best})
+        except OSError:  # the child has just ended: its session is about to end too
+            pass
+        return best
 
     def release(self, pid: int | None, cpu: int) -> None:
         """Give the child (when `pid` is given and it still runs) and the calling thread every CPU again."""

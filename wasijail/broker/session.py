@@ -23,7 +23,7 @@ from ..protocol import broker as wire
 from ..protocol import transport
 from ..protocol.transport import ProtocolError
 from .handlers import Broker
-from .placement import IDLE, Placement
+from .placement import IDLE, REBALANCE, Placement
 
 # SO_RCVTIMEO's struct timeval: the kernel ends a blocking receive (EAGAIN) after this
 # long, at no cost per message (a Python-level timeout would poll before every receive).
@@ -48,6 +48,7 @@ class BrokerSession:
         self.pid = pid  # the child's, for placement
         self.placement = placement if placement is not None and placement.useful and pid is not None else None
         self.cpu: int | None = None  # where the child and this thread are pinned now
+        self._requests = 0  # while pinned, for the periodic rebalance
         self.reported: wire.Result | None = None
         self.reported_while_loading = False  # the result came before the module compiled: a module problem
         self.violation: str | None = None  # what the child did that ended it
@@ -147,8 +148,13 @@ class BrokerSession:
                 continue
             except OSError:
                 return  # the child died with a request unanswered, or the run shut the socket
-            if self.cpu is None and self.placement is not None and self._compile_seen and data:
-                self._place()  # asking again after an idle spell (or its first call)
+            if self.placement is not None and self._compile_seen and data:
+                if self.cpu is None:
+                    self._place()  # asking again after an idle spell
+                else:
+                    self._requests += 1
+                    if not self._requests % REBALANCE:
+                        self.cpu = self.placement.rebalance(self.pid, self.cpu)
             fds = transport.unpack_fds(ancdata) if ancdata else ()
             try:
                 if not data:
