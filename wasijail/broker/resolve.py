@@ -114,7 +114,9 @@ class Resolver:
         head, _, name = stripped.rpartition(b"/")
         if name in (b".", b".."):
             head, name = stripped, b"."
-        fd = self.open(root_fd, head or b".", os.O_PATH | os.O_DIRECTORY)
+        if not head:  # a name right under the root: the root is its parent, nothing to resolve
+            return os.dup(root_fd), name  # (a dup, not an openat2 of "."; the caller closes it)
+        fd = self.open(root_fd, head, os.O_PATH | os.O_DIRECTORY)
         return fd, name
 
     def _open_openat2(self, root_fd, path, flags, mode, follow):
