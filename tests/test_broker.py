@@ -124,6 +124,27 @@ def test_escapes_are_enotcapable(tree, resolver, path):
     broker.close()
 
 
+def test_stat_of_a_plain_name_follows_no_link_out(tree, resolver):
+    # A name right under the root is lstat'ed there in one call (no resolution); a link
+    # there is followed only through the confined resolution, which refuses one leading out.
+    (tree / "out").symlink_to(tree.parent / "outside.txt")
+    (tree / "in").symlink_to("file.txt")
+    broker = make_broker(tree, resolver)
+    answers = {(name, follow): broker.dispatch(wire.PathFilestatGet(0, follow, name))
+               for name, follow in ((b"out", 0), (b"out", 1), (b"in", 0), (b"in", 1), (b"file.txt", 0))}
+    broker.close()
+    assert answers[b"out", 1].errno == Errno.NOTCAPABLE  # followed out: refused, not stat'ed
+    kinds = {key: (answer.errno, answer.body.filetype, answer.body.ino)
+             for key, answer in answers.items() if key != (b"out", 1)}
+    file_ino = (tree / "file.txt").stat().st_ino
+    assert kinds == {
+        (b"out", 0): (0, Filetype.SYMBOLIC_LINK, (tree / "out").lstat().st_ino),  # the link itself
+        (b"in", 0): (0, Filetype.SYMBOLIC_LINK, (tree / "in").lstat().st_ino),
+        (b"in", 1): (0, Filetype.REGULAR_FILE, file_ino),  # followed, inside
+        (b"file.txt", 0): (0, Filetype.REGULAR_FILE, file_ino),
+    }
+
+
 def test_unknown_handle_is_ebadf(tree, resolver):
     broker = make_broker(tree, resolver)
     reply = broker.dispatch(wire.PathOpen(7, 1, 0, 0, READ, 0, b"file.txt"))

@@ -119,6 +119,15 @@ class Resolver:
         fd = self.open(root_fd, head, os.O_PATH | os.O_DIRECTORY)
         return fd, name
 
+    def lstat_name(self, root_fd: int, path: bytes) -> os.stat_result | None:
+        """lstat of a plain name right under the root (no '/', not '.' or '..'): one
+        syscall that resolves nothing and follows nothing, so it cannot leave the root;
+        None for any other path, which the caller resolves with open()."""
+        if not path or b"/" in path or path in (b".", b".."):
+            return None
+        _check_path(path)
+        return os.stat(path, dir_fd=root_fd, follow_symlinks=False)
+
     def _open_openat2(self, root_fd, path, flags, mode, follow):
         if not follow:
             flags |= os.O_NOFOLLOW
