@@ -555,8 +555,7 @@ class WasiHost:
         if oflags & ~ALL_OFLAGS or fdflags & ~ALL_FDFLAGS or dirflags & ~ALL_LOOKUPFLAGS:
             return Errno.INVAL
         self.s.fds.check_room()
-        self.mem.refresh()  # fail on a bad `opened` pointer before the broker acts
-        self.mem.slice(opened, 4)
+        self.mem.slice(opened, 4)  # fail on a bad `opened` pointer before the broker acts
         if rights_base & WRITE_INTENT & ~parent.rights_inheriting:
             return Errno.NOTCAPABLE  # e.g. opening for writing under a read-only preopen
         rights_base &= parent.rights_inheriting
