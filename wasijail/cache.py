@@ -44,6 +44,7 @@ _SUFFIX = ".cwasm"
 _SEAL = ".seal"  # beside each artifact: its sealed identity; its mtime orders eviction
 _MODULES = "modules"  # sealed records: module file identity -> digest of its bytes
 _MAX_MODULE_RECORDS = 4096
+_ARTIFACT_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW  # how an artifact is opened: never through a link
 _MAX_KNOWN = 4096  # verified digests and seals this process remembers (oldest forgotten first)
 _MAC_SIZE = 32
 
@@ -212,23 +213,17 @@ class ModuleCache:
         entry = self.path / (key + _SUFFIX)
         seal = self.path / (key + _SEAL)
         try:
-            fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(entry, _ARTIFACT_FLAGS)
         except FileNotFoundError:
             return None
         except OSError:
             fd = -1  # a symlink or something else that is not ours
         if fd >= 0:
-            st = os.fstat(fd)
             expected = self._read_sealed(seal, b"artifact", key.encode())
-            if stat.S_ISREG(st.st_mode) and expected == file_identity(st):
-                try:
-                    # recently used: evicted last (the artifact's own times are sealed)
-                    os.utime(seal, follow_symlinks=False)
-                except OSError:
-                    pass
+            artifact = self._if_sealed(fd, key, expected)
+            if artifact is not None:
                 _remember(self._seals, key, expected)
-                return CachedArtifact(fd, st.st_size)
-            os.close(fd)
+                return artifact
         self.refused += 1
         _unlink(entry)
         _unlink(seal)
@@ -250,24 +245,31 @@ class ModuleCache:
         if sealed is None:
             return None
         try:
-            artifact = os.open(self.path / (key + _SUFFIX), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            artifact = os.open(self.path / (key + _SUFFIX), _ARTIFACT_FLAGS)
         except OSError:
             return None
-        st = os.fstat(artifact)
-        if not stat.S_ISREG(st.st_mode) or file_identity(st) != sealed:
-            os.close(artifact)
+        verified = self._if_sealed(artifact, key, sealed)
+        return None if verified is None else (key, verified)
+
+    def _if_sealed(self, fd: int, key: str, expected: bytes | None) -> CachedArtifact | None:
+        """The artifact open at `fd` if it is a regular file with the sealed identity
+        `expected` (its seal then marked recently used); else None, and `fd` closed."""
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or expected != file_identity(st):
+            os.close(fd)
             return None
         try:
-            os.utime(self.path / (key + _SEAL), follow_symlinks=False)  # recently used, as `open` does
+            # recently used: evicted last (the artifact's own times are sealed)
+            os.utime(self.path / (key + _SEAL), follow_symlinks=False)
         except OSError:
             pass
-        return key, CachedArtifact(artifact, st.st_size)
+        return CachedArtifact(fd, st.st_size)
 
     def store(self, key: str, artifact: bytes) -> None:
         self._ensure()
         entry = self.path / (key + _SUFFIX)
         self._write_file(entry, artifact, 0o400)
-        fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(entry, _ARTIFACT_FLAGS)
         try:
             ident = file_identity(os.fstat(fd))  # after the rename: it may change ctime
         finally:
