@@ -65,8 +65,8 @@ def start_costs(runs: int) -> dict[str, float]:
 def round_trip(pinned: bool) -> float:
     """Seconds of wall time per 64-byte request and reply between two Python processes."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    cpu = min(os.sched_getaffinity(0))
     mask = os.sched_getaffinity(0)
+    cpu = min(mask)
     pid = os.fork()
     if pid == 0:
         try:

@@ -51,8 +51,7 @@ class Placement:
             cpu = min(self._pairs, key=self._pairs.__getitem__)
             self._pairs[cpu] += 1
         try:
-            os.sched_setaffinity(pid, {cpu})
-            os.sched_setaffinity(0, {cpu})  # 0: the calling thread, not the whole process
+            _move(pid, cpu)
         except OSError:  # the child is gone, or a cpuset took the CPU away: stay unpinned
             self.release(pid, cpu)
             return None
@@ -68,8 +67,7 @@ class Placement:
             self._pairs[cpu] -= 1
             self._pairs[best] += 1
         try:
-            os.sched_setaffinity(pid, {best})
-            os.sched_setaffinity(0, {best})
+            _move(pid, best)
         except OSError:  # the child has just ended: its session is about to end too
             pass
         return best
@@ -85,3 +83,9 @@ class Placement:
                 os.sched_setaffinity(target, self.cpus)
             except OSError:
                 pass  # the child has ended; the thread's own mask cannot be refused
+
+
+def _move(pid: int, cpu: int) -> None:
+    """Put the child `pid` (its guest thread), then the calling thread, on `cpu` alone."""
+    os.sched_setaffinity(pid, {cpu})
+    os.sched_setaffinity(0, {cpu})  # 0: the calling thread, not the whole process
